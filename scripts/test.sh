@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up .venv (CPU PyTorch, every extra, the dev tools, Debian's Chromium) and runs lint, types and tests.
+# This is the README's test command and what .ci/run calls. Safe to run again: installs are skipped when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip
+# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+"$VPY" -m pip install -q "torch==2.13.0"
+"$VPY" -m pip install -q -e ".[dev]"
+
+# A real browser for the dashboard tests: Debian's chromium (Playwright's own download cannot work offline).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: chromium not found and cannot be installed here; browser tests will fail" >&2
+  fi
+fi
+
+echo "== ruff"
+.venv/bin/ruff check src tests benchmarks
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+"$VPY" -m pytest -q "$@"

@@ -1,0 +1,1 @@
+"""The ``expertrack`` command line: one module per command group, each thin over the library."""
