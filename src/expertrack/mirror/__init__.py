@@ -1,0 +1,1 @@
+"""W&B mirror (placeholder while the core lands)."""
