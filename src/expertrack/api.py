@@ -1,0 +1,166 @@
+"""The read side: ``Api(dir).runs(...)`` and per-run history, arrays and files, as pandas and NumPy.
+
+Opens the store read-only, so it is safe beside running trainers and never changes what they write.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from expertrack.errors import RunNotFoundError
+from expertrack.paths import store_path
+from expertrack.store.downsample import minmax_indices
+from expertrack.store.sqlite import RunRecord, Store
+
+
+class Api:
+    """Query the runs of one tracking directory (``dir``, else ``$EXPERTRACK_DIR``, else ./expertrack-runs)."""
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
+        self.path = store_path(dir)
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store | None:
+        """The read-only store, or None while no run has been written to this directory."""
+        if self._store is None and self.path.exists():
+            self._store = Store(self.path, readonly=True)
+        return self._store
+
+    def runs(self, project: str | None = None, filters: dict[str, Any] | None = None) -> list[ApiRun]:
+        """Runs, oldest first. ``filters`` maps field to wanted value: ``state``, ``name``, ``group``, ``tags``
+        (the run has that tag), ``config.<key>`` and ``summary.<key>`` (dotted paths into nested dicts)."""
+        store = self.store
+        if store is None:
+            return []
+        records = store.runs(project)
+        return [ApiRun(store, r) for r in records if _matches(r, filters or {})]
+
+    def run(self, ref: str) -> ApiRun:
+        """One run by id, unique id prefix, or name."""
+        store = self.store
+        if store is None:
+            raise RunNotFoundError(f"no runs in {self.path.parent} (no store file there yet)")
+        return ApiRun(store, store.find_run(ref))
+
+    def projects(self) -> list[str]:
+        """Project names that have runs."""
+        store = self.store
+        if store is None:
+            return []
+        return [r[0] for r in store.conn.execute("SELECT DISTINCT project FROM runs ORDER BY project")]
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run and all it recorded (opens the store for writing just for this)."""
+        with Store(self.path) as writable:
+            writable.delete_run(run_id)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+class ApiRun:
+    """A stored run. Attributes mirror the runs table; methods read its series."""
+
+    def __init__(self, store: Store, record: RunRecord) -> None:
+        self._store = store
+        self._record = record
+        self.id, self.name, self.project = record.id, record.name, record.project
+        self.group, self.tags, self.notes = record.group, record.tags, record.notes
+        self.state, self.config, self.summary = record.state, record.config, record.summary
+        self.environment, self.metric_defs = record.environment, record.metric_defs
+        self.created_at, self.ended_at = record.created_at, record.ended_at
+        self.exit_code, self.exit_signal = record.exit_code, record.exit_signal
+        self.heartbeat_at = record.heartbeat_at
+
+    def __repr__(self) -> str:
+        return f"<ApiRun {self.name!r} id={self.id} project={self.project!r} state={self.state}>"
+
+    def metric_keys(self) -> list[str]:
+        """Scalar metric names, sorted."""
+        return self._store.scalar_keys(self.id)
+
+    def array_keys(self) -> list[str]:
+        """Array metric names, sorted."""
+        return self._store.array_keys(self.id)
+
+    def point_count(self, key: str) -> int:
+        """How many points a scalar series holds."""
+        return self._store.point_counts(self.id).get(key, 0)
+
+    def last_step(self) -> int | None:
+        """The highest step logged, or None."""
+        return self._store.last_step(self.id)
+
+    def scalars(self, key: str, after_step: int | None = None) -> tuple[Any, Any, Any]:
+        """(steps, times, values) NumPy arrays: every point of one scalar series (after ``after_step`` if given)."""
+        return self._store.read_scalars(self.id, key, after_step)
+
+    def arrays(self, key: str) -> tuple[Any, Any]:
+        """(steps [n], values [n, *shape]) of one array series; raises KeyError when the run has no such key."""
+        import numpy as np
+
+        items = self._store.read_arrays(self.id, key)
+        if not items:
+            raise KeyError(f"run {self.name!r} has no array {key!r}; it has {self.array_keys()}")
+        steps = np.array([s for s, _t, _a in items], dtype=np.int64)
+        shapes = {a.shape for _s, _t, a in items}
+        if len(shapes) > 1:  # shapes changed over the run (e.g. experts added): return a list, not a stack
+            return steps, [a for _s, _t, a in items]
+        return steps, np.stack([a for _s, _t, a in items])
+
+    def history(self, keys: list[str] | None = None, samples: int | None = None) -> Any:
+        """A pandas DataFrame with ``_step``, ``_timestamp`` and one column per scalar key, one row per step.
+
+        Every point by default. With ``samples``, each key is reduced to about that many points keeping each
+        bucket's first, min, max and last value, so spikes survive (never random sampling).
+        """
+        import numpy as np
+        import pandas as pd
+
+        wanted = self.metric_keys() if keys is None else list(keys)
+        columns: dict[str, Any] = {}
+        stamps = []
+        for key in wanted:
+            steps, times, values = self.scalars(key)
+            if samples is not None and steps.size > samples:
+                keep = minmax_indices(values, max(1, samples // 4))
+                steps, times, values = steps[keep], times[keep], values[keep]
+            columns[key] = pd.Series(values, index=steps)
+            stamps.append(pd.Series(times, index=steps))
+        if not columns:
+            return pd.DataFrame({"_step": np.empty(0, np.int64), "_timestamp": np.empty(0)})
+        frame = pd.DataFrame(columns)
+        frame.index.name = "_step"
+        timestamp = pd.concat(stamps, axis=1).min(axis=1)
+        frame.insert(0, "_timestamp", timestamp.reindex(frame.index))
+        return frame.sort_index().reset_index()
+
+    def file(self, name: str) -> bytes | None:
+        """A file stored with the run (for wrapped programs, "console.log"), or None."""
+        return self._store.read_file(self.id, name)
+
+    def file_names(self) -> list[str]:
+        """Names of the files stored with the run."""
+        return self._store.file_names(self.id)
+
+
+def _matches(record: RunRecord, filters: dict[str, Any]) -> bool:
+    for field, wanted in filters.items():
+        if field == "tags":
+            if wanted not in record.tags:
+                return False
+            continue
+        head, _, rest = field.partition(".")
+        value: Any = getattr(record, head, _MISSING) if head != "group" else record.group
+        for part in rest.split(".") if rest else []:
+            value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        if value != wanted:
+            return False
+    return True
+
+
+_MISSING = object()

@@ -1,0 +1,329 @@
+"""The SQLite store: opening, migrating, and the reads every other part shares.
+
+One file per tracking directory, in WAL mode so readers (the dashboard, ``expertrack ls``) never block the writer
+and several processes can log their own runs at once. ``synchronous=NORMAL`` with WAL survives a killed process
+(``kill -9``) without corruption or loss of committed transactions; only a power cut can lose the last commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from expertrack.errors import AmbiguousRunError, RunNotFoundError, StoreError
+from expertrack.store import chunks
+from expertrack.store.schema import LATEST_VERSION, migrate
+
+BUSY_TIMEOUT_S = 30.0
+STALE_HEARTBEAT_S = 60.0
+
+_RUN_COLUMNS = (
+    "id, project, name, run_group, tags, notes, state, created_at, ended_at, heartbeat_at, exit_code, "
+    "exit_signal, config, summary, metric_defs, environment, hostname, pid"
+)
+
+
+@dataclass
+class RunRecord:
+    """One row of the runs table, JSON columns decoded, with ``state`` corrected for dead processes."""
+
+    id: str
+    project: str
+    name: str
+    group: str | None
+    tags: list[str]
+    notes: str | None
+    state: str
+    created_at: float
+    ended_at: float | None
+    heartbeat_at: float | None
+    exit_code: int | None
+    exit_signal: int | None
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metric_defs: list[dict[str, Any]]
+    environment: dict[str, Any]
+    hostname: str | None
+    pid: int | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
+        (
+            id_,
+            project,
+            name,
+            group,
+            tags,
+            notes,
+            state,
+            created,
+            ended,
+            heartbeat,
+            code,
+            sig,
+            config,
+            summary,
+            defs,
+            env,
+            host,
+            pid,
+        ) = row
+        record = cls(
+            id_,
+            project,
+            name,
+            group,
+            json.loads(tags),
+            notes,
+            state,
+            created,
+            ended,
+            heartbeat,
+            code,
+            sig,
+            json.loads(config),
+            json.loads(summary),
+            json.loads(defs),
+            json.loads(env),
+            host,
+            pid,
+        )
+        if record.state == "running" and _process_gone(record):
+            record.state = "crashed"
+        return record
+
+
+def _process_gone(run: RunRecord) -> bool:
+    """A run left 'running' whose writer process is dead (same host) or silent for a minute has crashed."""
+    if run.hostname == socket.gethostname() and run.pid:
+        return not _pid_alive(run.pid)
+    last = run.heartbeat_at or run.created_at
+    return time.time() - last > STALE_HEARTBEAT_S
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purposes
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Store:
+    """An open store file. ``Store(path)`` creates and migrates it; ``Store(path, readonly=True)`` only reads."""
+
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise StoreError(f"no store at {self.path}")
+                self.conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro",
+                    uri=True,
+                    timeout=BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                if str(path) != ":memory:":
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(
+                    str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                )
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable expertrack store: {exc}") from exc
+
+    def _setup(self) -> None:
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        if self.readonly:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > LATEST_VERSION:
+                raise StoreError(f"{self.path} was written by a newer expertrack (schema {version})")
+            return
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(self.conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- runs -------------------------------------------------------------------------------------------------
+
+    def runs(self, project: str | None = None) -> list[RunRecord]:
+        """Every run (of ``project`` if given), oldest first."""
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        args: tuple[Any, ...] = ()
+        if project is not None:
+            sql, args = sql + " WHERE project = ?", (project,)
+        rows = self.conn.execute(sql + " ORDER BY created_at, id", args).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
+    def run(self, run_id: str) -> RunRecord:
+        """The run with exactly this id."""
+        row = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {self.path}")
+        return RunRecord.from_row(row)
+
+    def find_run(self, ref: str) -> RunRecord:
+        """A run named by id, unique id prefix, or name (the newest of that name wins only if names are unique)."""
+        row = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (ref,)).fetchone()
+        if row is not None:
+            return RunRecord.from_row(row)
+        escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",)
+        ).fetchall()
+        if not rows:
+            rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (ref,)).fetchall()
+        if len(rows) == 1:
+            return RunRecord.from_row(rows[0])
+        if not rows:
+            raise RunNotFoundError(f"no run matches {ref!r} (by id, id prefix or name) in {self.path}")
+        candidates = [(r[0], r[2], r[1]) for r in rows]
+        listing = ", ".join(f"{i} ({n}, project {p})" for i, n, p in candidates)
+        raise AmbiguousRunError(f"{ref!r} matches {len(rows)} runs: {listing}; use an id", candidates)
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run and everything recorded for it."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    def transaction(self) -> _Transaction:
+        """A ``BEGIN IMMEDIATE`` ... ``COMMIT`` block (rolled back on error)."""
+        return _Transaction(self.conn)
+
+    # ---- metrics ----------------------------------------------------------------------------------------------
+
+    def key_ids(self, run_id: str) -> dict[str, int]:
+        """Every key of a run (scalar or array) with its id."""
+        rows = self.conn.execute("SELECT name, id FROM keys WHERE run_id = ?", (run_id,)).fetchall()
+        return dict(rows)
+
+    def scalar_keys(self, run_id: str) -> list[str]:
+        """Names of the run's scalar series, sorted."""
+        rows = self.conn.execute(
+            "SELECT name FROM keys k WHERE run_id = ? AND EXISTS (SELECT 1 FROM scalar_chunks c WHERE c.key_id = k.id)"
+            " ORDER BY name",
+            (run_id,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def array_keys(self, run_id: str) -> list[str]:
+        """Names of the run's array series, sorted."""
+        rows = self.conn.execute(
+            "SELECT name FROM keys k WHERE run_id = ? AND EXISTS (SELECT 1 FROM arrays a WHERE a.key_id = k.id)"
+            " ORDER BY name",
+            (run_id,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def point_counts(self, run_id: str) -> dict[str, int]:
+        """Number of stored points per scalar key."""
+        rows = self.conn.execute(
+            "SELECT k.name, SUM(c.n) FROM keys k JOIN scalar_chunks c ON c.key_id = k.id WHERE k.run_id = ?"
+            " GROUP BY k.name",
+            (run_id,),
+        ).fetchall()
+        return {name: int(n) for name, n in rows}
+
+    def read_scalars(self, run_id: str, key: str, after_step: int | None = None) -> tuple[Any, Any, Any]:
+        """(steps, times, values) NumPy arrays of one series, every point; only steps > ``after_step`` if given."""
+        sql = (
+            "SELECT c.steps, c.times, c.vals FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
+            " WHERE k.run_id = ? AND k.name = ?"
+        )
+        args: tuple[Any, ...] = (run_id, key)
+        if after_step is not None:
+            sql, args = sql + " AND c.step_max > ?", (*args, after_step)
+        steps, times, values = chunks.decode(self.conn.execute(sql + " ORDER BY c.seq", args).fetchall())
+        if after_step is not None and steps.size and steps[0] <= after_step:
+            keep = steps > after_step
+            steps, times, values = steps[keep], times[keep], values[keep]
+        return steps, times, values
+
+    def last_step(self, run_id: str) -> int | None:
+        """The highest step of any scalar or array of the run, or None when nothing was logged."""
+        row = self.conn.execute(
+            "SELECT MAX(m) FROM (SELECT MAX(c.step_max) AS m FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
+            " WHERE k.run_id = ? UNION ALL SELECT MAX(a.step) FROM arrays a JOIN keys k ON a.key_id = k.id"
+            " WHERE k.run_id = ?)",
+            (run_id, run_id),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def read_arrays(
+        self, run_id: str, key: str, after_step: int | None = None
+    ) -> list[tuple[int, float, Any]]:
+        """[(step, time, ndarray)] of one array series, in step order."""
+        import numpy as np
+
+        sql = (
+            "SELECT a.step, a.time, a.dtype, a.shape, a.data FROM arrays a JOIN keys k ON a.key_id = k.id"
+            " WHERE k.run_id = ? AND k.name = ?"
+        )
+        args: tuple[Any, ...] = (run_id, key)
+        if after_step is not None:
+            sql, args = sql + " AND a.step > ?", (*args, after_step)
+        out = []
+        for step, t, dtype, shape, data in self.conn.execute(sql + " ORDER BY a.step", args):
+            out.append((step, t, np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))))
+        return out
+
+    def delete_scalars(self, run_id: str) -> None:
+        """Remove every scalar point of a run (used by ``reparse`` before rebuilding them)."""
+        with self.transaction():
+            self.conn.execute(
+                "DELETE FROM scalar_chunks WHERE key_id IN (SELECT id FROM keys WHERE run_id = ?)", (run_id,)
+            )
+
+    # ---- files ------------------------------------------------------------------------------------------------
+
+    def file_names(self, run_id: str) -> list[str]:
+        """Names of the files attached to a run."""
+        rows = self.conn.execute("SELECT DISTINCT name FROM files WHERE run_id = ? ORDER BY name", (run_id,))
+        return [r[0] for r in rows]
+
+    def read_file(self, run_id: str, name: str) -> bytes | None:
+        """A file's whole content, decompressed, or None when the run has no such file."""
+        rows = self.conn.execute(
+            "SELECT data FROM files WHERE run_id = ? AND name = ? ORDER BY seq", (run_id, name)
+        ).fetchall()
+        if not rows:
+            return None
+        return b"".join(zlib.decompress(r[0]) for r in rows)
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

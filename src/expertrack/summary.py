@@ -1,0 +1,119 @@
+"""Run summaries: last value by default, or what ``define_metric(summary=...)`` asks for, kept by the writer.
+
+Aggregates are updated per flush from whole slices of new points, so ``log()`` itself does no summary work
+(DESIGN.md: the hot path has room for very little beyond the enqueue).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import threading
+from typing import Any
+
+AGGREGATES = ("min", "max", "mean", "last", "first", "none")
+
+
+def parse_summary_spec(spec: str | None) -> list[str]:
+    """'min' or 'min,max' -> ['min', 'max']; raises ValueError naming the bad part."""
+    if spec is None:
+        return ["last"]
+    parts = [p.strip().lower() for p in spec.split(",") if p.strip()]
+    for part in parts:
+        if part not in AGGREGATES:
+            raise ValueError(
+                f"define_metric(summary={spec!r}): {part!r} is not one of {', '.join(AGGREGATES)}"
+            )
+    if "none" in parts and len(parts) > 1:
+        raise ValueError(f"define_metric(summary={spec!r}): 'none' cannot be combined with other summaries")
+    return parts or ["last"]
+
+
+class SummaryState:
+    """Per-key first/last/min/max/sum/count over every point logged, NaN ignored for min/max/mean."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, list[float]] = {}  # key -> [first, last, min, max, sum, count]
+        self.defs: list[dict[str, Any]] = []
+        self.overrides: dict[str, Any] = {}
+        self._modes: dict[str, list[str]] = {}
+        self.lock = threading.Lock()  # the writer updates, the training thread may read run.summary
+
+    def update(self, key: str, values: Any) -> None:
+        """Fold a non-empty NumPy array of new values (in step order) into the key's statistics."""
+        import numpy as np
+
+        finite = values[~np.isnan(values)]
+        with self.lock:
+            self._fold(key, values, finite)
+
+    def _fold(self, key: str, values: Any, finite: Any) -> None:
+        st = self.stats.get(key)
+        if st is None:
+            st = self.stats[key] = [float(values[0]), 0.0, math.inf, -math.inf, 0.0, 0.0]
+        st[1] = float(values[-1])
+        if finite.size:
+            st[2] = min(st[2], float(finite.min()))
+            st[3] = max(st[3], float(finite.max()))
+            st[4] += float(finite.sum())
+            st[5] += finite.size
+
+    def set_defs(self, defs: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.defs = defs
+            self._modes.clear()
+
+    def set_override(self, key: str, value: Any) -> None:
+        with self.lock:
+            self.overrides[key] = value
+
+    def delete(self, key: str) -> None:
+        """Remove a key from the summary: its override, and its aggregates until it is logged again."""
+        with self.lock:
+            if key not in self.overrides and key not in self.stats:
+                raise KeyError(key)
+            self.overrides.pop(key, None)
+            self.stats.pop(key, None)
+
+    def modes(self, key: str) -> list[str]:
+        """The summary aggregates for ``key``: the latest define_metric whose name or glob matches, else last."""
+        found = self._modes.get(key)
+        if found is None:
+            found = ["last"]
+            for d in reversed(self.defs):
+                if d.get("summary") is not None and (d["name"] == key or fnmatch.fnmatchcase(key, d["name"])):
+                    found = parse_summary_spec(d["summary"])
+                    break
+            self._modes[key] = found
+        return found
+
+    def snapshot(self) -> dict[str, Any]:
+        """The summary as stored: aggregates per key, user overrides on top."""
+        with self.lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, st in self.stats.items():
+            modes = self.modes(key)
+            if modes == ["none"]:
+                continue
+            picked = {m: _aggregate(m, st) for m in modes}
+            out[key] = picked[modes[0]] if len(modes) == 1 else picked
+        out.update(self.overrides)
+        return out
+
+
+def _aggregate(mode: str, st: list[float]) -> float | None:
+    first, last, lo, hi, total, count = st
+    if mode == "first":
+        return first
+    if mode == "last":
+        return last
+    if not count:
+        return math.nan
+    if mode == "min":
+        return lo
+    if mode == "max":
+        return hi
+    return total / count

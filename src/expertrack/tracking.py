@@ -1,0 +1,234 @@
+"""``Run``: step bookkeeping, config, summary and define_metric, turning calls into records for the writer.
+
+Step semantics follow wandb's ``log``: without ``step`` each call commits a row and advances the step; with
+``step`` the row is kept open (``commit`` defaults to False) until a later step or a commit; ``commit=False``
+merges into the current row. A step lower than the current one is refused with a warning that names the key and
+both steps (once per run), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from expertrack.notify import Notifier
+from expertrack.runconfig import Config, Summary, dumps
+from expertrack.summary import parse_summary_spec
+from expertrack.values import flatten
+from expertrack.writer import Writer
+
+FINISH_DEADLINE_S = 30.0
+
+
+class Run:
+    """One tracked run. Create it with ``expertrack.init()``; use it as a context manager or call ``finish()``."""
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str,
+        project: str,
+        group: str | None,
+        tags: list[str],
+        notes: str | None,
+        dir: Path,
+        config: Mapping[str, Any],
+        writer: Writer | None,
+        notifier: Notifier,
+        start_step: int = 0,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.project = project
+        self.group = group
+        self.tags = tags
+        self.notes = notes
+        self.dir = dir
+        self.notifier = notifier
+        self._writer = (
+            writer  # None: a disabled run (mode="disabled"), which accepts calls and stores nothing
+        )
+        self._queue = writer.queue if writer is not None else None
+        self._lock = threading.Lock()
+        self._step = start_step
+        self._pending: dict[str, Any] = {}
+        self._defs: list[dict[str, Any]] = []
+        self._finished = False
+        self.config = Config(config, self._config_changed)
+        self.summary = Summary(self._summary_snapshot, self._summary_set, self._summary_delete)
+        self._on_finish: list[Any] = []
+
+    # ---- logging ----------------------------------------------------------------------------------------------
+
+    @property
+    def step(self) -> int:
+        """The step the next committed row gets."""
+        return self._step
+
+    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+        """Record metrics at a step (wandb's semantics; see the module docstring). Never raises for bad values."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"log() takes a dict of metrics, not a {type(data).__name__}")
+        values = flatten(data, self.notifier)
+        with self._lock:
+            if self._finished:
+                self.notifier.once(
+                    "log-after-finish", f"log() after finish() on run {self.name!r}; not stored"
+                )
+                return
+            if step is not None:
+                if type(step) is not int:
+                    step = _as_step(step)
+                if step < self._step:
+                    self._refuse(values, step)
+                    return
+                if step > self._step:
+                    self._commit()
+                    self._step = step
+                if commit is None:
+                    commit = False
+            self._pending.update(values)
+            if commit is None or commit:
+                self._commit()
+
+    def _commit(self) -> None:
+        """Emit the open row at the current step and advance (call with the lock held)."""
+        if self._pending:
+            if self._queue is not None:
+                self._queue.append(("m", self._step, time.time(), self._pending))
+            self._pending = {}
+        self._step += 1
+
+    def _refuse(self, values: dict[str, Any], step: int) -> None:
+        key = next(iter(values), "<empty>")
+        self.notifier.once(
+            "step-decreased",
+            f"log(): refused {key!r} at step {step}: run {self.name!r} is already at step {self._step} "
+            "(steps must not decrease; these values were not stored; further refusals are counted silently)",
+        )
+
+    def define_metric(
+        self,
+        name: str,
+        step_metric: str | None = None,
+        summary: str | None = None,
+        goal: str | None = None,
+        hidden: bool = False,
+        **_ignored: Any,
+    ) -> dict[str, Any]:
+        """Declare how a metric (a name or a glob such as ``"val/*"``) is summarised and plotted."""
+        if summary is not None:
+            parse_summary_spec(summary)  # raises ValueError naming the bad part
+        definition = {
+            "name": name,
+            "step_metric": step_metric,
+            "summary": summary,
+            "goal": goal,
+            "hidden": hidden,
+        }
+        self._defs.append(definition)
+        self._put(("defs", list(self._defs)))
+        return definition
+
+    # ---- files ------------------------------------------------------------------------------------------------
+
+    def attach_file(self, name: str, data: bytes) -> None:
+        """Store a whole file with the run (replacing one of the same name)."""
+        self._put(("file", name, bytes(data), True))
+
+    def append_file(self, name: str, data: bytes) -> None:
+        """Append bytes to a file of the run (stored as compressed chunks; used for live console logs)."""
+        if data:
+            self._put(("file", name, bytes(data), False))
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float = FINISH_DEADLINE_S) -> bool:
+        """Write everything logged so far to the store; False if ``timeout`` passed first."""
+        # an open row (commit=False, or an explicit step) is written when committed, as in wandb
+        return self._writer.flush(timeout) if self._writer is not None else True
+
+    def finish(
+        self,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        quiet: bool | None = None,
+        timeout: float = FINISH_DEADLINE_S,
+    ) -> None:
+        """End the run: finished (exit code 0 or None), failed (non-zero), or killed (``signal`` given).
+
+        Waits at most ``timeout`` seconds for the writer, and never for the network.
+        """
+        with self._lock:
+            if self._finished:
+                return
+            if self._pending:
+                self._commit()
+            self._finished = True
+        state = "killed" if signal else ("failed" if exit_code else "finished")
+        self._put(("end", state, exit_code if exit_code is not None else 0, signal, time.time()), force=True)
+        for callback in self._on_finish:
+            callback(self)
+        if self._writer is not None and not self._writer.close(timeout):
+            self.notifier.once(
+                "finish-timeout",
+                f"finish(): the store did not answer within {timeout:.0f} s; "
+                f"{len(self._writer.queue)} records of run {self.name!r} were not written",
+            )
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish(exit_code=130, signal=2)
+        elif issubclass(exc_type, SystemExit):
+            code = exc.code if isinstance(exc, SystemExit) else None
+            self.finish(exit_code=code if isinstance(code, int) else (0 if code is None else 1))
+        else:
+            self.finish(exit_code=1)
+
+    def __repr__(self) -> str:
+        return f"<expertrack.Run {self.name!r} id={self.id} project={self.project!r}>"
+
+    # ---- plumbing ---------------------------------------------------------------------------------------------
+
+    def _put(self, record: tuple[Any, ...], force: bool = False) -> None:
+        if self._queue is not None and (force or not self._finished):
+            self._queue.append(record)
+
+    def _config_changed(self, data: dict[str, Any]) -> None:
+        self._put(("config", dumps(data)))
+
+    def _summary_snapshot(self) -> dict[str, Any]:
+        if self._writer is None:
+            return {}
+        self.flush(timeout=5.0)
+        return self._writer.summary.snapshot()
+
+    def _summary_set(self, key: str, value: Any) -> None:
+        if self._writer is not None:
+            self._writer.summary.set_override(key, value)
+            self._put(("summary",))
+
+    def _summary_delete(self, key: str) -> None:
+        if self._writer is not None:
+            self._writer.summary.delete(key)
+            self._put(("summary",))
+
+
+def _as_step(step: Any) -> int:
+    """Accept NumPy and torch integer steps; refuse fractions and non-numbers with a clear error."""
+    try:
+        as_int = int(step)
+    except (TypeError, ValueError):
+        raise TypeError(f"log(step=...) must be an integer, not {type(step).__name__} {step!r}") from None
+    if as_int != step:
+        raise TypeError(f"log(step={step!r}) must be a whole number")
+    return as_int
