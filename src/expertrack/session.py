@@ -28,12 +28,42 @@ from expertrack.tracking import Run
 from expertrack.writer import Writer
 
 _current: Run | None = None
-_ADJECTIVES = (
-    "amber brisk calm deft eager fair gentle hardy keen lucid mellow nimble quiet rapid steady vivid"
-).split()
-_NOUNS = (
-    "brook cedar dune ember fjord grove harbor island lagoon meadow orbit prairie ridge summit tundra vale"
-).split()
+_ADJECTIVES = [
+    "amber",
+    "brisk",
+    "calm",
+    "deft",
+    "eager",
+    "fair",
+    "gentle",
+    "hardy",
+    "keen",
+    "lucid",
+    "mellow",
+    "nimble",
+    "quiet",
+    "rapid",
+    "steady",
+    "vivid",
+]
+_NOUNS = [
+    "brook",
+    "cedar",
+    "dune",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "island",
+    "lagoon",
+    "meadow",
+    "orbit",
+    "prairie",
+    "ridge",
+    "summit",
+    "tundra",
+    "vale",
+]
 
 
 def current_run() -> Run | None:
@@ -71,9 +101,7 @@ def init(
     if _current is not None and not _current._finished:
         _current.finish()
     mode = mode or os.environ.get("EXPERTRACK_MODE") or os.environ.get("WANDB_MODE")
-    project = (
-        project or os.environ.get("EXPERTRACK_PROJECT") or os.environ.get("WANDB_PROJECT") or "uncategorized"
-    )
+    project = project or os.environ.get("EXPERTRACK_PROJECT") or os.environ.get("WANDB_PROJECT") or "uncategorized"
     tag_list = [str(t) for t in (tags or [])]
     config_dict = _config_mapping(config)
     notifier = Notifier()
