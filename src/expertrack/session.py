@@ -89,18 +89,19 @@ def init(
     id: str | None = None,
     resume: bool | str | None = None,
     mode: str | None = None,
-    mirror: str = "auto",
+    mirror: str | None = None,
     **_wandb_only: Any,
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
 
     ``mode="disabled"`` returns a run that accepts every call and stores nothing. ``mirror`` is ``"auto"``,
-    ``"wandb"`` or ``"off"`` (see docs/wandb.md).
+    ``"wandb"`` or ``"off"`` (default: ``$EXPERTRACK_MIRROR``, else ``"auto"``; see docs/wandb.md).
     """
     global _current
     if _current is not None and not _current._finished:
         _current.finish()
     mode = mode or os.environ.get("EXPERTRACK_MODE") or os.environ.get("WANDB_MODE")
+    mirror = mirror or os.environ.get("EXPERTRACK_MIRROR") or "auto"
     project = project or os.environ.get("EXPERTRACK_PROJECT") or os.environ.get("WANDB_PROJECT") or "uncategorized"
     tag_list = [str(t) for t in (tags or [])]
     config_dict = _config_mapping(config)

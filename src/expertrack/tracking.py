@@ -8,6 +8,7 @@ both steps (once per run), never dropped silently.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections.abc import Mapping
@@ -49,9 +50,7 @@ class Run:
         self.notes = notes
         self.dir = dir
         self.notifier = notifier
-        self._writer = (
-            writer  # None: a disabled run (mode="disabled"), which accepts calls and stores nothing
-        )
+        self._writer = writer  # None: a disabled run (mode="disabled"), which accepts calls and stores nothing
         self._queue = writer.queue if writer is not None else None
         self._lock = threading.Lock()
         self._step = start_step
@@ -76,9 +75,7 @@ class Run:
         values = flatten(data, self.notifier)
         with self._lock:
             if self._finished:
-                self.notifier.once(
-                    "log-after-finish", f"log() after finish() on run {self.name!r}; not stored"
-                )
+                self.notifier.once("log-after-finish", f"log() after finish() on run {self.name!r}; not stored")
                 return
             if step is not None:
                 if type(step) is not int:
@@ -224,11 +221,8 @@ class Run:
 
 
 def _as_step(step: Any) -> int:
-    """Accept NumPy and torch integer steps; refuse fractions and non-numbers with a clear error."""
+    """Accept Python, NumPy and torch integers (anything with ``__index__``); refuse the rest clearly."""
     try:
-        as_int = int(step)
-    except (TypeError, ValueError):
+        return operator.index(step)
+    except TypeError:
         raise TypeError(f"log(step=...) must be an integer, not {type(step).__name__} {step!r}") from None
-    if as_int != step:
-        raise TypeError(f"log(step={step!r}) must be a whole number")
-    return as_int

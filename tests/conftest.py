@@ -1,0 +1,52 @@
+"""Shared fixtures: every test gets its own tracking directory, and no run outlives its test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import expertrack
+from expertrack import session
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def tracking_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh tracking directory for the test, also exported as EXPERTRACK_DIR for child processes."""
+    directory = tmp_path / "runs"
+    monkeypatch.setenv("EXPERTRACK_DIR", str(directory))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("EXPERTRACK_MODE", raising=False)
+    yield directory
+    run = session.current_run()
+    if run is not None:
+        run.finish()
+
+
+def run_python(
+    code: str, *, env: dict[str, str] | None = None, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with this repo's package, returning its completed process."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"child failed ({proc.returncode}):\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def expertrack_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``expertrack`` console script as a user would."""
+    exe = Path(sys.executable).with_name("expertrack")
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, timeout=timeout, input=input)
+
+
+__all__ = ["REPO", "expertrack", "expertrack_cli", "run_python"]

@@ -1,0 +1,108 @@
+"""Real processes against one real store: kill -9 mid-logging, and eight writers at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import expertrack
+from tests.conftest import run_python
+
+LOGGER = """
+import sys, time, expertrack
+run = expertrack.init(project="crash", name="victim")
+print("RUN", run.id, flush=True)
+step = 0
+while True:
+    run.log({"loss": 1.0 / (step + 1), "step_copy": float(step)})
+    print(step, time.time(), flush=True)
+    step += 1
+    time.sleep(0.002)
+"""
+
+
+def test_sigkill_loses_at_most_the_last_second(tracking_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-c", LOGGER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EXPERTRACK_DIR": str(tracking_dir)},
+    )
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().split()[1]
+    logged: list[tuple[int, float]] = []
+    started = time.time()
+    while time.time() - started < 3.0:
+        step, stamp = proc.stdout.readline().split()
+        logged.append((int(step), float(stamp)))
+    killed_at = time.time()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+    conn = sqlite3.connect(tracking_dir / "store.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    run = expertrack.Api(tracking_dir).run(run_id)
+    assert run.state == "crashed"
+    stored = set(run.scalars("step_copy")[2].astype(int).tolist())
+    must_have = [step for step, stamp in logged if stamp <= killed_at - 1.0]
+    assert len(must_have) > 100
+    missing = [s for s in must_have if s not in stored]
+    assert not missing, f"{len(missing)} steps logged over 1 s before the kill are missing, e.g. {missing[:5]}"
+
+
+WRITER = """
+import expertrack, sys
+worker = int(sys.argv[1])
+run = expertrack.init(project="many", name=f"worker-{worker}")
+for step in range(10_000):
+    run.log({f"k{j}": float(step * 10 + j) for j in range(10)})
+run.finish()
+print(run.id)
+"""
+
+
+def test_eight_processes_log_into_one_directory(tracking_dir: Path) -> None:
+    env = {**os.environ, "EXPERTRACK_DIR": str(tracking_dir), "EXPERTRACK_MIRROR": "off"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for n in range(8)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+        assert err == "", f"a writer printed an error: {err}"
+    api = expertrack.Api(tracking_dir)
+    runs = api.runs(project="many")
+    assert len(runs) == 8
+    for run in runs:
+        assert run.state == "finished"
+        for j in range(10):
+            steps, _, values = run.scalars(f"k{j}")
+            assert steps.tolist() == list(range(10_000))
+            assert values[-1] == 99_990 + j
+    total = sum(run.point_count(f"k{j}") for run in runs for j in range(10))
+    assert total == 8 * 100_000
+
+
+def test_run_left_running_by_a_dead_process_reads_as_crashed(tracking_dir: Path) -> None:
+    code = (
+        "import os, expertrack\n"
+        "run = expertrack.init(project='dead')\n"
+        "run.log({'x': 1.0})\n"
+        "run.flush()\n"
+        "print(run.id, flush=True)\n"
+        "os._exit(0)\n"  # no atexit, no finish: as if the machine lost the process
+    )
+    run_id = run_python(code, env={"EXPERTRACK_DIR": str(tracking_dir)}).stdout.split()[0]
+    run = expertrack.Api(tracking_dir).run(run_id)
+    assert run.state == "crashed"
+    assert run.scalars("x")[2].tolist() == [1.0]

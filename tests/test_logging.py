@@ -1,0 +1,189 @@
+"""The logging API in-process: steps, values, config, summary, define_metric, resume, threads."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import expertrack
+
+
+def read(run: expertrack.Run) -> expertrack.ApiRun:
+    return expertrack.Api(run.dir).run(run.id)
+
+
+def test_log_before_init_is_a_clear_error() -> None:
+    with pytest.raises(expertrack.NoRunError, match=r"expertrack.log\(\) was called before expertrack.init\(\)"):
+        expertrack.log({"loss": 1.0})
+    with pytest.raises(expertrack.NoRunError):
+        expertrack.config["lr"] = 1
+
+
+def test_steps_follow_wandb_semantics() -> None:
+    run = expertrack.init(project="steps")
+    run.log({"a": 1.0})  # step 0
+    run.log({"a": 2.0})  # step 1
+    run.log({"b": 5.0}, step=7)  # opens step 7
+    run.log({"c": 6.0}, step=7)  # same row
+    run.log({"d": 8.0}, commit=False)  # still step 7
+    run.log({"e": 9.0})  # commits step 7
+    assert run.step == 8
+    run.log({"a": 3.0})  # step 8
+    run.finish()
+    stored = read(run)
+    assert stored.scalars("a")[0].tolist() == [0, 1, 8]
+    for key in "bcde":
+        assert stored.scalars(key)[0].tolist() == [7]
+
+
+def test_lower_step_is_refused_with_one_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    run = expertrack.init(project="steps")
+    run.log({"loss": 1.0}, step=10)
+    run.log({"loss": 2.0}, step=11)
+    run.log({"loss": 0.5}, step=3)
+    run.log({"loss": 0.6}, step=4)
+    run.finish()
+    err = capsys.readouterr().err
+    assert err.count("refused") == 1
+    assert "'loss'" in err and "step 3" in err and "step 11" in err
+    assert read(run).scalars("loss")[0].tolist() == [10, 11]
+
+
+def test_values_numpy_nested_nan_inf_and_arrays() -> None:
+    run = expertrack.init(project="values")
+    run.log(
+        {
+            "np32": np.float32(1.5),
+            "np_int": np.int64(3),
+            "flag": True,
+            "nested": {"inner": {"x": 2.0}},
+            "nan": float("nan"),
+            "pinf": float("inf"),
+            "ninf": -math.inf,
+            "util": np.array([[0.5, 0.5], [0.25, 0.75]], dtype=np.float32),
+            "vec": [1, 2, 3],
+        }
+    )
+    run.finish()
+    stored = read(run)
+    assert stored.scalars("np32")[2].tolist() == [1.5]
+    assert stored.scalars("np_int")[2].tolist() == [3.0]
+    assert stored.scalars("flag")[2].tolist() == [1.0]
+    assert stored.scalars("nested/inner/x")[2].tolist() == [2.0]
+    assert math.isnan(stored.scalars("nan")[2][0])
+    assert stored.scalars("pinf")[2][0] == math.inf and stored.scalars("ninf")[2][0] == -math.inf
+    steps, util = stored.arrays("util")
+    assert steps.tolist() == [0] and util.dtype == np.float32
+    np.testing.assert_array_equal(util[0], [[0.5, 0.5], [0.25, 0.75]])
+    assert stored.arrays("vec")[1].tolist() == [[1.0, 2.0, 3.0]]
+
+
+def test_logged_array_is_copied() -> None:
+    run = expertrack.init(project="values")
+    buffer = np.zeros(3)
+    run.log({"buf": buffer})
+    buffer[:] = 9.0  # the caller reuses its buffer
+    run.finish()
+    assert read(run).arrays("buf")[1].tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_torch_tensors_as_scalars_and_arrays() -> None:
+    torch = pytest.importorskip("torch")
+    run = expertrack.init(project="tensors")
+    loss = torch.tensor(2.5, requires_grad=True) * 1.0
+    run.log({"loss": loss, "util": torch.tensor([0.25, 0.75], dtype=torch.bfloat16)})
+    run.finish()
+    stored = read(run)
+    assert stored.scalars("loss")[2].tolist() == [2.5]
+    assert stored.arrays("util")[1].tolist() == [[0.25, 0.75]]
+
+
+def test_config_summary_and_define_metric() -> None:
+    run = expertrack.init(project="cfg", config={"lr": 0.1, "model": {"layers": 2}})
+    run.config.update({"batch": 8})
+    run.config["seed"] = 3
+    assert run.config.lr == 0.1 and run.config["model"] == {"layers": 2}
+    run.define_metric("val/*", summary="min")
+    run.define_metric("acc", summary="max,mean")
+    run.define_metric("hidden", summary="none")
+    for i, (val, acc) in enumerate([(3.0, 0.1), (1.0, 0.5), (2.0, 0.3)]):
+        run.log({"val/loss": val, "acc": acc, "hidden": i, "train/loss": val * 2})
+    assert run.summary["val/loss"] == 1.0
+    run.summary["best_epoch"] = 1
+    run.finish()
+    stored = read(run)
+    assert stored.config == {"lr": 0.1, "model": {"layers": 2}, "batch": 8, "seed": 3}
+    assert stored.summary["val/loss"] == 1.0
+    assert stored.summary["acc"] == {"max": 0.5, "mean": pytest.approx(0.3)}
+    assert "hidden" not in stored.summary
+    assert stored.summary["train/loss"] == 4.0
+    assert stored.summary["best_epoch"] == 1
+    assert stored.metric_defs[0]["name"] == "val/*"
+
+
+def test_bad_define_metric_summary_names_the_problem() -> None:
+    run = expertrack.init(project="cfg")
+    with pytest.raises(ValueError, match="'median' is not one of"):
+        run.define_metric("loss", summary="median")
+
+
+def test_context_manager_marks_failure() -> None:
+    with pytest.raises(RuntimeError), expertrack.init(project="ctx") as run:
+        run.log({"loss": 1.0})
+        raise RuntimeError("boom")
+    stored = read(run)
+    assert stored.state == "failed" and stored.exit_code == 1
+    assert stored.scalars("loss")[2].tolist() == [1.0]
+
+
+def test_resume_continues_steps_and_summary(tracking_dir: Path) -> None:
+    run = expertrack.init(project="res", id="resume01", config={"lr": 1})
+    for v in (5.0, 2.0, 4.0):
+        run.log({"loss": v})
+    run.define_metric("loss", summary="min")
+    run.finish()
+    with pytest.raises(expertrack.ExpertrackError, match="already exists"):
+        expertrack.init(project="res", id="resume01")
+    again = expertrack.init(project="res", id="resume01", resume="allow", config={"epochs": 2})
+    assert again.step == 3
+    again.log({"loss": 3.0})
+    again.finish()
+    stored = expertrack.Api(tracking_dir).run("resume01")
+    assert stored.scalars("loss")[0].tolist() == [0, 1, 2, 3]
+    assert stored.summary["loss"] == 2.0
+    assert stored.config == {"lr": 1, "epochs": 2}
+    assert stored.state == "finished"
+
+
+def test_several_threads_log_to_one_run() -> None:
+    run = expertrack.init(project="threads")
+
+    def worker(name: str) -> None:
+        for i in range(2000):
+            run.log({f"{name}/v": float(i)})
+
+    threads = [threading.Thread(target=worker, args=(f"t{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run.finish()
+    stored = read(run)
+    for n in range(4):
+        steps, _, values = stored.scalars(f"t{n}/v")
+        assert values.tolist() == [float(i) for i in range(2000)]
+        assert np.all(np.diff(steps) > 0)
+    all_steps = np.concatenate([stored.scalars(f"t{n}/v")[0] for n in range(4)])
+    assert len(set(all_steps.tolist())) == 8000  # every call got its own step
+
+
+def test_disabled_mode_stores_nothing(tracking_dir: Path) -> None:
+    run = expertrack.init(project="off", mode="disabled")
+    run.log({"loss": 1.0})
+    run.config["x"] = 1
+    run.finish()
+    assert not tracking_dir.exists()
