@@ -1,0 +1,243 @@
+"""What the run commands share: the ``--dir`` option, opening the store, naming a run, formatting.
+
+Errors a user can fix (no store, an unknown or ambiguous run) exit with status 2 and say what to do; they
+never print a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shlex
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from expertrack.paths import store_path, tracking_dir
+
+if TYPE_CHECKING:
+    from expertrack import Api
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Width used when output is not a terminal (a pipe, a file, a test): wide enough that ids are never cut.
+PIPE_WIDTH = 200
+
+
+class RunLookupError(click.ClickException):
+    """A user-fixable problem naming a run or a store; exits with status 2 like a usage error."""
+
+    exit_code = 2
+
+
+def dir_option(command: F) -> F:
+    """The ``--dir`` option of every run command, resolved like the library (then EXPERTRACK_DIR, then ./)."""
+    return click.option(
+        "--dir",
+        "dir_",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Tracking directory (default: $EXPERTRACK_DIR, else ./expertrack-runs).",
+    )(command)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console on the current stdout (or stderr), wide when not a terminal so pipes keep whole ids."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else PIPE_WIDTH
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def existing_store(dir_: Path | None) -> Path | None:
+    """The tracking directory if it holds a store; None when there is none (it is never created here)."""
+    directory = tracking_dir(dir_)
+    return directory if store_path(directory).is_file() else None
+
+
+def open_api(dir_: Path | None) -> Api:
+    """An ``Api`` on an existing store, or a clear "no runs in DIR" error (exit 2)."""
+    from expertrack import Api
+    from expertrack.errors import StoreError
+
+    directory = existing_store(dir_)
+    if directory is None:
+        raise RunLookupError(f"no runs in {tracking_dir(dir_)} (no store there; pass --dir or set EXPERTRACK_DIR)")
+    api = Api(directory)
+    try:
+        api.store  # noqa: B018 - opened now, so a broken file is reported here and not as a traceback later
+    except StoreError as err:
+        raise click.ClickException(f"cannot open the store in {directory}: {err}") from err
+    return api
+
+
+def resolve_run(api: Api, ref: str) -> Any:
+    """The run named by id, unique id prefix, or name; exits 2 listing candidates if unknown or ambiguous."""
+    from expertrack.errors import AmbiguousRunError, RunNotFoundError
+
+    try:
+        return api.run(ref)
+    except AmbiguousRunError as err:
+        lines = [f"{ref!r} matches {len(err.candidates)} runs; name one by its id:"]
+        lines += [f"  {run_id}  {name}  ({project})" for run_id, name, project in err.candidates]
+        raise RunLookupError("\n".join(lines)) from err
+    except RunNotFoundError as err:
+        raise RunLookupError(_not_found_message(api, ref)) from err
+
+
+def _not_found_message(api: Api, ref: str, shown: int = 10) -> str:
+    """'no run matches' plus the most recent runs, so the user sees what they could have meant."""
+    runs = sorted(api.runs(), key=lambda r: epoch(r.created_at) or 0.0, reverse=True)
+    if not runs:
+        return f"no run matches {ref!r}: the store is empty"
+    lines = [f"no run matches {ref!r} (an id, a unique id prefix, or a name). Recent runs:"]
+    lines += [f"  {r.id}  {r.name}  ({r.project})" for r in runs[:shown]]
+    if len(runs) > shown:
+        lines.append(f"  ... and {len(runs) - shown} more: see `expertrack ls`")
+    return "\n".join(lines)
+
+
+def split_keys(values: Iterable[str] | str | None) -> list[str]:
+    """Keys from options like ``--keys a,b --keys c``: split on commas, blanks dropped, first order kept."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    keys: list[str] = []
+    for value in values:
+        for key in value.split(","):
+            key = key.strip()
+            if key and key not in keys:
+                keys.append(key)
+    return keys
+
+
+def epoch(value: Any) -> float | None:
+    """Unix seconds from a float or a datetime (whichever the run object gives), or None."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def format_time(value: Any) -> str:
+    """A local date and time to the second, or '-'."""
+    seconds = epoch(value)
+    if seconds is None:
+        return "-"
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1h02m``, ``3m05s``, ``12.3s``, or '-'."""
+    if seconds is None or math.isnan(seconds) or seconds < 0:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def run_duration(run: Any, now: float) -> float | None:
+    """Seconds from creation to end, or to ``now`` for a run still running."""
+    start = epoch(run.created_at)
+    if start is None:
+        return None
+    end = epoch(run.ended_at)
+    if end is None:
+        end = now if run.state == "running" else None
+    return None if end is None else end - start
+
+
+def format_value(value: Any) -> str:
+    """A metric value for a table: 4-5 significant digits, NaN and inf spelled out, other types as text."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) or hasattr(value, "dtype"):
+        number = float(value)
+        if math.isnan(number):
+            return "nan"
+        if math.isinf(number):
+            return "inf" if number > 0 else "-inf"
+        return f"{number:.5g}"
+    return str(value)
+
+
+def format_bytes(size: int) -> str:
+    """``532 B``, ``12.4 KB``, ``3.1 MB``."""
+    amount = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            return f"{int(amount)} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GB"
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as sorted ``a/b`` key-value pairs (the same separator as logged metric names)."""
+    items: list[tuple[str, Any]] = []
+    for key in sorted(mapping, key=str):
+        value = mapping[key]
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            items.extend(flatten(value, f"{name}/"))
+        else:
+            items.append((name, value))
+    return items
+
+
+def environment_lines(env: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The captured environment, one readable line per part (see expertrack.environment)."""
+    lines: list[tuple[str, Any]] = []
+    if env.get("command"):
+        lines.append(("command", shlex.join(str(a) for a in env["command"])))
+    for label in ("cwd", "executable"):
+        if env.get(label):
+            lines.append((label, env[label]))
+    git = env.get("git") or {}
+    if git.get("commit"):
+        dirty = " (dirty)" if git.get("dirty") else ""
+        where = f" on {git['branch']}" if git.get("branch") else ""
+        lines.append(("git", f"{git['commit']}{dirty}{where}"))
+        if git.get("remote"):
+            lines.append(("git remote", git["remote"]))
+    if env.get("host"):
+        user = f"{env['user']}@" if env.get("user") else ""
+        pid = f" (pid {env['pid']})" if env.get("pid") else ""
+        lines.append(("host", f"{user}{env['host']}{pid}"))
+    if env.get("python"):
+        lines.append(("python", f"{env['python']} on {env.get('platform', '?')}"))
+    if env.get("packages"):
+        lines.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(env["packages"].items()))))
+    if env.get("gpus"):
+        lines.append(("gpus", ", ".join(env["gpus"])))
+    return lines
+
+
+def print_pairs(console: Any, title: str, pairs: list[tuple[str, Any]]) -> None:
+    """A titled two-column section; '(none)' when empty."""
+    console.print(f"\n[bold]{title}[/bold]", markup=True)
+    if not pairs:
+        console.print(" (none)")
+        return
+    table = Table(box=None, show_header=False, pad_edge=True, padding=(0, 1))
+    table.add_column(style="cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in pairs:
+        table.add_row(str(key), format_value(value) if not isinstance(value, str) else value)
+    console.print(table)

@@ -1,0 +1,296 @@
+"""``expertrack ls``, ``show``, ``export`` and ``rm``: the runs in a store, thin over ``expertrack.Api``."""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from expertrack.cli.common import (
+    RunLookupError,
+    dir_option,
+    environment_lines,
+    epoch,
+    existing_store,
+    flatten,
+    format_bytes,
+    format_duration,
+    format_time,
+    format_value,
+    make_console,
+    open_api,
+    print_pairs,
+    resolve_run,
+    run_duration,
+    split_keys,
+)
+from expertrack.paths import tracking_dir
+
+# Shown by `ls` when --keys is not given: the first few of these that some listed run has.
+DEFAULT_LS_KEYS = ("train/loss", "train_loss", "loss", "eval/loss", "val/loss", "val_loss", "eval_loss")
+MAX_DEFAULT_KEYS = 3
+STATES = ("running", "finished", "failed", "killed", "crashed")
+
+
+def run_steps(run: Any) -> int | None:
+    """The highest step the run logged, or None before its first point."""
+    step = run.last_step()
+    return None if step is None else int(step)
+
+
+@click.command()
+@dir_option
+@click.option("--project", "-p", default=None, help="Only runs of this project.")
+@click.option("--state", "-s", type=click.Choice(STATES), default=None, help="Only runs in this state.")
+@click.option("--keys", "-k", multiple=True, help="Metric keys to show, comma-separated (default: the losses).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N runs.")
+def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[str, ...], limit: int) -> None:
+    """List runs, newest first: name, id, project, state, steps, duration and key metrics' last values."""
+    if existing_store(dir_) is None:
+        click.echo(f"no runs in {tracking_dir(dir_)}", err=True)
+        return
+    api = open_api(dir_)
+    runs = [r for r in api.runs(project=project) if state is None or r.state == state]
+    runs.sort(key=lambda r: epoch(r.created_at) or 0.0, reverse=True)
+    total = len(runs)
+    runs = runs[:limit]
+    if not runs:
+        click.echo(f"no runs in {tracking_dir(dir_)} match", err=True)
+        return
+    columns = split_keys(keys) or _default_keys(runs)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("name", "id", "project", "state", "steps", "duration", *columns):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("steps", "duration") else "left")
+    now = time.time()
+    for run in runs:
+        values = _last_values(run, columns)
+        steps = run_steps(run)
+        table.add_row(
+            run.name,
+            run.id,
+            run.project,
+            run.state,
+            "-" if steps is None else str(steps),
+            format_duration(run_duration(run, now)),
+            *(format_value(values.get(key)) for key in columns),
+        )
+    console = make_console()
+    console.print(table)
+    if total > len(runs):
+        console.print(f"({total - len(runs)} older runs not shown; raise --limit)")
+
+
+def _default_keys(runs: list[Any]) -> list[str]:
+    """The conventional loss keys that at least one of ``runs`` has, at most a few."""
+    present: set[str] = set()
+    for run in runs:
+        present.update(k for k in (run.summary or {}) if k in DEFAULT_LS_KEYS)
+    return [k for k in DEFAULT_LS_KEYS if k in present][:MAX_DEFAULT_KEYS]
+
+
+def _last_values(run: Any, keys: list[str]) -> dict[str, Any]:
+    """Each key's last logged value, from the summary (kept by the writer) so `ls` never reads histories."""
+    summary = run.summary or {}
+    return {key: summary.get(key) for key in keys}
+
+
+@click.command()
+@click.argument("run_ref", metavar="RUN")
+@dir_option
+@click.option("--env", "show_env", is_flag=True, help="Also list the run's environment variables (redacted).")
+def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
+    """Show one run: header, config, summary, environment, metrics, arrays, files and W&B mirror state.
+
+    RUN is a run id, a unique id prefix, or a run name.
+    """
+    api = open_api(dir_)
+    run = resolve_run(api, run_ref)
+    console = make_console()
+    print_pairs(console, f"run {run.id}", _header(run))
+    print_pairs(console, "config", flatten(dict(run.config or {})))
+    print_pairs(console, "summary", flatten(dict(run.summary or {})))
+    environment = dict(run.environment or {})
+    print_pairs(console, "environment", environment_lines(environment))
+    if show_env:
+        print_pairs(console, "environment variables", sorted((environment.get("env") or {}).items()))
+    console.print()
+    console.print(_metrics_table(run))
+    arrays = _arrays_table(run)
+    if arrays is not None:
+        console.print()
+        console.print(arrays)
+    print_pairs(console, "files", [(name, format_bytes(len(run.file(name) or b""))) for name in run.file_names()])
+    mirror = _mirror_line(api, run.id)
+    if mirror:
+        console.print(f"\n[bold]W&B mirror[/bold]: {mirror}", markup=True)
+
+
+def _header(run: Any) -> list[tuple[str, Any]]:
+    """The run's identity, state and times as label-value pairs."""
+    exit_status = "-" if run.exit_code is None else str(run.exit_code)
+    if run.exit_signal is not None:
+        exit_status += f" (signal {run.exit_signal})"
+    return [
+        ("name", run.name),
+        ("project", run.project),
+        ("group", run.group or "-"),
+        ("tags", ", ".join(run.tags or []) or "-"),
+        ("notes", run.notes or "-"),
+        ("state", run.state),
+        ("exit", exit_status),
+        ("started", format_time(run.created_at)),
+        ("ended", format_time(run.ended_at)),
+        ("duration", format_duration(run_duration(run, time.time()))),
+    ]
+
+
+def _metrics_table(run: Any) -> Table:
+    """Scalar keys with their point counts, last step, last value and range."""
+    table = Table(title="[bold]metrics[/bold]", title_justify="left", box=None, header_style="bold")
+    for name in ("key", "points", "last step", "last", "min", "max"):
+        table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
+    for key in run.metric_keys():
+        steps, _times, values = run.scalars(key)
+        if len(values) == 0:
+            table.add_row(key, "0", "-", "-", "-", "-")
+            continue
+        finite = [float(v) for v in values if not math.isnan(float(v))]
+        low, high = (min(finite), max(finite)) if finite else (None, None)
+        last = (format_value(int(steps[-1])), format_value(values[-1]), format_value(low), format_value(high))
+        table.add_row(key, str(run.point_count(key)), *last)
+    if not table.rows:
+        table.add_row("(none)", "", "", "", "", "")
+    return table
+
+
+def _arrays_table(run: Any) -> Table | None:
+    """Array keys with the number of steps logged and the shape and dtype of one value; None if none."""
+    keys = run.array_keys()
+    if not keys:
+        return None
+    table = Table(title="[bold]arrays[/bold]", title_justify="left", box=None, header_style="bold")
+    for name in ("key", "steps", "last step", "shape", "dtype"):
+        table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
+    for key in keys:
+        steps, values = run.arrays(key)
+        shape = "x".join(str(n) for n in values.shape[1:]) or "scalar"
+        last = str(int(steps[-1])) if len(steps) else "-"
+        table.add_row(key, str(len(steps)), last, shape, str(values.dtype))
+    return table
+
+
+def _mirror_line(api: Any, run_id: str) -> str | None:
+    """The W&B mirror's state for this run, when the mirror module provides ``mirror_status``."""
+    try:
+        from expertrack.mirror import mirror_status  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    status = mirror_status(getattr(api, "store", api), run_id)
+    if status is None:
+        return None
+    if isinstance(status, dict):
+        return ", ".join(f"{k}={v}" for k, v in status.items() if v is not None)
+    return str(status)
+
+
+@click.command()
+@click.argument("run_ref", metavar="RUN")
+@dir_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True)
+@click.option("--output", "-o", default="-", show_default=True, help="File to write, or - for stdout.")
+@click.option("--keys", "-k", multiple=True, help="Metric keys or globs (train/*), comma-separated; default all.")
+def export(run_ref: str, dir_: Path | None, fmt: str, output: str, keys: tuple[str, ...]) -> None:
+    """Export a run's scalar history, one row per step: CSV, Parquet or JSON lines.
+
+    Columns are _step, _timestamp and one per metric key. In JSON lines a row holds only the keys logged
+    at that step, and NaN / Infinity are written as Python's json module does.
+    """
+    if fmt == "parquet":
+        _require_pyarrow()
+    api = open_api(dir_)
+    run = resolve_run(api, run_ref)
+    selected = _select_keys(run.metric_keys(), split_keys(keys))
+    if fmt == "jsonl":
+        data = _jsonl(run, selected).encode()
+    else:
+        frame = run.history(keys=selected)
+        if fmt == "csv":
+            data = frame.to_csv(index=False).encode()
+        else:
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)
+            data = buffer.getvalue()
+    if output == "-":
+        sys.stdout.flush()  # text already written must come first
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        Path(output).write_bytes(data)
+        click.echo(f"wrote {len(selected)} keys of run {run.id} to {output}", err=True)
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            "Parquet export needs pyarrow: pip install 'expertrack[parquet]' (or use --format csv)"
+        ) from None
+
+
+def _select_keys(available: list[str], wanted: list[str]) -> list[str]:
+    """Keys matching the requested names or globs, in the run's order; an unmatched one is an error."""
+    if not wanted:
+        return list(available)
+    selected: list[str] = []
+    for pattern in wanted:
+        matches = [k for k in available if fnmatch.fnmatchcase(k, pattern)]
+        if not matches:
+            raise RunLookupError(f"no metric key matches {pattern!r}; the run has: {', '.join(available) or 'none'}")
+        selected.extend(m for m in matches if m not in selected)
+    return [k for k in available if k in selected]
+
+
+def _jsonl(run: Any, keys: list[str]) -> str:
+    """A JSON object per step with the keys logged at it: a logged NaN stays NaN, a missing key is absent."""
+    rows: dict[int, dict[str, Any]] = {}
+    for key in keys:
+        steps, times, values = run.scalars(key)
+        for step, stamp, value in zip(steps.tolist(), times.tolist(), values.tolist()):
+            row = rows.setdefault(step, {"_step": step, "_timestamp": stamp})
+            row["_timestamp"] = min(row["_timestamp"], stamp)
+            row[key] = value
+    return "".join(json.dumps(rows[step]) + "\n" for step in sorted(rows))
+
+
+@click.command()
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@dir_option
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking.")
+def rm(run_refs: tuple[str, ...], dir_: Path | None, yes: bool) -> None:
+    """Delete runs and everything logged to them from the store, after asking.
+
+    Each RUN is a run id, a unique id prefix, or a run name. Nothing is deleted unless every RUN is found.
+    """
+    api = open_api(dir_)
+    runs: dict[str, Any] = {}
+    for ref in run_refs:
+        run = resolve_run(api, ref)
+        runs.setdefault(run.id, run)
+    for run in runs.values():
+        note = "  (still running)" if run.state == "running" else ""
+        click.echo(f"  {run.id}  {run.name}  ({run.project}, {run.state}){note}")
+    question = f"Delete {len(runs)} run{'s' if len(runs) != 1 else ''} from {tracking_dir(dir_)}?"
+    if not yes:
+        click.confirm(question, default=False, abort=True)
+    for run in runs.values():
+        api.delete_run(run.id)
+        click.echo(f"deleted {run.id} ({run.name})")
