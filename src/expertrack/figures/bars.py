@@ -1,0 +1,223 @@
+"""Grouped bar figures of end-of-training values: the load-balancing ablation (3) and per-domain eval (4).
+
+A bar is the mean of a series' runs (seeds); its error bar is one standard deviation across them, and each
+run's own value is drawn as a dot, since with two or three seeds the dots say more than the bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from expertrack.figures.data import (
+    FigureResult,
+    MissingDataError,
+    domains_of,
+    final_value,
+    run_record,
+    run_scalars,
+)
+from expertrack.figures.selection import Selection, Series
+from expertrack.figures.style import FULL_WIDTH, new_figure, paper_style
+
+BALANCE_TAIL = 0.1  # per-step balance metrics: mean over the last 10% of training, not one noisy point
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One bar group: a label, the scalar key it reads, and how its end value is taken."""
+
+    label: str
+    key: str
+    tail: float = 0.0  # 0: last point; > 0: mean over that last fraction of the run
+    exp_of: str | None = None  # when ``key`` is absent, exp() of this key (perplexity from loss)
+
+
+@dataclass
+class BarSeries:
+    """One series' bars across a panel's groups: each group's run values (empty: no bar)."""
+
+    label: str
+    values: list[list[float]]
+    color: str = "#0072B2"
+    hatch: str = ""
+
+
+@dataclass
+class BarPanel:
+    """One axes of grouped bars."""
+
+    title: str
+    ylabel: str
+    groups: list[str]
+    bars: list[BarSeries] = field(default_factory=list)
+
+
+def plot_grouped_bars(panels: Sequence[BarPanel], width_ratios: Sequence[float] | None = None) -> Figure:
+    """Panels of grouped bars (mean, ±1 s.d. error bar, one dot per run), one legend above them all."""
+    with paper_style():
+        fig = new_figure(FULL_WIDTH, 2.3)
+        axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=width_ratios).ravel()
+        for ax, panel in zip(axes, panels):
+            count = len(panel.bars)
+            width = 0.8 / count
+            x = np.arange(len(panel.groups))
+            for i, series in enumerate(panel.bars):
+                offsets = x - 0.4 + width * (i + 0.5)
+                means = np.array([np.mean(v) if v else np.nan for v in series.values])
+                errors = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in series.values])
+                ax.bar(
+                    offsets,
+                    means,
+                    width,
+                    yerr=errors,
+                    label=series.label,
+                    color=series.color,
+                    hatch=series.hatch,
+                    edgecolor="white",
+                    linewidth=0.4,
+                    error_kw={"elinewidth": 0.8, "capsize": 2, "capthick": 0.8},
+                )
+                for offset, values in zip(offsets, series.values):
+                    if len(values) > 1:
+                        ax.plot([offset] * len(values), values, "o", color="black", markersize=1.8, zorder=3)
+            ax.set_xticks(x, panel.groups)
+            ax.set_title(panel.title)
+            ax.set_ylabel(panel.ylabel)
+            ax.grid(axis="x", visible=False)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4))
+    return fig
+
+
+def _values(series: Series, metric: Metric, sources: list[dict], derived: dict[str, list[str]]) -> list[float]:
+    values = []
+    for run in series.runs:
+        keys = run.metric_keys()
+        key = metric.key if metric.key in keys or metric.exp_of not in keys else metric.exp_of
+        if key not in keys:
+            continue
+        steps, points = run_scalars(run, key)
+        if len(points) == 0:
+            continue
+        value, used = final_value(steps, points, metric.tail)
+        if key != metric.key:
+            value = float(np.exp(value))
+            derived.setdefault(f"{metric.key} not logged; drawn as exp({key}) for", []).append(run.name)
+        values.append(value)
+        sources.append({**run_record(run, series), "key": key, "steps": used, "value": value})
+    return values
+
+
+def build_panels(
+    series: Sequence[Series], layout: Sequence[tuple[str, str, Sequence[Metric]]], figure: str
+) -> tuple[list[BarPanel], pd.DataFrame, list[dict], list[str]]:
+    """Panels of end values for ``layout`` = [(title, ylabel, metrics)]; groups no run has are dropped."""
+    panels: list[BarPanel] = []
+    rows: list[dict] = []
+    sources: list[dict] = []
+    missing: list[str] = []
+    derived: dict[str, list[str]] = {}
+    for title, ylabel, metrics in layout:
+        panel = BarPanel(title, ylabel, [])
+        columns = []
+        for metric in metrics:
+            per_series = [_values(s, metric, sources, derived) for s in series]
+            if not any(per_series):
+                missing.append(metric.key)
+                continue
+            panel.groups.append(metric.label)
+            columns.append(per_series)
+            for s, values in zip(series, per_series):
+                std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+                mean = float(np.mean(values)) if values else float("nan")
+                rows.append(
+                    {
+                        "panel": title,
+                        "group": metric.label,
+                        "key": metric.key,
+                        "series": s.label,
+                        "mean": mean,
+                        "std": std,
+                        "n_runs": len(values),
+                        "values": ";".join(f"{v:.6g}" for v in values),
+                    }
+                )
+        if panel.groups:
+            panel.bars = [
+                BarSeries(s.label, [col[i] for col in columns], s.color, s.hatch) for i, s in enumerate(series)
+            ]
+            panels.append(panel)
+    runs = ", ".join(r.name for s in series for r in s.runs)
+    if not panels:
+        raise MissingDataError(f"{figure}: none of {', '.join(missing)} is logged in runs {runs}")
+    notes = [f"{what} {', '.join(names)}" for what, names in derived.items()]
+    if missing:
+        notes.append(f"{figure}: not logged in any of runs {runs}, left out: {', '.join(missing)}")
+    return panels, pd.DataFrame(rows), sources, notes
+
+
+def eval_domains(selection: Selection) -> list[str]:
+    """Domains with an ``eval/loss/<domain>`` metric in any run, in config order where the config has one."""
+    found: list[str] = []
+    for run in selection.runs():
+        found += [k.split("/", 2)[2] for k in run.metric_keys() if k.startswith("eval/loss/") and k.count("/") == 2]
+    unique = list(dict.fromkeys(found))
+    order = {d: i for run in selection.runs() for i, d in enumerate(domains_of(run))}
+    return sorted(unique, key=lambda d: order.get(d, len(order)))
+
+
+def _loss_metrics(domains: Sequence[str]) -> list[Metric]:
+    return [Metric(d, f"eval/loss/{d}") for d in domains] + [Metric("all", "eval/loss")]
+
+
+def domain_eval(selection: Selection) -> FigureResult:
+    """Figure 4: per-domain validation loss and perplexity at the end of training, for every series.
+
+    Reads ``eval/loss/<domain>``, ``eval/loss`` (as "all") and ``eval/ppl/<domain>``; a run without
+    perplexity has it drawn as exp(loss), and a note says so.
+    """
+    domains = eval_domains(selection)
+    ppl = [Metric(d, f"eval/ppl/{d}", exp_of=f"eval/loss/{d}") for d in domains]
+    layout = [
+        ("Validation loss", "Cross-entropy (nats/token)", _loss_metrics(domains)),
+        ("Validation perplexity", "Perplexity", [*ppl, Metric("all", "eval/ppl", exp_of="eval/loss")]),
+    ]
+    panels, table, sources, notes = build_panels(selection.series, layout, "domain_eval")
+    fig = plot_grouped_bars(panels)
+    return FigureResult("domain_eval", fig, table, sources, {"domains": domains}, notes)
+
+
+def ablation_lb(selection: Selection) -> FigureResult:
+    """Figure 3: MoE with vs without load balancing: per-domain eval loss and the balance metrics.
+
+    Balance metrics are averaged over the last 10% of training: MaxVio (max expert load over the mean load,
+    minus 1; Wang et al. 2024, arXiv:2408.15664), and load and router entropy normalised by ln E.
+    """
+    series = selection.by_variant("moe") + selection.by_variant("moe-no-lb")
+    if not selection.by_variant("moe") or not selection.by_variant("moe-no-lb"):
+        found = ", ".join(f"{s.label} ({s.variant or 'unknown'})" for s in selection.series) or "none"
+        raise MissingDataError(
+            "ablation_lb: needs runs of both variants 'moe' and 'moe-no-lb' (config 'variant', tags, or "
+            f"--moe/--no-lb); series found: {found}"
+        )
+    layout = [
+        ("Validation loss", "Cross-entropy (nats/token)", _loss_metrics(eval_domains(selection))),
+        ("Load imbalance", "MaxVio", [Metric("MaxVio", "moe/maxvio", BALANCE_TAIL)]),
+        (
+            "Entropy",
+            "Entropy / ln E",
+            [
+                Metric("load", "moe/load_entropy_norm", BALANCE_TAIL),
+                Metric("router", "moe/router_entropy_norm", BALANCE_TAIL),
+            ],
+        ),
+    ]
+    panels, table, sources, notes = build_panels(series, layout, "ablation_lb")
+    ratios = [max(len(p.groups), 1) + 0.5 for p in panels]
+    fig = plot_grouped_bars(panels, width_ratios=ratios)
+    return FigureResult("ablation_lb", fig, table, sources, {"balance_tail": BALANCE_TAIL}, notes)
