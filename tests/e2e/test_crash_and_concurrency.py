@@ -77,7 +77,7 @@ def test_eight_processes_log_into_one_directory(tracking_dir: Path) -> None:
         for n in range(8)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err
         assert err == "", f"a writer printed an error: {err}"
     api = expertrack.Api(tracking_dir)

@@ -1,0 +1,179 @@
+"""The store on its own: chunked series, reads after a step, run lookup, migrations, downsampling."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import expertrack
+from expertrack.store import Store
+from expertrack.store.chunks import CHUNK_POINTS, MAX_REWRITES
+from expertrack.store.downsample import minmax_indices
+from expertrack.store.schema import LATEST_VERSION, MIGRATIONS
+
+
+def test_long_series_spans_chunks_and_reads_back_exactly(tracking_dir: Path) -> None:
+    n = CHUNK_POINTS * 2 + 123
+    run = expertrack.init(project="chunks")
+    for i in range(n):
+        run.log({"v": float(i) * 0.5})
+        if i % 5000 == 0:
+            run.flush()  # force tail rewrites in the middle of chunks
+    run.finish()
+    with Store(tracking_dir / "store.db", readonly=True) as store:
+        steps, times, values = store.read_scalars(run.id, "v")
+        assert steps.tolist() == list(range(n))
+        assert np.array_equal(values, np.arange(n) * 0.5)
+        assert np.all(np.diff(times) >= 0)
+        chunk_sizes = [r[0] for r in store.conn.execute("SELECT n FROM scalar_chunks ORDER BY seq")]
+        assert chunk_sizes[:2] == [CHUNK_POINTS, CHUNK_POINTS] and sum(chunk_sizes) == n
+        tail_steps = store.read_scalars(run.id, "v", after_step=n - 10)[0]
+        assert tail_steps.tolist() == list(range(n - 9, n))
+
+
+def test_slow_series_seals_small_chunks(tracking_dir: Path) -> None:
+    run = expertrack.init(project="chunks")
+    for i in range(MAX_REWRITES * 2 + 3):
+        run.log({"slow": float(i)})
+        run.flush()  # one point per flush, like a metric logged once a second
+    run.finish()
+    with Store(tracking_dir / "store.db", readonly=True) as store:
+        sizes = [r[0] for r in store.conn.execute("SELECT n FROM scalar_chunks ORDER BY seq")]
+        assert sizes == [MAX_REWRITES, MAX_REWRITES, 3]
+        assert store.read_scalars(run.id, "slow")[2].tolist() == [float(i) for i in range(MAX_REWRITES * 2 + 3)]
+
+
+def test_resumed_run_appends_after_sealed_chunks(tracking_dir: Path) -> None:
+    run = expertrack.init(project="chunks", id="res00001")
+    for i in range(100):
+        run.log({"v": float(i)})
+    run.finish()
+    again = expertrack.init(project="chunks", id="res00001", resume="allow")
+    for i in range(100, 150):
+        again.log({"v": float(i)})
+    again.finish()
+    values = expertrack.Api(tracking_dir).run("res00001").scalars("v")[2]
+    assert values.tolist() == [float(i) for i in range(150)]
+
+
+def test_find_run_by_id_prefix_and_name(tracking_dir: Path) -> None:
+    a = expertrack.init(project="p", name="alpha", id="abc12345")
+    a.finish()
+    b = expertrack.init(project="p", name="beta", id="abd99999")
+    b.finish()
+    c = expertrack.init(project="q", name="alpha", id="zzz00000")
+    c.finish()
+    api = expertrack.Api(tracking_dir)
+    assert api.run("abc").id == "abc12345"
+    assert api.run("beta").id == "abd99999"
+    with pytest.raises(expertrack.AmbiguousRunError) as info:
+        api.run("ab")
+    assert {i for i, _n, _p in info.value.candidates} == {"abc12345", "abd99999"}
+    with pytest.raises(expertrack.AmbiguousRunError, match="use an id"):
+        api.run("alpha")
+    with pytest.raises(expertrack.RunNotFoundError, match="no run matches 'nope'"):
+        api.run("nope")
+    assert [r.id for r in api.runs(project="p")] == ["abc12345", "abd99999"]
+    assert [r.id for r in api.runs(filters={"name": "alpha"})] == ["abc12345", "zzz00000"]
+
+
+def test_filters_on_config_tags_and_group(tracking_dir: Path) -> None:
+    expertrack.init(project="f", config={"model": {"experts": 8}}, tags=["moe"], group="g").finish()
+    expertrack.init(project="f", config={"model": {"experts": 1}}, tags=["dense"], group="g").finish()
+    api = expertrack.Api(tracking_dir)
+    assert len(api.runs(filters={"config.model.experts": 8})) == 1
+    assert len(api.runs(filters={"tags": "dense"})) == 1
+    assert len(api.runs(filters={"group": "g", "state": "finished"})) == 2
+
+
+def test_history_samples_keep_spikes(tracking_dir: Path) -> None:
+    run = expertrack.init(project="h")
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=50_000)
+    values[12_345] = 1000.0
+    values[40_000] = -1000.0
+    for v in values:
+        run.log({"loss": float(v)})
+    run.finish()
+    stored = expertrack.Api(tracking_dir).run(run.id)
+    sampled = stored.history(["loss"], samples=1000)
+    assert len(sampled) <= 1000 + 4
+    assert sampled["loss"].max() == 1000.0 and sampled["loss"].min() == -1000.0
+    assert len(stored.history(["loss"])) == 50_000
+
+
+def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:
+    numbers = [n for n, _name, _sql in MIGRATIONS]
+    assert numbers == list(range(1, len(numbers) + 1))
+    Store(tmp_path / "s.db").close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"runs", "keys", "scalar_chunks", "arrays", "files", "mirror_state"} <= tables
+
+
+def test_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    conn.close()
+    with pytest.raises(expertrack.StoreError, match="newer expertrack"):
+        Store(tmp_path / "s.db", readonly=True)
+
+
+def test_files_are_compressed_chunks_in_order(tracking_dir: Path) -> None:
+    run = expertrack.init(project="files")
+    run.append_file("console.log", b"line 1\n")
+    run.flush()
+    run.append_file("console.log", b"line 2\n" * 1000)
+    run.attach_file("notes.txt", b"first")
+    run.attach_file("notes.txt", b"second")
+    run.finish()
+    stored = expertrack.Api(tracking_dir).run(run.id)
+    assert stored.file("console.log") == b"line 1\n" + b"line 2\n" * 1000
+    assert stored.file("notes.txt") == b"second"
+    assert stored.file("missing") is None
+    assert stored.file_names() == ["console.log", "notes.txt"]
+
+
+def test_delete_run_removes_everything(tracking_dir: Path) -> None:
+    run = expertrack.init(project="rm")
+    run.log({"x": 1.0, "a": np.ones(3)})
+    run.append_file("console.log", b"x")
+    run.finish()
+    api = expertrack.Api(tracking_dir)
+    api.delete_run(run.id)
+    with Store(tracking_dir / "store.db") as store:
+        for table in ("runs", "keys", "scalar_chunks", "arrays", "files"):
+            assert store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=False, width=64), min_size=1, max_size=3000),
+    st.integers(min_value=1, max_value=200),
+)
+def test_minmax_downsampling_keeps_every_extreme(values: list[float], buckets: int) -> None:
+    array = np.array(values)
+    picked = minmax_indices(array, buckets)
+    assert np.all(np.diff(picked) > 0)  # sorted, unique
+    assert picked[0] == 0 and picked[-1] == len(values) - 1
+    assert len(picked) <= max(4 * buckets + 4 * buckets, len(values)) and len(picked) <= len(values)
+    finite = array[~np.isnan(array)]
+    if finite.size:
+        kept = array[picked]
+        assert np.nanmax(kept) == finite.max() and np.nanmin(kept) == finite.min()
+    if len(values) > 4 * buckets:
+        size = -(-len(values) // buckets)
+        for start in range(0, len(values), size):  # every bucket keeps its own min and max
+            bucket = array[start : start + size]
+            if np.isnan(bucket).all():
+                continue
+            in_bucket = array[picked[(picked >= start) & (picked < start + size)]]
+            assert np.nanmax(in_bucket) == np.nanmax(bucket) and np.nanmin(in_bucket) == np.nanmin(bucket)
