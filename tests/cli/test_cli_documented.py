@@ -1,0 +1,79 @@
+"""Every command has working --help and a section in docs/cli.md: an undocumented command fails here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from expertrack import __version__
+from expertrack.cli.main import COMMANDS, cli
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+HEADING = re.compile(r"^#{2,4}\s+`expertrack ([a-z][a-z0-9 _-]*?)(?: [A-Z\[.<-].*)?`", re.MULTILINE)
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command as the words typed after `expertrack`, subcommands of groups included."""
+    ctx = click.Context(cli)
+    paths: list[tuple[str, ...]] = []
+    for name in sorted(COMMANDS):
+        paths.append((name,))
+        try:
+            command = cli.get_command(ctx, name)
+        except ImportError:
+            continue  # reported by test_help below, where the missing module is named
+        if isinstance(command, click.Group):
+            sub_ctx = click.Context(command, parent=ctx, info_name=name)
+            paths.extend((name, sub) for sub in command.list_commands(sub_ctx))
+    return paths
+
+
+def documented() -> set[str]:
+    """Command names that docs/cli.md gives a section heading such as ## `expertrack import wandb DIR`."""
+    return {match.group(1).strip() for match in HEADING.finditer(DOCS.read_text(encoding="utf-8"))}
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, f"`expertrack {' '.join(path)} --help` failed:\n{result.output}{result.exception!r}"
+    usage, _, description = result.output.partition("\n")
+    assert usage.startswith("Usage: "), result.output
+    assert description.strip(), f"`expertrack {' '.join(path)}` has no help text"
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_documented(path: tuple[str, ...]) -> None:
+    name = " ".join(path)
+    names = documented()
+    # A group (`import`) is documented by its own section or by its subcommands' (`import wandb`).
+    assert name in names or any(n.startswith(name + " ") for n in names), (
+        f"`expertrack {name}` has no section (## `expertrack {name} ...`) in docs/cli.md"
+    )
+
+
+def test_docs_name_only_real_commands() -> None:
+    known = {" ".join(path) for path in command_paths()}
+    stale = documented() - known
+    assert not stale, f"docs/cli.md documents commands that do not exist: {sorted(stale)}"
+
+
+def test_top_level_help_lists_every_command_and_version() -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert re.search(rf"^\s+{re.escape(name)}\s", result.output, re.MULTILINE), name
+    version = runner.invoke(cli, ["--version"])
+    assert version.exit_code == 0
+    assert __version__ in version.output
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["no-such-command"])
+    assert result.exit_code == 2
+    assert "No such command" in result.output
