@@ -1,0 +1,319 @@
+"""Running a wrapped command: its stdout on a pseudo-terminal, its output passed through byte for byte, its
+signals forwarded, its end reported as an exit code or a signal.
+
+Why a pseudo-terminal for stdout: C stdio (and Python) buffer 4-8 KiB when stdout is a pipe and flush per line
+when it is a terminal. On a pipe, a trainer that prints one line per step would reach us (and the dashboard) in
+bursts of ~60 lines, and a crash would lose the unflushed tail. On a pty every line arrives when it is printed,
+for any program, with no change to it. Output post-processing is switched off on the pty (no OPOST, so no
+"\\n" -> "\\r\\n"), so the bytes we read are the bytes the program wrote. The price is throughput: the program
+now makes one write per line and the kernel's pty path costs a few microseconds each (benchmarks/
+wrapper_overhead.py measures it); ``use_pty=False`` reads through a pipe instead, for programs that flood
+output and flush themselves.
+
+stderr stays a separate channel, so the two streams never mix: a second pty when our own stderr is a terminal
+(colours, progress bars), else a pipe (stderr is unbuffered in C and line-buffered in Python anyway).
+
+The child runs in its own session (``setsid``): it has its own process group, which receives every Ctrl-C or
+SIGTERM sent to the wrapper exactly once (the terminal sends Ctrl-C to the wrapper's group, not the child's),
+and its reads from a terminal on stdin are not subject to job control. On Linux the child also asks the kernel
+(``PR_SET_PDEATHSIG``) for SIGTERM when the wrapper dies, so it is never left running unseen.
+
+One reader thread polls both channels, writes each chunk through to our own stdout/stderr at once, and hands it
+to ``on_output`` (which must only enqueue: parsing and storing happen on another thread, off the child's path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from expertrack.notify import say as _say
+
+STDOUT = "stdout"
+STDERR = "stderr"
+READ_SIZE = 1 << 16
+PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: a 1 MiB pipe rides out pauses of the reader (default 64 KiB)
+QUIET_AFTER_EXIT_S = 1.0  # a grandchild may hold the output open after the child exits; stop when it is silent
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_F_SETPIPE_SZ = 1031  # Linux, from <linux/fcntl.h>; absent from the fcntl module before Python 3.10 on some builds
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class SpawnError(Exception):
+    """The command could not be started; ``exit_code`` is what a shell would return (127 or 126)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    """How the child ended: ``code`` when it exited, ``signal`` when a signal killed it."""
+
+    code: int | None
+    signal: int | None
+
+    @property
+    def status(self) -> int:
+        """The wrapper's own exit status: the child's code, or 128 + N for signal N, as a shell reports it."""
+        return 128 + self.signal if self.signal else (self.code or 0)
+
+
+OutputHandler = Callable[[str, bytes], None]
+
+
+class Child:
+    """One wrapped command. ``start()``, then ``wait()`` (on the main thread, inside ``forward_signals``)."""
+
+    def __init__(self, argv: Sequence[str], on_output: OutputHandler, *, use_pty: bool = True) -> None:
+        self.argv = list(argv)
+        self.on_output = on_output
+        self.use_pty = use_pty
+        self.process: subprocess.Popen[bytes] | None = None
+        self._channels: dict[int, str] = {}  # our read end -> stream name
+        self._ptys: list[int] = []  # our ends that are pty masters (for window sizes)
+        self._echo = {STDOUT: 1, STDERR: 2}  # where each stream is passed through; dropped if it breaks
+        self._exited_at: float | None = None
+        self._handler_broken = False
+        self._reader = threading.Thread(target=self._pump, name="expertrack-reader", daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        """Start the command; raises ``SpawnError`` (exit code 127/126) when it cannot run."""
+        out_read, out_write = self._channel(self.use_pty, STDOUT)
+        err_read, err_write = self._channel(_isatty(2), STDERR)
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=out_write,
+                stderr=err_write,
+                start_new_session=True,
+                preexec_fn=_die_with_parent_hook(),
+            )
+        except FileNotFoundError as exc:
+            self._close_all(out_read, err_read)
+            reason = "No such file or directory" if "/" in self.argv[0] else "command not found"
+            raise SpawnError(f"{self.argv[0]}: {reason}", 127) from exc
+        except (PermissionError, IsADirectoryError) as exc:
+            self._close_all(out_read, err_read)
+            raise SpawnError(f"{self.argv[0]}: cannot execute: {exc.strerror}", 126) from exc
+        except OSError as exc:  # ENOEXEC (no #! line), E2BIG, ...: a shell says "cannot execute" too
+            self._close_all(out_read, err_read)
+            raise SpawnError(f"{self.argv[0]}: cannot execute: {exc.strerror or exc}", 126) from exc
+        finally:
+            os.close(out_write)  # the child holds its ends; ours must go so we see end-of-file
+            os.close(err_write)
+        self._reader.start()
+
+    def wait(self) -> ChildExit:
+        """Wait for the child to end, then for its output to be drained; return how it ended."""
+        assert self.process is not None, "start() first"
+        returncode = self.process.wait()  # signal handlers run on this (main) thread while it waits
+        self._exited_at = time.monotonic()
+        self._reader.join()
+        if returncode < 0:
+            return ChildExit(code=None, signal=-returncode)
+        return ChildExit(code=returncode, signal=None)
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the child's whole process group (its session), if it is still there."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
+
+    def copy_window_size(self) -> None:
+        """Give the child's ptys our terminal's size (at start and on SIGWINCH), so widths survive."""
+        size = _terminal_size()
+        if size is None:
+            return
+        for fd in self._ptys:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
+
+    # ---- setup ------------------------------------------------------------------------------------------------
+
+    def _channel(self, use_pty: bool, stream: str) -> tuple[int, int]:
+        """(our read end, the child's write end) for one stream."""
+        if use_pty:
+            master, slave = os.openpty()
+            attrs = termios.tcgetattr(slave)
+            attrs[1] &= ~termios.OPOST  # oflag: no output processing, so "\n" stays "\n" (no ONLCR)
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
+            self._ptys.append(master)
+            self._channels[master] = stream
+            self.copy_window_size()
+            return master, slave
+        read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size; the default still works
+            fcntl.fcntl(read_end, _F_SETPIPE_SZ, PIPE_SIZE)
+        self._channels[read_end] = stream
+        return read_end, write_end
+
+    def _close_all(self, *fds: int) -> None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._channels.clear()
+        self._ptys.clear()
+
+    # ---- the reader thread ------------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Drain both channels until each reaches end-of-file (or falls silent after the child exited)."""
+        poller = select.poll()
+        for fd in self._channels:
+            poller.register(fd, select.POLLIN)
+        open_fds = dict(self._channels)
+        last_data = time.monotonic()
+        while open_fds:
+            ready = poller.poll(200)
+            if not ready:
+                exited = self._exited_at
+                if exited is not None and time.monotonic() - max(exited, last_data) > QUIET_AFTER_EXIT_S:
+                    break  # something the child started still holds the output open, and is silent
+                continue
+            last_data = time.monotonic()
+            for fd, _event in ready:
+                data = _read(fd)
+                if data:
+                    stream = open_fds[fd]
+                    self._pass_through(stream, data)
+                    self._hand_over(stream, data)
+                else:
+                    poller.unregister(fd)
+                    del open_fds[fd]
+        for fd in self._channels:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _hand_over(self, stream: str, data: bytes) -> None:
+        if self._handler_broken:
+            return
+        try:
+            self.on_output(stream, data)
+        except Exception as exc:  # outer boundary: tracking may fail, the child's output must keep flowing
+            self._handler_broken = True
+            _say(f"tracking of the output stopped ({type(exc).__name__}: {exc}); the command keeps running")
+
+    def _pass_through(self, stream: str, data: bytes) -> None:
+        fd = self._echo.get(stream)
+        if fd is None:
+            return
+        try:
+            _write_all(fd, data)
+        except OSError:
+            # our stdout is gone (e.g. `expertrack run ... | head`): keep draining and tracking; the child
+            # must not die of a reader that left
+            del self._echo[stream]
+
+
+def _read(fd: int) -> bytes:
+    """One chunk, or b"" at end of output (a pty master reports the end with EIO once the child closed it)."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except OSError:  # EIO is the pty's end-of-file; anything else also ends this channel
+        return b""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:  # a terminal someone set non-blocking: wait until it takes more
+            select.select([], [fd], [])
+            continue
+        view = view[written:]
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _terminal_size() -> bytes | None:
+    """Our terminal's TIOCGWINSZ record, from the first of stdout, stderr, stdin that is a terminal."""
+    for fd in (1, 2, 0):
+        if _isatty(fd):
+            with contextlib.suppress(OSError):
+                return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+    return None
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A pre-exec hook that asks the kernel for SIGTERM when the wrapper dies (Linux; None elsewhere).
+
+    libc is loaded here, in the parent: between fork and exec the child may only run code that takes no lock
+    another thread could have held at the fork (no imports, little allocation).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
+        if os.getppid() != parent:  # the wrapper died before prctl took effect
+            os.kill(os.getpid(), sigterm)
+
+    return hook
+
+
+@contextlib.contextmanager
+def forward_signals(child: Child) -> Iterator[None]:
+    """While inside, forward SIGINT, SIGTERM, SIGHUP, ... to the child's process group instead of dying, keep
+    its window size in step with ours (SIGWINCH), and stop/continue it with us (Ctrl-Z, ``fg``).
+
+    A signal we were started with ignored (``nohup`` ignores SIGHUP) stays ignored, so the child inherits that.
+    """
+    previous: dict[int, object] = {}
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    def resize(signum: int, frame: FrameType | None) -> None:
+        child.copy_window_size()
+        child.send_signal(signal.SIGWINCH)
+
+    def suspend(signum: int, frame: FrameType | None) -> None:
+        # the child's group is orphaned (its own session), where the kernel discards SIGTSTP: use SIGSTOP
+        child.send_signal(signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def resume(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signal.SIGCONT)
+
+    handlers: dict[int, Callable[[int, FrameType | None], None]] = {s: forward for s in FORWARDED_SIGNALS}
+    handlers.update({signal.SIGWINCH: resize, signal.SIGTSTP: suspend, signal.SIGCONT: resume})
+    for signum, handler in handlers.items():
+        current = signal.getsignal(signum)
+        if current == signal.SIG_IGN:
+            continue
+        previous[signum] = current
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)  # type: ignore[arg-type]

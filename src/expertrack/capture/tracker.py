@@ -1,0 +1,203 @@
+"""From the child's output bytes to a run's records: lines, the parser (given or detected), metrics, config, and
+the saved console.
+
+``LineFeeder`` is the pure part, shared with ``reparse``: bytes in, parser items out. ``OutputTracker`` runs it on
+its own thread for a live child: the reader thread only enqueues chunks (``on_output``), so parsing and storing
+never slow the child down unless the queue fills (then the reader waits, which is back-pressure, not loss).
+
+Saved with the run: ``console.log``, every byte of stdout and stderr in the order they arrived (what the user
+saw), and ``stdout.log``, stdout alone (what the parser read, so ``reparse`` sees exactly the same lines).
+Both are appended about once a second, not per line.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from expertrack.capture.child import STDOUT
+from expertrack.capture.parsers import ConfigItems, Item, Metrics, Parser, detect, get_parser
+from expertrack.capture.parsers.base import MAX_LINE_CHARS
+
+if TYPE_CHECKING:
+    from expertrack.tracking import Run
+
+CONSOLE_FILE = "console.log"
+STDOUT_FILE = "stdout.log"
+CONSOLE_FLUSH_S = 1.0
+DETECT_MAX_LINES = 50  # commit to the fallback parser after this many lines with no known format...
+DETECT_MAX_SECONDS = 15.0  # ...or this long after the first line (checked as lines arrive)
+MAX_LINE_BYTES = 4 * MAX_LINE_CHARS  # longer lines are never metrics (parsers skip them); not even buffered
+QUEUE_CHUNKS = 4096  # chunks are <= 64 KiB (pty reads <= 4 KiB): at most a few MiB to 256 MiB in flight
+
+
+class LineFeeder:
+    """Splits stdout bytes into lines and feeds them to the parser, choosing it from the first lines if needed.
+
+    Lines are decoded as UTF-8 with ``errors="replace"`` and lose their trailing "\\n" (a "\\r" stays: parsers
+    read it as a progress bar drawn over). Until a parser is chosen, lines are held and fed once it is.
+    """
+
+    def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:
+        self._parser: Parser | None = get_parser(parser) if parser else None
+        self._announce = announce
+        self._held: list[str] = []
+        self._first_line_at: float | None = None
+        self._partial = b""
+        self._skipping = False  # inside an overlong line, until its newline
+        self.lines = 0  # complete lines seen
+
+    @property
+    def parser_name(self) -> str | None:
+        """The chosen parser's name, or None while it is still being detected."""
+        return self._parser.name if self._parser is not None else None
+
+    def feed(self, data: bytes) -> list[Item]:
+        """Items completed by this chunk of stdout."""
+        if self._skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return []
+            data, self._skipping = data[newline + 1 :], False
+        lines = (self._partial + data).split(b"\n") if self._partial else data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_LINE_BYTES:
+            self._partial, self._skipping = b"", True
+        self.lines += len(lines)
+        items: list[Item] = []
+        for raw in lines:
+            if len(raw) <= MAX_LINE_BYTES:
+                items += self._line(raw.decode("utf-8", errors="replace"))
+        return items
+
+    def finish(self) -> list[Item]:
+        """Items from the last, unterminated line and whatever the parser held back."""
+        items: list[Item] = []
+        if self._partial and not self._skipping:
+            self.lines += 1
+            items += self._line(self._partial.decode("utf-8", errors="replace"))
+        self._partial = b""
+        if self._parser is None:
+            items += self._choose(final=True)
+        assert self._parser is not None
+        return items + self._parser.finish()
+
+    def _line(self, line: str) -> list[Item]:
+        if self._parser is not None:
+            return self._parser.feed(line)
+        self._held.append(line)
+        if self._first_line_at is None:
+            self._first_line_at = time.monotonic()
+        return self._choose(final=False)
+
+    def _choose(self, final: bool) -> list[Item]:
+        """Pick the parser when the held lines show a known format, or when waiting longer would not help."""
+        name = detect(self._held)
+        waited = time.monotonic() - (self._first_line_at or time.monotonic())
+        undecided = name == "generic" and not final
+        if undecided and len(self._held) < DETECT_MAX_LINES and waited < DETECT_MAX_SECONDS:
+            return []
+        self._parser = get_parser(name)
+        if self._held:  # nothing printed, nothing to say
+            self._announce(f"parsing output as {name}")
+        held, self._held = self._held, []
+        items: list[Item] = []
+        for line in held:
+            items += self._parser.feed(line)
+        return items
+
+
+def apply_items(run: Run, items: list[Item]) -> None:
+    """Log parser items into a live run: metrics at their step, config values merged into the config."""
+    for item in items:
+        if isinstance(item, Metrics):
+            run.log(item.values, step=item.step)
+        elif isinstance(item, ConfigItems):
+            run.config.update(item.values)
+
+
+class OutputTracker:
+    """Consumes the child's output on its own thread: parses stdout into the run, saves the console."""
+
+    def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:
+        self.feeder = LineFeeder(parser, announce)
+        self._announce = announce
+        self._queue: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
+        self._run: Run | None = None
+        self._console = bytearray()
+        self._stdout = bytearray()
+        self._last_save = time.monotonic()
+        self._failed = False
+        self._thread = threading.Thread(target=self._loop, name="expertrack-parse", daemon=True)
+
+    def on_output(self, stream: str, data: bytes) -> None:
+        """Called by the reader thread for every chunk: only enqueues (waits only when far behind)."""
+        if not self._failed:
+            self._queue.put((stream, data))
+
+    def start(self, run: Run | None) -> None:
+        """Start consuming into ``run`` (None: the run could not be created; output is only drained)."""
+        self._run = run
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Process everything queued, flush the parser and the console; call after the output has ended."""
+        if not self._thread.is_alive():
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                try:
+                    chunk = self._queue.get(timeout=CONSOLE_FLUSH_S)
+                except queue.Empty:
+                    self._save_console()
+                    continue
+                if chunk is None:
+                    break
+                self._consume(*chunk)
+            self._track(self.feeder.finish())
+            self._save_console()
+        except Exception as exc:  # outer boundary: a tracker bug must never block or kill the child
+            self._fail(exc)
+
+    def _consume(self, stream: str, data: bytes) -> None:
+        self._console += data
+        if stream == STDOUT:
+            self._stdout += data
+            self._track(self.feeder.feed(data))
+        if time.monotonic() - self._last_save >= CONSOLE_FLUSH_S:
+            self._save_console()
+
+    def _track(self, items: list[Item]) -> None:
+        if items and self._run is not None:
+            apply_items(self._run, items)
+
+    def _save_console(self) -> None:
+        self._last_save = time.monotonic()
+        if self._run is None:
+            self._console.clear()
+            self._stdout.clear()
+            return
+        if self._console:
+            self._run.append_file(CONSOLE_FILE, bytes(self._console))
+            self._console.clear()
+        if self._stdout:
+            self._run.append_file(STDOUT_FILE, bytes(self._stdout))
+            self._stdout.clear()
+
+    def _fail(self, exc: Exception) -> None:
+        """Stop tracking (the output keeps passing through) and drain the queue so the reader never blocks."""
+        self._failed = True
+        self._announce(f"tracking stopped ({type(exc).__name__}: {exc}); the command's output still passes through")
+        while True:
+            try:
+                if self._queue.get_nowait() is None:
+                    return
+            except queue.Empty:
+                return

@@ -1,0 +1,98 @@
+"""``expertrack run -- CMD`` as a library call: start the command, create its run, track its output, finish the
+run the way the command ended, and return the exit status a shell would report.
+
+Order matters: the command starts before the run is created, so no tracker thread exists yet when the child is
+forked (its pre-exec hook is then safe), and a command that cannot start leaves no empty run behind. Output the
+command prints meanwhile waits in the tracker's queue.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from expertrack.capture.child import Child, SpawnError, forward_signals
+from expertrack.capture.tracker import OutputTracker
+from expertrack.notify import say
+
+if TYPE_CHECKING:
+    from expertrack.tracking import Run
+
+# The reader thread must get the GIL back quickly when the parser thread is busy, or the child blocks on a full
+# pty (its buffer holds ~4 KiB, a fraction of a millisecond of a flood). CPython's default is 5 ms.
+SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass
+class WrapOptions:
+    """What ``expertrack run`` was asked to do."""
+
+    argv: list[str]
+    project: str
+    dir: Path | None = None
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    parser: str | None = None
+    mirror: str = "auto"
+    use_pty: bool = True
+
+
+def wrap(options: WrapOptions) -> int:
+    """Run the command to its end while tracking it; return its exit status (127/126 if it cannot start)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    tracker = OutputTracker(options.parser, announce=say)
+    child = Child(options.argv, tracker.on_output, use_pty=options.use_pty)
+    with forward_signals(child):
+        try:
+            child.start()
+        except SpawnError as err:
+            say(str(err))
+            return err.exit_code
+        try:
+            run = start_run(options)
+            tracker.start(run)
+            ended = child.wait()
+        finally:
+            child.send_signal(signal.SIGTERM)  # only if our own code failed while it still runs
+        tracker.close()
+        if run is not None:
+            run.finish(exit_code=ended.status, signal=ended.signal)
+    return ended.status
+
+
+def start_run(options: WrapOptions) -> Run | None:
+    """The run for the command, its flags and ``--config`` values as config; None (said once) if it cannot be
+    created, in which case the command still runs with its output passed through."""
+    import expertrack
+    from expertrack.capture.parsers import parse_argv_config
+
+    try:
+        run = expertrack.init(
+            project=options.project,
+            name=options.name,
+            group=options.group,
+            tags=options.tags,
+            config={**parse_argv_config(options.argv), **options.config},
+            dir=options.dir,
+            mirror=options.mirror,
+        )
+    except Exception as exc:  # outer boundary: tracking must never stop the command from running
+        say(f"could not start tracking ({type(exc).__name__}: {exc}); running the command untracked")
+        return None
+    say(f"tracking run {run.name} ({run.id}) in {_shown(run.dir)}")
+    return run
+
+
+def _shown(directory: Path) -> str:
+    """The tracking directory as the user would type it: relative when it is below the current directory."""
+    try:
+        relative = os.path.relpath(directory)
+    except ValueError:  # another drive (Windows)
+        return str(directory)
+    return str(directory) if relative.startswith("..") else relative

@@ -1,0 +1,147 @@
+"""``expertrack run -- CMD`` (track any program from its output) and ``expertrack reparse RUN`` (rebuild a
+wrapped run's metrics from its saved console). See docs/run.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from expertrack.cli.common import dir_option, open_api, resolve_run
+from expertrack.notify import say
+
+_PYTHON = re.compile(r"python[\d.]*")
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    short_help="Run a training command and track its output.",
+)
+@dir_option
+@click.option("--project", help="Project of the run (default: the command's name, e.g. train for ./train).")
+@click.option("--name", help="Name of the run (default: a generated one).")
+@click.option("--group", help="Group of the run (e.g. a seed sweep).")
+@click.option("--tag", "tags", multiple=True, help="A tag for the run; repeat for several.")
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE", help="A config value; repeatable.")
+@click.option("--parser", metavar="NAME|FILE", help="Parser name or TOML rules file (default: detected).")
+@click.option(
+    "--mirror",
+    type=click.Choice(["auto", "wandb", "off"]),
+    default="auto",
+    show_default=True,
+    help="Mirror the run to W&B: when configured (auto), always (wandb), or never (off).",
+)
+@click.option(
+    "--pipe",
+    is_flag=True,
+    help="Read the command's stdout through a pipe instead of a pseudo-terminal: faster for programs that "
+    "print tens of thousands of lines a second, but C programs then print in 4 KiB bursts.",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    dir_: Path | None,
+    project: str | None,
+    name: str | None,
+    group: str | None,
+    tags: tuple[str, ...],
+    configs: tuple[str, ...],
+    parser: str | None,
+    mirror: str,
+    pipe: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND, pass its output through unchanged, and track what it prints as metrics.
+
+    \b
+    expertrack run -- ./train -b 4 -n 1000
+    expertrack run --project moe --tag baseline -- python train.py --lr 3e-4
+
+    The command's stdout is parsed (format chosen with --parser, else detected from its first lines), its
+    flags and any printed config table become the run's config, and its whole console is saved with the run.
+    expertrack exits with the command's exit code (128+N when signal N ended it).
+    """
+    from expertrack.capture.wrap import WrapOptions, wrap
+
+    options = WrapOptions(
+        argv=list(command),
+        dir=dir_,
+        project=project or default_project(command),
+        name=name,
+        group=group,
+        tags=list(tags),
+        config=_config_options(configs),
+        parser=_checked_parser(parser),
+        mirror=mirror,
+        use_pty=not pipe,
+    )
+    sys.exit(wrap(options))
+
+
+@click.command(short_help="Rebuild a wrapped run's metrics from its saved console output.")
+@dir_option
+@click.argument("run_ref", metavar="RUN")
+@click.option("--parser", metavar="NAME|FILE", help="Parser name or TOML rules file (default: detected again).")
+def reparse(dir_: Path | None, run_ref: str, parser: str | None) -> None:
+    """Replace RUN's scalar metrics with those parsed again from its saved console, without training again.
+
+    Use it after fixing a rules file or to read a run with another parser. RUN is an id, a unique id prefix or
+    a name. The config gains what the parser reads from the output; the run's state and exit code are kept.
+    """
+    from expertrack.capture.reparse import ReparseError, reparse_run
+
+    api = open_api(dir_)
+    record = resolve_run(api, run_ref)
+    api.close()
+    try:
+        report = reparse_run(api.path, record.id, _checked_parser(parser), announce=say)
+    except ReparseError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(
+        f"reparsed run {record.name} ({record.id}) as {report.parser}: {report.lines} lines, "
+        f"{report.points} points in {len(report.keys)} metrics"
+        + (f" ({report.refused} values at decreasing steps skipped)" if report.refused else "")
+    )
+
+
+def default_project(argv: tuple[str, ...] | list[str]) -> str:
+    """The command's name: ``./train`` gives train; for ``python train.py`` or ``python -m pkg.train``, the
+    script's or module's name, since "python" would name every Python trainer's project the same."""
+    program = os.path.basename(argv[0]) if argv else "run"
+    if _PYTHON.fullmatch(program):
+        args = list(argv[1:])
+        for i, arg in enumerate(args):
+            if arg == "-m" and i + 1 < len(args):
+                return args[i + 1].rsplit(".", 1)[-1]
+            if not arg.startswith("-"):
+                return Path(arg).stem
+    return program or "run"
+
+
+def _config_options(values: tuple[str, ...]) -> dict[str, Any]:
+    from expertrack.capture.parsers.base import coerce_value
+
+    config: dict[str, Any] = {}
+    for value in values:
+        key, equals, text = value.partition("=")
+        if not equals or not key.strip():
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--config")
+        config[key.strip()] = coerce_value(text)
+    return config
+
+
+def _checked_parser(parser: str | None) -> str | None:
+    """Fail before anything starts when --parser names no parser or a bad rules file."""
+    if parser is None:
+        return None
+    from expertrack.capture.parsers import get_parser
+
+    try:
+        get_parser(parser)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--parser") from err
+    return parser
