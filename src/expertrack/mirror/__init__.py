@@ -1,1 +1,140 @@
-"""W&B mirror (placeholder while the core lands)."""
+"""The W&B mirror: the local store stays the source of truth, W&B gets a copy that can always be completed.
+
+``start()`` is the hook ``expertrack.init()`` calls: it decides whether to mirror and launches the live mirror
+(``expertrack.mirror.follower``) as a separate process, so training never waits on W&B nor shares its
+interpreter lock with it. ``mirror_status()`` is the line ``expertrack show`` prints. Nothing here imports
+wandb; only the mirror process and ``expertrack sync`` do. See docs/wandb.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import netrc
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from expertrack.mirror.state import mirror_status
+
+__all__ = ["mirror_status", "start", "wandb_configured", "wandb_importable"]
+
+MODES = ("auto", "wandb", "off")
+_said: set[str] = set()  # topics already reported by this process (each message is said once)
+
+
+def _say_once(topic: str, message: str) -> None:
+    if topic in _said:
+        return
+    _said.add(topic)
+    from expertrack.notify import say
+
+    say(message)
+
+
+def wandb_importable() -> bool:
+    """Whether ``import wandb`` can find the package, without importing it (importing costs about 0.5 s)."""
+    try:
+        return importlib.util.find_spec("wandb") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def wandb_configured() -> str | None:
+    """How W&B is configured for this process ("offline", "api key", "netrc", "settings"), or None."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode == "disabled":
+        return None
+    if mode in ("offline", "dryrun"):
+        return "offline"
+    if os.environ.get("WANDB_API_KEY", "").strip():
+        return "api key"
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    try:
+        path = os.environ.get("NETRC") or None
+        if netrc.netrc(path).authenticators(host):
+            return "netrc"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    settings = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb") / "settings"
+    try:
+        text = settings.read_text()
+    except OSError:
+        return None
+    lines = [line.replace(" ", "").lower() for line in text.splitlines()]
+    return "settings" if any(line in ("mode=offline", "mode=dryrun") for line in lines) else None
+
+
+def start(run_id: str, store_path: Path, mode: str) -> None:
+    """Start mirroring ``run_id`` to W&B when ``mode`` (auto, wandb, off) and the environment call for it.
+
+    Returns at once and never raises: a problem is said once on stderr and the run is kept locally.
+    """
+    try:
+        _start(run_id, Path(store_path), mode)
+    except Exception as exc:  # the mirror's outer boundary: W&B is optional, training goes on
+        _say_once(
+            "start-error",
+            f"the W&B mirror could not start ({type(exc).__name__}: {exc}); "
+            "the run is kept locally only; `expertrack sync` can mirror it later",
+        )
+
+
+def _start(run_id: str, store_path: Path, mode: str) -> None:
+    mode = (mode or "auto").lower()
+    if mode == "off":
+        return
+    if mode not in MODES:
+        _say_once("bad-mode", f"mirror={mode!r} is not one of {', '.join(MODES)}; not mirroring to W&B")
+        return
+    if os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
+        _say_once("disabled", "WANDB_MODE=disabled: not mirroring to W&B; the run is kept locally only")
+        return
+    if not wandb_importable():
+        _say_once(
+            "no-wandb",
+            "wandb is not installed, so the run is kept locally only (to mirror runs to W&B: "
+            "pip install 'expertrack[wandb]', then `expertrack sync`)",
+        )
+        return
+    how = wandb_configured()
+    if how is None and mode == "auto":
+        _say_once(
+            "no-config",
+            "W&B is not configured (no WANDB_API_KEY, no `wandb login`, WANDB_MODE is not "
+            "offline), so the run is kept locally only; `expertrack sync` can mirror it later",
+        )
+        return
+    launch(run_id, store_path)
+    where = "offline run directories" if how in ("offline", "settings") else "W&B"
+    _say_once(
+        f"started-{run_id}",
+        f"mirroring run {run_id} to {where} from a background process; `expertrack show {run_id}` tells how far it got",
+    )
+
+
+def launch(run_id: str, store_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m expertrack.mirror.follower`` for one run, detached, its output in a log file."""
+    from expertrack.mirror.locks import mirror_dir
+
+    log_path = mirror_dir(store_path) / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in run_id)}.log"
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same expertrack
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [
+        sys.executable or "python3",
+        "-m",
+        "expertrack.mirror.follower",
+        "--store",
+        str(store_path),
+        "--run",
+        run_id,
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    with open(log_path, "ab") as log:
+        # A new session: Ctrl-C in the terminal reaches training, not the mirror, which then sends the end.
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True
+        )

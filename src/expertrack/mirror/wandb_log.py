@@ -47,9 +47,7 @@ def _crc(rtype: int, data: bytes) -> int:
     return zlib.crc32(data, zlib.crc32(bytes([rtype]))) & 0xFFFFFFFF
 
 
-def iter_payloads(
-    path: str | Path, *, strict: bool = False, warnings: list[str] | None = None
-) -> Iterator[bytes]:
+def iter_payloads(path: str | Path, *, strict: bool = False, warnings: list[str] | None = None) -> Iterator[bytes]:
     """Yield the raw payload (one serialized Record) of each logical record, in file order.
 
     A truncated tail (a run still writing, or killed) ends the iteration quietly. A damaged record (bad
@@ -128,9 +126,7 @@ def iter_payloads(
             damaged(f"unknown record type {rtype} at offset {pos}")
 
 
-def iter_records(
-    path: str | Path, *, strict: bool = False, warnings: list[str] | None = None
-) -> Iterator[Any]:
+def iter_records(path: str | Path, *, strict: bool = False, warnings: list[str] | None = None) -> Iterator[Any]:
     """Yield each record of the log decoded as ``wandb_internal_pb2.Record``.
 
     Payloads that do not parse are skipped (or raise, when ``strict``).
@@ -334,11 +330,7 @@ def read_run(path: str | Path, *, strict: bool = False) -> WandbRun:
                 order.append(step)
         elif kind == "metric":
             m = rec.metric
-            summ = [
-                n
-                for n in ("min", "max", "mean", "best", "last", "none", "copy", "first")
-                if getattr(m.summary, n)
-            ]
+            summ = [n for n in ("min", "max", "mean", "best", "last", "none", "copy", "first") if getattr(m.summary, n)]
             goal = {1: "minimize", 2: "maximize"}.get(int(m.goal))
             metric = WandbMetric(
                 name=m.name,

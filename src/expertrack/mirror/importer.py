@@ -1,0 +1,152 @@
+"""``expertrack import wandb DIR``: W&B offline run directories (their .wandb logs) into the local store.
+
+Each run keeps its W&B id, project, name, group, tags, notes, config, define_metric settings and every numeric
+history value at its step. Values that are not numbers (images, tables, histograms, text) are counted and left
+out. Several directories of one run id (an offline run resumed) become one run, in the order they were written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from expertrack.mirror.wandb_log import WandbRun, read_run
+
+_SUMMARY_MODES = {"min", "max", "mean", "last", "first", "none"}  # the ones expertrack's define_metric knows
+
+
+@dataclass
+class ImportResult:
+    """What was imported for one W&B run id."""
+
+    run_id: str
+    name: str
+    project: str
+    steps: int = 0
+    keys: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # key -> values left out (not numbers)
+    repeated: int = 0  # rows left out because an earlier piece of the run already had their step
+    files: list[Path] = field(default_factory=list)
+    note: str | None = None  # why nothing was imported, when nothing was
+
+
+def find_logs(path: str | os.PathLike[str]) -> list[Path]:
+    """The .wandb logs under ``path`` (a .wandb file, a run directory, or a directory of runs), oldest first."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    logs = sorted(root.glob("run-*.wandb")) or sorted(root.glob("*/run-*.wandb"))
+    if not logs:
+        logs = sorted(root.glob("wandb/*/run-*.wandb"))
+    # Run directories are named like offline-run-YYYYMMDD_HHMMSS-ID: sorting by that name orders them in time.
+    return sorted(logs, key=lambda p: (p.parent.name.split("-", 2)[-1], str(p)))
+
+
+def import_runs(path: str | os.PathLike[str], dir: str | os.PathLike[str] | None = None) -> Iterator[ImportResult]:
+    """Import every W&B run found under ``path`` into the store in ``dir``; one result per run id."""
+    groups: dict[str, list[WandbRun]] = {}
+    for log in find_logs(path):
+        run = read_run(log)
+        groups.setdefault(run.run_id or log.stem.removeprefix("run-"), []).append(run)
+    for run_id, parts in groups.items():
+        yield import_run(run_id, parts, dir)
+
+
+def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] | None = None) -> ImportResult:
+    """Import the pieces (one per .wandb file, in order) of one W&B run as one expertrack run."""
+    import expertrack
+    from expertrack.paths import store_path
+    from expertrack.store import Store
+
+    head = parts[0]
+    config: dict[str, Any] = {}
+    for part in parts:
+        config.update(part.config)
+    name = next((p.name for p in reversed(parts) if p.name), "") or run_id
+    project = head.project or "uncategorized"
+    result = ImportResult(run_id, name, project, files=[p.path for p in parts])
+    path = store_path(dir)
+    if path.exists():
+        with Store(path) as store:
+            if store.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+                result.note = f"a run with id {run_id} is already in {path.parent}; not imported again"
+                return result
+    run = expertrack.init(
+        project=project,
+        name=name,
+        config=config,
+        tags=head.tags or None,
+        group=head.group or None,
+        notes=head.notes or None,
+        dir=dir,
+        id=run_id,
+        mirror="off",
+    )
+    keys: set[str] = set()
+    last_step = -1
+    for part in parts:
+        for metric in part.metrics:
+            modes = [m for m in metric.summary if m in _SUMMARY_MODES]
+            run.define_metric(
+                metric.name or metric.glob_name,
+                step_metric=metric.step_metric or None,
+                summary=",".join(modes) or None,
+                hidden=metric.hidden,
+            )
+        for row in part.history:
+            step = int(row["_step"])
+            if step <= last_step:  # a later piece that repeats steps (the same run sent twice): keep the first
+                result.repeated += 1
+                continue
+            values = _numbers(row, result.skipped)
+            if values:
+                run.log(values, step=step)
+                keys.update(values)
+                result.steps += 1
+                last_step = step
+    last = parts[-1]
+    for key, value in _summary_overrides(parts).items():
+        run.summary[key] = value
+    run.finish(exit_code=last.exit_code if last.exit_code is not None else 1)
+    result.keys = len(keys)
+    return result
+
+
+def _numbers(row: dict[str, Any], skipped: dict[str, int]) -> dict[str, float]:
+    """The row's numeric values (bools as 0/1, NaN and inf kept); the rest counted in ``skipped``."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, (int, float)):
+            out[key] = float(value)
+        elif value is not None:
+            skipped[key] = skipped.get(key, 0) + 1
+    return out
+
+
+def _summary_overrides(parts: list[WandbRun]) -> dict[str, Any]:
+    """Summary values W&B holds that are not simply a key's last logged value (``run.summary[k] = v``)."""
+    last: dict[str, Any] = {}
+    for part in parts:
+        for row in part.history:
+            last.update(row)
+    summary = parts[-1].summary
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        if key.startswith("_") or not isinstance(value, (int, float)):
+            continue  # W&B's own bookkeeping, media and aggregate dicts (define_metric recomputes those)
+        if key in last and _same(last[key], value):
+            continue
+        out[key] = value
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
