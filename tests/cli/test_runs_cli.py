@@ -260,3 +260,21 @@ def test_console_script_lists_shows_exports_and_removes(store: Path) -> None:
     removed = expertrack_cli("rm", "moe-lb", "moe-nolb", "--yes", "--dir", str(store))
     assert removed.returncode == 0, removed.stderr
     assert [r.name for r in expertrack.Api(store).runs()] == ["dense"]
+
+
+def test_running_and_killed_runs_show_their_state_and_signal(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    killed = expertrack.init(project="p", name="stopped", dir=str(directory), mirror="off")
+    killed.log({"loss": 1.0})
+    killed.finish(exit_code=130, signal=2)
+    live = expertrack.init(project="p", name="live", dir=str(directory), mirror="off")
+    live.log({"loss": 2.0})
+    assert live.flush()
+    try:
+        running = invoke("ls", "--dir", str(directory), "--state", "running")
+        assert list(table_rows(running.output)) == ["live"]
+        assert table_rows(running.output)["live"][4] == "0"
+        shown = invoke("show", "stopped", "--dir", str(directory)).output
+        assert "killed" in shown and "130 (signal 2)" in shown
+    finally:
+        live.finish()
