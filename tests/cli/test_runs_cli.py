@@ -278,3 +278,20 @@ def test_running_and_killed_runs_show_their_state_and_signal(tmp_path: Path) -> 
         assert "killed" in shown and "130 (signal 2)" in shown
     finally:
         live.finish()
+
+
+def test_show_env_lists_variables_with_secrets_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "store"
+    monkeypatch.setenv("WANDB_API_KEY", "secret-value-123")
+    monkeypatch.setenv("MY_EXPERIMENT_SEED", "17")
+    run = expertrack.init(project="p", name="envy", dir=str(directory), mirror="off")
+    run.log({"loss": 1.0})
+    wait_for_environment(directory, run.id)
+    run.finish()
+    plain = invoke("show", "envy", "--dir", str(directory)).output
+    assert "MY_EXPERIMENT_SEED" not in plain, "variables are listed only with --env"
+    shown = invoke("show", "envy", "--dir", str(directory), "--env").output
+    lines = {line.split()[0]: line.split()[1:] for line in shown.splitlines() if line.strip()}
+    assert lines["MY_EXPERIMENT_SEED"] == ["17"]
+    assert lines["WANDB_API_KEY"] == ["[redacted]"]
+    assert "secret-value-123" not in shown

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from expertrack.paths import store_path, tracking_dir
 
@@ -239,5 +240,10 @@ def print_pairs(console: Any, title: str, pairs: list[tuple[str, Any]]) -> None:
     table.add_column(style="cyan", no_wrap=True)
     table.add_column(overflow="fold")
     for key, value in pairs:
-        table.add_row(str(key), format_value(value) if not isinstance(value, str) else value)
+        add_plain_row(table, str(key), value if isinstance(value, str) else format_value(value))
     console.print(table)
+
+
+def add_plain_row(table: Table, *cells: str) -> None:
+    """A table row shown as given: brackets in names or values (``[redacted]``, ``[1, 2]``) are not markup."""
+    table.add_row(*(Text(cell) for cell in cells))

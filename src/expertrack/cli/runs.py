@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from expertrack.cli.common import (
     RunLookupError,
+    add_plain_row,
     dir_option,
     environment_lines,
     epoch,
@@ -73,7 +75,8 @@ def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[st
     for run in runs:
         values = _last_values(run, columns)
         steps = run_steps(run)
-        table.add_row(
+        add_plain_row(
+            table,
             run.name,
             run.id,
             run.project,
@@ -130,7 +133,7 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
     print_pairs(console, "files", [(name, format_bytes(len(run.file(name) or b""))) for name in run.file_names()])
     mirror = _mirror_line(api, run.id)
     if mirror:
-        console.print(f"\n[bold]W&B mirror[/bold]: {mirror}", markup=True)
+        console.print(f"\n[bold]W&B mirror[/bold]: {escape(mirror)}", markup=True)
 
 
 def _header(run: Any) -> list[tuple[str, Any]]:
@@ -160,14 +163,14 @@ def _metrics_table(run: Any) -> Table:
     for key in run.metric_keys():
         steps, _times, values = run.scalars(key)
         if len(values) == 0:
-            table.add_row(key, "0", "-", "-", "-", "-")
+            add_plain_row(table, key, "0", "-", "-", "-", "-")
             continue
         finite = [float(v) for v in values if not math.isnan(float(v))]
         low, high = (min(finite), max(finite)) if finite else (None, None)
         last = (format_value(int(steps[-1])), format_value(values[-1]), format_value(low), format_value(high))
-        table.add_row(key, str(run.point_count(key)), *last)
+        add_plain_row(table, key, str(run.point_count(key)), *last)
     if not table.rows:
-        table.add_row("(none)", "", "", "", "", "")
+        add_plain_row(table, "(none)", "", "", "", "", "")
     return table
 
 
@@ -183,7 +186,7 @@ def _arrays_table(run: Any) -> Table | None:
         steps, values = run.arrays(key)
         shape = "x".join(str(n) for n in values.shape[1:]) or "scalar"
         last = str(int(steps[-1])) if len(steps) else "-"
-        table.add_row(key, str(len(steps)), last, shape, str(values.dtype))
+        add_plain_row(table, key, str(len(steps)), last, shape, str(values.dtype))
     return table
 
 
