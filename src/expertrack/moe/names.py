@@ -1,0 +1,44 @@
+"""The metric names ``expertrack.moe`` logs: fixed, because the demo, the figures and the dashboard read them.
+
+Shapes and formulas are in docs/moe-metrics.md. This module imports nothing heavy, so readers of a store (figures,
+dashboard) can use the names without torch.
+"""
+
+from __future__ import annotations
+
+PREFIX = "moe/"
+
+# Scalars: each is the mean over layers of a per-layer value (moe/lb_loss follows its convention, see losses.py).
+LB_LOSS = "moe/lb_loss"
+Z_LOSS = "moe/z_loss"
+MAXVIO = "moe/maxvio"
+ROUTER_ENTROPY = "moe/router_entropy"
+ROUTER_ENTROPY_NORM = "moe/router_entropy_norm"
+LOAD_ENTROPY = "moe/load_entropy"
+LOAD_ENTROPY_NORM = "moe/load_entropy_norm"
+SCALARS = (LB_LOSS, Z_LOSS, MAXVIO, ROUTER_ENTROPY, ROUTER_ENTROPY_NORM, LOAD_ENTROPY, LOAD_ENTROPY_NORM)
+
+# Arrays (L = layers, E = experts, D = domains).
+UTILIZATION = "moe/utilization"  # [L, E] fractions of token-slot assignments, rows sum to 1
+TOKENS_PER_EXPERT = "moe/tokens_per_expert"  # [L, E] counts of token-slot assignments
+MAXVIO_LAYERS = "moe/maxvio_layers"  # [L]
+ROUTER_ENTROPY_NORM_LAYERS = "moe/router_entropy_norm_layers"  # [L]
+LOAD_ENTROPY_NORM_LAYERS = "moe/load_entropy_norm_layers"  # [L]
+AFFINITY = "moe/affinity"  # [L, E, D] counts of token-slot assignments per layer, expert, domain
+ARRAYS = (
+    UTILIZATION,
+    TOKENS_PER_EXPERT,
+    MAXVIO_LAYERS,
+    ROUTER_ENTROPY_NORM_LAYERS,
+    LOAD_ENTROPY_NORM_LAYERS,
+    AFFINITY,
+)
+
+# Per-domain language-model losses (helpers in domain_loss.py build dicts with exactly these keys).
+TRAIN_DOMAIN_LOSS = "train/domain_loss/"  # + domain name
+EVAL_LOSS = "eval/loss/"  # + domain name
+EVAL_PPL = "eval/ppl/"  # + domain name
+
+CONFIG_KEY = "moe"  # run.config["moe"] = {"num_experts", "top_k", "num_layers", "domains", "lb_convention"}
+
+DEFAULT_DOMAINS = ("code", "math", "prose")
