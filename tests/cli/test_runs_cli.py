@@ -295,3 +295,15 @@ def test_show_env_lists_variables_with_secrets_redacted(tmp_path: Path, monkeypa
     assert lines["MY_EXPERIMENT_SEED"] == ["17"]
     assert lines["WANDB_API_KEY"] == ["[redacted]"]
     assert "secret-value-123" not in shown
+
+
+def test_ls_shows_the_last_value_even_when_the_summary_keeps_the_minimum(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    run = expertrack.init(project="p", name="best", dir=str(directory), mirror="off")
+    run.define_metric("val/*", summary="min")
+    for value in (3.0, 1.0, 2.0):
+        run.log({"val/loss": value, "train/loss": value * 10})
+    run.finish()
+    assert expertrack.Api(directory).run("best").summary["val/loss"] == 1.0
+    row = table_rows(invoke("ls", "--dir", str(directory)).output)["best"]
+    assert row[-2:] == ["20", "2"], "train/loss and val/loss as last logged"

@@ -100,9 +100,29 @@ def _default_keys(runs: list[Any]) -> list[str]:
 
 
 def _last_values(run: Any, keys: list[str]) -> dict[str, Any]:
-    """Each key's last logged value, from the summary (kept by the writer) so `ls` never reads histories."""
+    """Each key's last logged value: the summary's when it keeps the last value (no history read), else the
+    series' last point (define_metric(summary="min") makes the summary a minimum)."""
     summary = run.summary or {}
-    return {key: summary.get(key) for key in keys}
+    values: dict[str, Any] = {}
+    for key in keys:
+        value = summary.get(key)
+        if not _summary_keeps_last(run.metric_defs or [], key) or not isinstance(value, (int, float)):
+            _steps, _times, points = run.scalars(key)
+            value = points[-1] if len(points) else value
+        values[key] = value
+    return values
+
+
+def _summary_keeps_last(metric_defs: list[dict[str, Any]], key: str) -> bool:
+    """Whether the summary holds ``key``'s last value: no define_metric gave it another aggregate.
+
+    The latest definition whose name or glob matches decides, as in ``expertrack.summary``.
+    """
+    for definition in reversed(metric_defs):
+        name, spec = definition.get("name"), definition.get("summary")
+        if spec is not None and isinstance(name, str) and (name == key or fnmatch.fnmatchcase(key, name)):
+            return str(spec).strip().lower() == "last"
+    return True
 
 
 @click.command()
