@@ -22,7 +22,7 @@ from rich.text import Text
 from expertrack.paths import store_path, tracking_dir
 
 if TYPE_CHECKING:
-    from expertrack import Api
+    from expertrack import Api, ApiRun
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,7 +76,7 @@ def open_api(dir_: Path | None) -> Api:
     return api
 
 
-def resolve_run(api: Api, ref: str) -> Any:
+def resolve_run(api: Api, ref: str) -> ApiRun:
     """The run named by id, unique id prefix, or name; exits 2 listing candidates if unknown or ambiguous."""
     from expertrack.errors import AmbiguousRunError, RunNotFoundError
 
@@ -150,7 +150,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{days}d{hours:02d}h"
 
 
-def run_duration(run: Any, now: float) -> float | None:
+def run_duration(run: ApiRun, now: float) -> float | None:
     """Seconds from creation to end, or to ``now`` for a run still running."""
     start = epoch(run.created_at)
     if start is None:

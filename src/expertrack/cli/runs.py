@@ -9,7 +9,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -36,13 +36,16 @@ from expertrack.cli.common import (
 )
 from expertrack.paths import tracking_dir
 
+if TYPE_CHECKING:
+    from expertrack import Api, ApiRun
+
 # Shown by `ls` when --keys is not given: the first few of these that some listed run has.
 DEFAULT_LS_KEYS = ("train/loss", "train_loss", "loss", "eval/loss", "val/loss", "val_loss", "eval_loss")
 MAX_DEFAULT_KEYS = 3
 STATES = ("running", "finished", "failed", "killed", "crashed")
 
 
-def run_steps(run: Any) -> int | None:
+def run_steps(run: ApiRun) -> int | None:
     """The highest step the run logged, or None before its first point."""
     step = run.last_step()
     return None if step is None else int(step)
@@ -91,7 +94,7 @@ def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[st
         console.print(f"({total - len(runs)} older runs not shown; raise --limit)")
 
 
-def _default_keys(runs: list[Any]) -> list[str]:
+def _default_keys(runs: list[ApiRun]) -> list[str]:
     """The conventional loss keys that at least one of ``runs`` has, at most a few."""
     present: set[str] = set()
     for run in runs:
@@ -99,7 +102,7 @@ def _default_keys(runs: list[Any]) -> list[str]:
     return [k for k in DEFAULT_LS_KEYS if k in present][:MAX_DEFAULT_KEYS]
 
 
-def _last_values(run: Any, keys: list[str]) -> dict[str, Any]:
+def _last_values(run: ApiRun, keys: list[str]) -> dict[str, Any]:
     """Each key's last logged value: the summary's when it keeps the last value (no history read), else the
     series' last point (define_metric(summary="min") makes the summary a minimum)."""
     summary = run.summary or {}
@@ -156,7 +159,7 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
         console.print(f"\n[bold]W&B mirror[/bold]: {escape(mirror)}", markup=True)
 
 
-def _header(run: Any) -> list[tuple[str, Any]]:
+def _header(run: ApiRun) -> list[tuple[str, Any]]:
     """The run's identity, state and times as label-value pairs."""
     exit_status = "-" if run.exit_code is None else str(run.exit_code)
     if run.exit_signal is not None:
@@ -175,7 +178,7 @@ def _header(run: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def _metrics_table(run: Any) -> Table:
+def _metrics_table(run: ApiRun) -> Table:
     """Scalar keys with their point counts, last step, last value and range."""
     table = Table(title="[bold]metrics[/bold]", title_justify="left", box=None, header_style="bold")
     for name in ("key", "points", "last step", "last", "min", "max"):
@@ -194,7 +197,7 @@ def _metrics_table(run: Any) -> Table:
     return table
 
 
-def _arrays_table(run: Any) -> Table | None:
+def _arrays_table(run: ApiRun) -> Table | None:
     """Array keys with the number of steps logged and the shape and dtype of one value; None if none."""
     keys = run.array_keys()
     if not keys:
@@ -210,18 +213,13 @@ def _arrays_table(run: Any) -> Table | None:
     return table
 
 
-def _mirror_line(api: Any, run_id: str) -> str | None:
-    """The W&B mirror's state for this run, when the mirror module provides ``mirror_status``."""
+def _mirror_line(api: Api, run_id: str) -> str | None:
+    """The W&B mirror's state for this run, from ``expertrack.mirror`` when it is there."""
     try:
-        from expertrack.mirror import mirror_status  # type: ignore[attr-defined]
+        from expertrack.mirror import mirror_status
     except ImportError:
         return None
-    status = mirror_status(getattr(api, "store", api), run_id)
-    if status is None:
-        return None
-    if isinstance(status, dict):
-        return ", ".join(f"{k}={v}" for k, v in status.items() if v is not None)
-    return str(status)
+    return mirror_status(api.store, run_id)
 
 
 @click.command()
@@ -282,7 +280,7 @@ def _select_keys(available: list[str], wanted: list[str]) -> list[str]:
     return [k for k in available if k in selected]
 
 
-def _jsonl(run: Any, keys: list[str]) -> str:
+def _jsonl(run: ApiRun, keys: list[str]) -> str:
     """A JSON object per step with the keys logged at it: a logged NaN stays NaN, a missing key is absent."""
     rows: dict[int, dict[str, Any]] = {}
     for key in keys:
@@ -304,7 +302,7 @@ def rm(run_refs: tuple[str, ...], dir_: Path | None, yes: bool) -> None:
     Each RUN is a run id, a unique id prefix, or a run name. Nothing is deleted unless every RUN is found.
     """
     api = open_api(dir_)
-    runs: dict[str, Any] = {}
+    runs: dict[str, ApiRun] = {}
     for ref in run_refs:
         run = resolve_run(api, ref)
         runs.setdefault(run.id, run)
