@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 CONSOLE_FILE = "console.log"
 STDOUT_FILE = "stdout.log"
 CONSOLE_FLUSH_S = 1.0
-DETECT_MAX_LINES = 50  # commit to the fallback parser after this many lines with no known format...
-DETECT_MAX_SECONDS = 15.0  # ...or this long after the first line (checked as lines arrive)
+# When to stop holding lines and choose (checked as lines arrive, and each second while idle): a known format
+# is trusted after a few lines or seconds (its first signature line alone can be ambiguous, e.g. llm.c's table
+# border); the fallback only after many, since a known format's first metric line may follow a long start-up.
+DETECT_MIN_LINES, DETECT_MIN_SECONDS = 20, 2.0
+DETECT_MAX_LINES, DETECT_MAX_SECONDS = 50, 15.0
 MAX_LINE_BYTES = 4 * MAX_LINE_CHARS  # longer lines are never metrics (parsers skip them); not even buffered
 QUEUE_CHUNKS = 4096  # chunks are <= 64 KiB (pty reads <= 4 KiB): at most a few MiB to 256 MiB in flight
 
@@ -62,6 +65,7 @@ class LineFeeder:
             if newline < 0:
                 return []
             data, self._skipping = data[newline + 1 :], False
+            self.lines += 1
         lines = (self._partial + data).split(b"\n") if self._partial else data.split(b"\n")
         self._partial = lines.pop()
         if len(self._partial) > MAX_LINE_BYTES:
@@ -72,6 +76,10 @@ class LineFeeder:
             if len(raw) <= MAX_LINE_BYTES:
                 items += self._line(raw.decode("utf-8", errors="replace"))
         return items
+
+    def poll(self) -> list[Item]:
+        """Items released because detection's waiting time ran out while no new line came (call when idle)."""
+        return self._choose(final=False) if self._parser is None and self._held else []
 
     def finish(self) -> list[Item]:
         """Items from the last, unterminated line and whatever the parser held back."""
@@ -96,10 +104,13 @@ class LineFeeder:
     def _choose(self, final: bool) -> list[Item]:
         """Pick the parser when the held lines show a known format, or when waiting longer would not help."""
         name = detect(self._held)
-        waited = time.monotonic() - (self._first_line_at or time.monotonic())
-        undecided = name == "generic" and not final
-        if undecided and len(self._held) < DETECT_MAX_LINES and waited < DETECT_MAX_SECONDS:
-            return []
+        if not final:
+            waited = time.monotonic() - (self._first_line_at or time.monotonic())
+            lines, seconds = (
+                (DETECT_MAX_LINES, DETECT_MAX_SECONDS) if name == "generic" else (DETECT_MIN_LINES, DETECT_MIN_SECONDS)
+            )
+            if len(self._held) < lines and waited < seconds:
+                return []
         self._parser = get_parser(name)
         if self._held:  # nothing printed, nothing to say
             self._announce(f"parsing output as {name}")
@@ -156,6 +167,7 @@ class OutputTracker:
                 try:
                     chunk = self._queue.get(timeout=CONSOLE_FLUSH_S)
                 except queue.Empty:
+                    self._track(self.feeder.poll())
                     self._save_console()
                     continue
                 if chunk is None:

@@ -1,0 +1,142 @@
+"""The child runner with real processes: bytes pass through unchanged, streams stay apart, exits are reported
+as a shell would, and a command that cannot start gets 127/126."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from expertrack.capture.child import STDERR, STDOUT, Child, ChildExit, SpawnError, forward_signals
+
+# Everything a terminal could "fix": invalid UTF-8, CRLF, carriage-return progress, colours, a missing final
+# newline. A pty with output processing on would turn each "\n" into "\r\n".
+PAYLOAD = (
+    b"plain line\n"
+    b"\xff\xfe\x80 not utf-8\n"
+    b"windows line\r\n"
+    b"progress 1/3\rprogress 2/3\rprogress 3/3\n"
+    b"\x1b[31mred\x1b[0m\n"
+    b"no newline at the end"
+)
+
+
+def run_child(code: str, use_pty: bool = True) -> tuple[dict[str, bytes], ChildExit]:
+    """Run ``python -c code`` as a wrapped child; return what each stream delivered and how it ended."""
+    got = {STDOUT: bytearray(), STDERR: bytearray()}
+    child = Child([sys.executable, "-c", code], lambda stream, data: got[stream].extend(data), use_pty=use_pty)
+    child.start()
+    ended = child.wait()
+    return {stream: bytes(data) for stream, data in got.items()}, ended
+
+
+@pytest.mark.parametrize("use_pty", [True, False])
+def test_bytes_reach_the_handler_and_our_stdout_unchanged(
+    use_pty: bool, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    code = f"import os; os.write(1, {PAYLOAD!r}); os.write(2, b'err \\xff\\n')"
+    got, ended = run_child(code, use_pty)
+    passed = capfdbinary.readouterr()
+    assert got[STDOUT] == PAYLOAD
+    assert passed.out == PAYLOAD
+    assert got[STDERR] == passed.err == b"err \xff\n"
+    assert ended == ChildExit(code=0, signal=None)
+
+
+def test_stdout_is_a_terminal_so_c_stdio_flushes_per_line() -> None:
+    code = "import os; print(os.isatty(1), os.isatty(2))"
+    got, _ = run_child(code)
+    # our own stderr is not a terminal here (pytest captures it), so the child's is a pipe
+    assert got[STDOUT] == b"True False\n"
+    got, _ = run_child(code, use_pty=False)
+    assert got[STDOUT] == b"False False\n"
+
+
+def test_a_large_line_without_newline_passes_whole(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    code = "import sys; sys.stdout.buffer.write(b'x' * (10 * 1024 * 1024)); sys.stdout.flush()"
+    got, ended = run_child(code)
+    assert got[STDOUT] == b"x" * (10 * 1024 * 1024)
+    assert capfdbinary.readouterr().out == got[STDOUT]
+    assert ended.status == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "expected", "status"),
+    [
+        ("pass", ChildExit(0, None), 0),
+        ("import sys; sys.exit(3)", ChildExit(3, None), 3),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", ChildExit(None, 9), 137),
+    ],
+)
+def test_exit_is_reported_like_a_shell(code: str, expected: ChildExit, status: int) -> None:
+    _, ended = run_child(code)
+    assert ended == expected
+    assert ended.status == status
+
+
+def test_a_child_that_closes_stdout_early_is_still_followed_to_its_end() -> None:
+    code = "import os, sys, time; print('bye', flush=True); os.close(1); time.sleep(0.3); os.write(2, b'later\\n')"
+    got, ended = run_child(code)
+    assert got[STDOUT] == b"bye\n"
+    assert got[STDERR] == b"later\n"
+    assert ended.status == 0
+
+
+def test_a_silent_grandchild_holding_the_output_does_not_keep_us_waiting(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess; p = subprocess.Popen(['sleep', '60']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); print('parent done')"
+    )
+    try:
+        got, ended = run_child(code)
+        assert got[STDOUT] == b"parent done\n"
+        assert ended.status == 0
+    finally:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_missing_command_is_127_and_unexecutable_is_126(tmp_path: Path) -> None:
+    with pytest.raises(SpawnError, match="no-such-program-xyz: command not found") as missing:
+        Child(["no-such-program-xyz"], lambda s, d: None).start()
+    assert missing.value.exit_code == 127
+    with pytest.raises(SpawnError, match="No such file or directory") as missing_path:
+        Child([str(tmp_path / "nope")], lambda s, d: None).start()
+    assert missing_path.value.exit_code == 127
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    with pytest.raises(SpawnError, match="cannot execute") as not_executable:
+        Child([str(script)], lambda s, d: None).start()
+    assert not_executable.value.exit_code == 126
+
+
+def test_sigterm_to_us_is_forwarded_to_the_child(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    code = (
+        "import signal, sys, time\n"
+        "def bye(n, f): print('child got', n, flush=True); sys.exit(7)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    got = bytearray()
+    child = Child([sys.executable, "-c", code], lambda s, d: got.extend(d) if s == STDOUT else None)
+
+    def send_when_ready() -> None:
+        while not ready.exists():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)  # to ourselves, the wrapper
+
+    with forward_signals(child):
+        child.start()
+        threading.Thread(target=send_when_ready, daemon=True).start()
+        ended = child.wait()
+    assert bytes(got) == f"child got {int(signal.SIGTERM)}\n".encode()
+    assert ended == ChildExit(7, None)

@@ -1,0 +1,83 @@
+"""``LineFeeder``, the part of ``expertrack run`` and ``reparse`` that turns output bytes into parser items:
+line splitting across chunks, bad bytes, overlong lines, and when the parser is chosen."""
+
+from __future__ import annotations
+
+import pytest
+
+from expertrack.capture import tracker
+from expertrack.capture.parsers import ConfigItems, Metrics
+from expertrack.capture.tracker import LineFeeder
+
+STEP = "step {s:4d}/10: train loss {loss:f} (12.0 ms, 1000 tok/s)\n"
+
+
+def feed_all(feeder: LineFeeder, chunks: list[bytes]) -> list[object]:
+    items: list[object] = []
+    for chunk in chunks:
+        items += feeder.feed(chunk)
+    return items + feeder.finish()
+
+
+def metrics(items: list[object], key: str) -> list[tuple[int, float]]:
+    return [(i.step, i.values[key]) for i in items if isinstance(i, Metrics) and key in i.values]
+
+
+def test_lines_split_across_chunks_are_joined() -> None:
+    text = b"".join(STEP.format(s=s, loss=1.0 / s).encode() for s in range(1, 4))
+    chunks = [text[i : i + 7] for i in range(0, len(text), 7)]  # every line cut in several places
+    items = feed_all(LineFeeder("gpt2-cuda", announce=print), chunks)
+    assert [value for _, value in metrics(items, "train_loss")] == pytest.approx([1.0, 0.5, 1 / 3])
+
+
+def test_invalid_utf8_and_carriage_returns_do_not_hide_metrics() -> None:
+    chunks = [b"\xff\xfe garbage\n", b"loss=\xe9 1\n", b"step=1 loss=2.5\r\n", b"step=2 loss=1.5"]
+    items = feed_all(LineFeeder("generic", announce=print), chunks)
+    assert metrics(items, "loss") == [(1, 2.5), (2, 1.5)]  # the last line has no newline: read at the end
+
+
+def test_an_overlong_line_is_skipped_and_the_next_line_is_read() -> None:
+    feeder = LineFeeder("generic", announce=print)
+    huge = [b"loss=9 " + b"y" * 65536] * 160  # 10 MiB with no newline, arriving in pieces
+    items = feed_all(feeder, [*huge, b"z\nstep=3 loss=0.25\n"])
+    assert metrics(items, "loss") == [(3, 0.25)]
+    assert feeder.lines == 2
+
+
+def test_the_parser_is_detected_once_enough_lines_show_the_format() -> None:
+    said: list[str] = []
+    feeder = LineFeeder(None, announce=said.append)
+    table = b"| parameter | value |\n| batch size | 4 |\n"
+    steps = b"".join(STEP.format(s=s, loss=2.0).encode() for s in range(1, tracker.DETECT_MIN_LINES))
+    items = feeder.feed(table + steps)
+    assert said == ["parsing output as gpt2-cuda"]
+    assert feeder.parser_name == "gpt2-cuda"
+    # the lines held while detecting are not lost
+    assert [s for s, _ in metrics(items, "train_loss")] == list(range(tracker.DETECT_MIN_LINES - 1))
+    assert any(isinstance(i, ConfigItems) and i.values.get("batch size") == 4 for i in items)
+
+
+def test_free_text_falls_back_to_generic_after_many_lines() -> None:
+    said: list[str] = []
+    feeder = LineFeeder(None, announce=said.append)
+    items = feeder.feed(b"".join(b"epoch 1 acc=%d\n" % i for i in range(tracker.DETECT_MAX_LINES - 1)))
+    assert items == [] and feeder.parser_name is None  # still waiting for a known format
+    items = feeder.feed(b"acc=99\n")
+    assert said == ["parsing output as generic"]
+    assert len(metrics(items, "acc")) == tracker.DETECT_MAX_LINES
+
+
+def test_a_quiet_program_gets_its_parser_when_the_wait_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    feeder = LineFeeder(None, announce=lambda message: None)
+    feeder.feed(STEP.format(s=1, loss=3.0).encode())
+    assert feeder.poll() == []  # too early to trust one line
+    monkeypatch.setattr(tracker, "DETECT_MIN_SECONDS", 0.0)
+    assert metrics(feeder.poll(), "train_loss") == [(0, 3.0)]
+    assert feeder.parser_name == "gpt2-cuda"
+
+
+def test_no_output_chooses_silently() -> None:
+    said: list[str] = []
+    feeder = LineFeeder(None, announce=said.append)
+    assert feeder.finish() == []
+    assert said == [] and feeder.lines == 0

@@ -1,0 +1,155 @@
+"""``expertrack run`` and signals, terminals and broken pipes: Ctrl-C and SIGTERM reach the child once, the run
+records how it ended, a killed wrapper takes its child along, terminal sizes pass to the child, and a reader
+that goes away does not stop the tracking."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+import expertrack
+
+EXPERTRACK = str(Path(sys.executable).with_name("expertrack"))
+
+# Prints "ready", then waits; counts the SIGINTs it gets and reports them (so a double delivery shows).
+WAITER = r"""
+import signal, sys, time
+got = []
+if "--count-sigint" in sys.argv:
+    signal.signal(signal.SIGINT, lambda n, f: got.append(n))
+print("step=1 loss=2.0")
+print("ready", flush=True)
+deadline = time.time() + 60
+while time.time() < deadline and not got:
+    time.sleep(0.05)
+time.sleep(0.5)  # time for a second, duplicate SIGINT to arrive
+print("sigints", len(got), flush=True)
+"""
+
+
+def start_wrapper(tmp_path: Path, *child_args: str, **popen: object) -> subprocess.Popen[bytes]:
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    return subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, str(script), *child_args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,  # type: ignore[arg-type]
+    )
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], wanted: bytes) -> bytes:
+    """Read the wrapper's stdout until a line equal to ``wanted``; return everything read."""
+    assert proc.stdout is not None
+    seen = b""
+    for line in proc.stdout:
+        seen += line
+        if line.rstrip(b"\n") == wanted:
+            return seen
+    raise AssertionError(f"{wanted!r} never came; got {seen!r}")
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_to_the_wrapper_reaches_the_child_and_the_run_is_killed(
+    tmp_path: Path, tracking_dir: Path, signum: int, status: int
+) -> None:
+    proc = start_wrapper(tmp_path)
+    wait_for_line(proc, b"ready")
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == status, stderr
+    (run,) = expertrack.Api(tracking_dir).runs()
+    assert (run.state, run.exit_code, run.exit_signal) == ("killed", status, signum)
+    assert run.scalars("loss")[2].tolist() == [2.0]
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_child_exactly_once(tmp_path: Path, tracking_dir: Path) -> None:
+    # A terminal sends Ctrl-C to its whole foreground process group: the wrapper's own group here.
+    proc = start_wrapper(tmp_path, "--count-sigint", start_new_session=True)
+    wait_for_line(proc, b"ready")
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert stdout == b"sigints 1\n"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_killed_wrapper_does_not_leave_its_child_running(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, "-c", code],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while not pid_file.exists() or not pid_file.read_text():
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    proc.kill()  # SIGKILL: the wrapper cannot clean up; the kernel must
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while _alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child_pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a parent (in a container, PID 1 may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_the_terminal_size_is_passed_to_the_child(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 123, 0, 0))
+    code = "import os; print(tuple(os.get_terminal_size()), os.isatty(1))"
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, "-c", code],
+        cwd=tmp_path,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the wrapper closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    proc.wait(timeout=30)
+    assert b"(123, 33) True" in output
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_command_or_its_tracking(tmp_path: Path, tracking_dir: Path) -> None:
+    code = "import time\nfor i in range(300):\n    print(f'step={i} loss={1 / (i + 1)}')\n    time.sleep(0.002)"
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, "-c", code],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith(b"step=0 ")
+    proc.stdout.close()  # like `expertrack run ... | head -1`
+    assert proc.wait(timeout=60) == 0
+    (run,) = expertrack.Api(tracking_dir).runs()
+    assert run.state == "finished"
+    assert run.scalars("loss")[0].tolist() == list(range(300))
