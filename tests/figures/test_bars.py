@@ -37,7 +37,7 @@ def _mean_loss(variant: str, domain: int | None) -> float:
 def test_ablation_compares_moe_with_and_without_lb_in_three_panels(selection):
     fig = ablation_lb(selection).figure
     loss, imbalance, entropy = fig.axes
-    assert [ax.get_title() for ax in fig.axes] == ["Validation loss", "Load imbalance", "Entropy"]
+    assert [ax.get_title() for ax in fig.axes] == ["Validation loss", "Load imbalance", "Normalised entropy"]
     assert [t.get_text() for t in loss.get_xticklabels()] == GROUPS
     indices = [0, 1, 2, None]
     for label, variant in (("MoE", "moe"), ("MoE, no LB", "moe-no-lb")):
@@ -90,6 +90,7 @@ def test_domain_eval_has_bars_for_every_series_in_loss_and_perplexity(selection)
         np.testing.assert_allclose(_bars(loss)[label], [_mean_loss(variant, i) for i in (0, 1, 2, None)])
         exp_means = [(np.exp(eval_loss(variant, 0, i)) + np.exp(eval_loss(variant, 1, i))) / 2 for i in (0, 1, 2, None)]
         np.testing.assert_allclose(_bars(ppl)[label], exp_means)
+    assert [t.get_text() for t in loss.texts][:4] == [f"{_mean_loss('dense', i):.2f}" for i in (0, 1, 2, None)]
     colours = {c.get_label(): c.patches[0].get_facecolor() for c in loss.containers if isinstance(c, BarContainer)}
     assert colours["MoE"] != colours["Dense"]
     # eval/ppl overall was not logged: it is derived from eval/loss, and the note says so

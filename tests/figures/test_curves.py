@@ -11,6 +11,7 @@ from matplotlib.collections import PolyCollection
 
 import expertrack
 from expertrack.figures import MissingDataError, loss_curves, router_entropy, select
+from expertrack.figures.curves import MAX_PLOT_POINTS
 from expertrack.figures.data import aggregate, ema
 from expertrack.figures.output import write_result
 
@@ -154,3 +155,17 @@ def test_aggregate_interpolates_runs_logged_at_different_steps_within_their_over
     np.testing.assert_allclose(x, [1, 2, 3, 4])
     np.testing.assert_allclose(mean, [1, 2, 3, 4])
     np.testing.assert_allclose(std, 0.0)
+
+
+def test_long_runs_are_thinned_for_drawing_but_keep_their_spikes(tmp_path: Path):
+    run = expertrack.init(project="p", name="long", dir=tmp_path, config={"variant": "moe"})
+    values = np.full(20_000, 2.0)
+    values[12_345] = 9.0  # one loss spike that stride sampling would miss
+    for step, value in enumerate(values):
+        run.log({"train/loss": float(value)}, step=step)
+    run.finish()
+    result = loss_curves(select(expertrack.Api(tmp_path).runs()))
+    line = _lines(result.figure.axes[0])["MoE"]
+    assert len(line.get_xdata()) <= MAX_PLOT_POINTS
+    assert 12_345 in line.get_xdata() and max(line.get_ydata()) == 9.0
+    assert len(result.table) == 20_000  # the CSV keeps every point

@@ -55,7 +55,7 @@ class FigureOptions:
     """Settings shared by ``make_all`` and the CLI; each figure reads the ones it uses."""
 
     x: str = "step"  # x-axis of the curves: "step" or "tokens"
-    smooth: float = 0.0  # EMA weight for training curves, in [0, 1)
+    smooth: float = 0.0  # EMA weight for the training loss, in [0, 1)
     heatmap_run: str | None = None  # run of the specialisation heatmap (default: first MoE run)
     layer: int | None = None  # heatmap layer (default: all layers)
     step: int | None = None  # heatmap step (default: last)
@@ -68,7 +68,7 @@ FIGURES: dict[str, Callable[[Selection, FigureOptions], FigureResult]] = {
     "specialization": lambda s, o: specialization(s, o.heatmap_run, o.layer, o.step, o.normalize),
     "ablation_lb": lambda s, o: ablation_lb(s),
     "domain_eval": lambda s, o: domain_eval(s),
-    "router_entropy": lambda s, o: router_entropy(s, x=o.x, smooth=o.smooth),
+    "router_entropy": lambda s, o: router_entropy(s, x=o.x),  # already a window mean: left unsmoothed
 }
 
 

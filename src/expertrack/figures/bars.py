@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from expertrack.figures.data import (
@@ -24,6 +25,8 @@ from expertrack.figures.data import (
 from expertrack.figures.selection import Selection, Series
 from expertrack.figures.style import FULL_WIDTH, new_figure, paper_style
 
+MAX_VALUE_LABELS = 16  # write each bar's mean above it when a panel has at most this many bars
+ERROR_STYLE = {"elinewidth": 0.8, "capsize": 2.5, "capthick": 0.8, "ecolor": "#333333"}
 BALANCE_TAIL = 0.1  # per-step balance metrics: mean over the last 10% of training, not one noisy point
 
 
@@ -63,35 +66,66 @@ def plot_grouped_bars(panels: Sequence[BarPanel], width_ratios: Sequence[float] 
         fig = new_figure(FULL_WIDTH, 2.3)
         axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=width_ratios).ravel()
         for ax, panel in zip(axes, panels):
-            count = len(panel.bars)
-            width = 0.8 / count
-            x = np.arange(len(panel.groups))
-            for i, series in enumerate(panel.bars):
-                offsets = x - 0.4 + width * (i + 0.5)
-                means = np.array([np.mean(v) if v else np.nan for v in series.values])
-                errors = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in series.values])
-                ax.bar(
-                    offsets,
-                    means,
-                    width,
-                    yerr=errors,
-                    label=series.label,
-                    color=series.color,
-                    hatch=series.hatch,
-                    edgecolor="white",
-                    linewidth=0.4,
-                    error_kw={"elinewidth": 0.8, "capsize": 2, "capthick": 0.8},
-                )
-                for offset, values in zip(offsets, series.values):
-                    if len(values) > 1:
-                        ax.plot([offset] * len(values), values, "o", color="black", markersize=1.8, zorder=3)
-            ax.set_xticks(x, panel.groups)
-            ax.set_title(panel.title)
-            ax.set_ylabel(panel.ylabel)
-            ax.grid(axis="x", visible=False)
+            _draw_panel(ax, panel)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4))
     return fig
+
+
+def _draw_panel(ax: Axes, panel: BarPanel) -> None:
+    width = 0.8 / len(panel.bars)
+    x = np.arange(len(panel.groups))
+    label_values = len(panel.groups) * len(panel.bars) <= MAX_VALUE_LABELS
+    largest = max((abs(v) for series in panel.bars for vs in series.values for v in vs), default=1.0)
+    decimals = 2 if largest < 10 else 1 if largest < 100 else 0  # one format per panel, so values line up
+    tops = [0.0]
+    for i, series in enumerate(panel.bars):
+        offsets = x - 0.4 + width * (i + 0.5)
+        means = np.array([np.mean(v) if v else np.nan for v in series.values])
+        errors = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in series.values])
+        ax.bar(
+            offsets,
+            means,
+            width,
+            yerr=errors,
+            label=series.label,
+            color=series.color,
+            hatch=series.hatch,
+            edgecolor="white",
+            linewidth=0.4,
+            error_kw=ERROR_STYLE,
+        )
+        for offset, values, mean, error in zip(offsets, series.values, means, errors):
+            if len(values) > 1:  # each seed, spread across the bar so the dots do not hide the error bar
+                jitter = np.linspace(-width / 4, width / 4, len(values))
+                ax.plot(
+                    offset + jitter,
+                    values,
+                    "o",
+                    color="black",
+                    markeredgecolor="white",
+                    markeredgewidth=0.3,
+                    markersize=2.4,
+                    zorder=3,
+                )
+            top = max([mean + error, *values]) if values else np.nan
+            if label_values and np.isfinite(top):
+                ax.annotate(
+                    f"{mean:.{decimals}f}",
+                    (offset, top),
+                    xytext=(0, 1.5),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=5.5,
+                )
+                tops.append(top)
+    ax.set_xticks(x, panel.groups)
+    ax.set_title(panel.title)
+    ax.set_ylabel(panel.ylabel)
+    ax.grid(axis="x", visible=False)
+    if label_values:
+        ax.set_ylim(0, max(tops) * 1.12 or 1.0)  # room for the value labels inside the axes
 
 
 def _values(series: Series, metric: Metric, sources: list[dict], derived: dict[str, list[str]]) -> list[float]:
@@ -207,9 +241,9 @@ def ablation_lb(selection: Selection) -> FigureResult:
         )
     layout = [
         ("Validation loss", "Cross-entropy (nats/token)", _loss_metrics(eval_domains(selection))),
-        ("Load imbalance", "MaxVio", [Metric("MaxVio", "moe/maxvio", BALANCE_TAIL)]),
+        ("Load imbalance", "max load / mean load - 1", [Metric("MaxVio", "moe/maxvio", BALANCE_TAIL)]),
         (
-            "Entropy",
+            "Normalised entropy",
             "Entropy / ln E",
             [
                 Metric("load", "moe/load_entropy_norm", BALANCE_TAIL),
