@@ -1,0 +1,129 @@
+"""Formats with no fixed shape: ``key=value`` / ``key: value`` lines, and JSON-lines objects.
+
+``generic`` reads every ``name=number`` and ``name: number`` pair of a line (several per line, separated by
+spaces, commas, semicolons or "|"), and JSON objects when a line is one. ``jsonl`` reads JSON objects only.
+Only numbers become metrics (a unit glued to the number, as in ``time: 12.3ms`` or ``acc=95%``, is dropped);
+a field named ``step``, ``iter`` or ``iteration`` (any case) is the step, taken as printed, when it holds a
+whole number >= 0 (the first such field of a line wins; step fields are never metrics).
+A line without a step gets the last step seen, or a count of such lines before any step was seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from expertrack.capture.parsers.base import (
+    MAX_LINE_CHARS,
+    Item,
+    Metrics,
+    Parser,
+    StepClock,
+    finished_line,
+    step_from,
+)
+
+STEP_FIELDS = frozenset({"step", "iter", "iteration"})
+
+_PAIR = re.compile(
+    r"(?<![\w./])([A-Za-z_][\w.\-/]*)[\"']?\s*[=:]\s*"  # a name, maybe quoted as in {'loss': 2.3}
+    r"(?:([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[A-Za-z%]*"  # a number, maybe with a unit
+    r"|([-+]?(?:nan|inf(?:inity)?)))"  # or nan/inf, which take no unit ("level: info" is no number)
+    r"(?=[\s,;|)\]}/\"']|$)",
+    re.IGNORECASE,
+)
+
+
+class JsonlParser(Parser):
+    """Parser for JSON-lines output: one JSON object per line; other lines are ignored."""
+
+    name = "jsonl"
+
+    def __init__(self) -> None:
+        self._clock = StepClock()
+
+    def feed(self, line: str) -> list[Item]:
+        if "\r" in line:
+            line = finished_line(line)
+        if line[:1] != "{" and line.lstrip()[:1] != "{":
+            return []
+        parsed = json_object(line)
+        return [] if parsed is None else _emit(self._clock, *parsed)
+
+
+class GenericParser(Parser):
+    """Fallback parser: name=value and name: value pairs anywhere, and JSON objects."""
+
+    name = "generic"
+
+    def __init__(self) -> None:
+        self._clock = StepClock()
+
+    def feed(self, line: str) -> list[Item]:
+        if "\r" in line:
+            line = finished_line(line)
+        if "=" not in line and ":" not in line:
+            return []
+        if len(line) > MAX_LINE_CHARS:
+            return []
+        if line.lstrip()[:1] == "{":
+            parsed = json_object(line)
+            if parsed is not None:
+                return _emit(self._clock, *parsed)
+        step: int | None = None
+        values: dict[str, float] = {}
+        for key, number, special in _PAIR.findall(line):
+            value = float(number or special)
+            if key.lower() in STEP_FIELDS:  # a step field is never a metric, even when it is no valid step
+                step = step_from(value) if step is None else step
+                continue
+            values[key] = value
+        return _emit(self._clock, step, values)
+
+
+def json_object(line: str) -> tuple[int | None, dict[str, float]] | None:
+    """The step and numeric fields of a JSON object line, or None when the line is no JSON object.
+
+    Nested objects are flattened with "/" ({"train": {"loss": 2}} gives "train/loss"); strings, booleans,
+    lists and nulls are not metrics. NaN, Infinity and -Infinity (as Python's json writes them) are numbers.
+    """
+    if len(line) > MAX_LINE_CHARS:
+        return None
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    step: int | None = None
+    values: dict[str, float] = {}
+    for key, value in obj.items():
+        if str(key).lower() in STEP_FIELDS:  # a step field is never a metric, even when it is no valid step
+            step = step_from(value) if step is None else step
+            continue
+        _add_number(str(key), value, values)
+    return step, values
+
+
+def _add_number(name: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        try:
+            out[name] = float(value)
+        except OverflowError:  # an integer too large for a float
+            out[name] = math.inf if value > 0 else -math.inf
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _add_number(f"{name}/{key}", inner, out)
+
+
+def _emit(clock: StepClock, step: int | None, values: dict[str, float]) -> list[Item]:
+    if step is not None:
+        clock.seen(step)
+        return [Metrics(step, values)] if values else []
+    if not values:
+        return []
+    return [Metrics(clock.implicit(), values)]
