@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
@@ -82,7 +83,7 @@ def plot_specialization(
     return fig
 
 
-def _annotate(ax, matrix: np.ndarray, normalize: str, norm: Normalize) -> None:
+def _annotate(ax: Axes, matrix: np.ndarray, normalize: str, norm: Normalize) -> None:
     """Write each cell's value, dark on light cells and light on dark ones (by the colour's luminance)."""
     cmap = ax.images[0].get_cmap()
     scale = 100.0 if normalize != "none" else 1.0
