@@ -36,7 +36,7 @@ print("sigints", len(got), flush=True)
 """
 
 
-def start_wrapper(tmp_path: Path, *child_args: str, **popen: object) -> subprocess.Popen[bytes]:
+def start_wrapper(tmp_path: Path, *child_args: str, new_session: bool = False) -> subprocess.Popen[bytes]:
     script = tmp_path / "waiter.py"
     script.write_text(WAITER)
     return subprocess.Popen(
@@ -44,7 +44,7 @@ def start_wrapper(tmp_path: Path, *child_args: str, **popen: object) -> subproce
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        **popen,  # type: ignore[arg-type]
+        start_new_session=new_session,
     )
 
 
@@ -75,7 +75,7 @@ def test_signal_to_the_wrapper_reaches_the_child_and_the_run_is_killed(
 
 def test_ctrl_c_on_a_terminal_reaches_the_child_exactly_once(tmp_path: Path, tracking_dir: Path) -> None:
     # A terminal sends Ctrl-C to its whole foreground process group: the wrapper's own group here.
-    proc = start_wrapper(tmp_path, "--count-sigint", start_new_session=True)
+    proc = start_wrapper(tmp_path, "--count-sigint", new_session=True)
     wait_for_line(proc, b"ready")
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
