@@ -179,3 +179,18 @@ def test_without_wandb_configured_one_message_and_the_run_goes_on(tmp_path: Path
     assert result.stdout == b"loss=1.0\n"
     wandb_lines = [line for line in result.stderr.splitlines() if b"W&B" in line]
     assert len(wandb_lines) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "project"),
+    [
+        (["./train", "-b", "4"], "train"),
+        (["python3", "-u", "scripts/pretrain.py", "--lr", "3e-4"], "pretrain"),
+        (["python", "-m", "nanogpt.train"], "train"),
+        (["python", "-c", "print(1)"], "python"),
+    ],
+)
+def test_default_project_is_the_program_or_script_name(argv: list[str], project: str) -> None:
+    from expertrack.cli.capture import default_project
+
+    assert default_project(argv) == project

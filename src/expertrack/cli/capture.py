@@ -113,11 +113,15 @@ def default_project(argv: tuple[str, ...] | list[str]) -> str:
     script's or module's name, since "python" would name every Python trainer's project the same."""
     program = os.path.basename(argv[0]) if argv else "run"
     if _PYTHON.fullmatch(program):
-        args = list(argv[1:])
-        for i, arg in enumerate(args):
-            if arg == "-m" and i + 1 < len(args):
-                return args[i + 1].rsplit(".", 1)[-1]
-            if not arg.startswith("-"):
+        args = iter(argv[1:])
+        for arg in args:
+            if arg == "-c":
+                break  # inline code has no name
+            if arg == "-m":
+                return next(args, program).rsplit(".", 1)[-1]
+            if arg in ("-W", "-X"):
+                next(args, None)  # the option's value
+            elif not arg.startswith("-"):
                 return Path(arg).stem
     return program or "run"
 
