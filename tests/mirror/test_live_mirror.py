@@ -5,19 +5,17 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
 
-from expertrack.mirror.locks import is_held
 from expertrack.mirror.state import read_state
 from expertrack.mirror.wandb_log import read_run
 from expertrack.paths import store_path
 from expertrack.store import Store
 
 from ..conftest import expertrack_cli, run_python
-from .wandb_offline import offline_env, wandb_logs
+from .wandb_offline import offline_env, wait_for_mirror, wandb_logs
 
 pytest.importorskip("wandb")
 pytestmark = pytest.mark.e2e
@@ -65,20 +63,6 @@ def _init_with_faults(*args, **kwargs):
 
 _real.init = _init_with_faults
 """
-
-
-def wait_for_mirror(tracking_dir: Path, run_id: str, timeout: float = 120) -> None:
-    """Until the mirror process has recorded a state and let go of the run."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if store_path(tracking_dir).exists():
-            with Store(store_path(tracking_dir), readonly=True) as store:
-                state = read_state(store, run_id)
-            if state is not None and not is_held(store_path(tracking_dir), run_id):
-                return
-        time.sleep(0.3)
-    log = tracking_dir / "mirror" / f"{run_id}.log"
-    raise AssertionError(f"the mirror did not finish; its log:\n{log.read_text() if log.exists() else '-'}")
 
 
 def local_run(tracking_dir: Path, run_id: str) -> tuple[dict[tuple[int, str], float], object]:

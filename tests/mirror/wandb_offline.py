@@ -9,7 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+from expertrack.mirror.locks import is_held
+from expertrack.mirror.state import read_state
+from expertrack.paths import store_path
+from expertrack.store import Store
 
 
 def offline_env(wandb_dir: Path, **extra: str) -> dict[str, str]:
@@ -51,3 +57,17 @@ def run_wandb_script(script: str, wandb_dir: Path, timeout: float = 120) -> None
 def wandb_logs(wandb_dir: Path) -> list[Path]:
     """Every run-*.wandb file under ``wandb_dir``, oldest run directory first."""
     return sorted(wandb_dir.rglob("run-*.wandb"))
+
+
+def wait_for_mirror(tracking_dir: Path, run_id: str, timeout: float = 120) -> None:
+    """Until the mirror process has recorded a state and let go of the run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if store_path(tracking_dir).exists():
+            with Store(store_path(tracking_dir), readonly=True) as store:
+                state = read_state(store, run_id)
+            if state is not None and not is_held(store_path(tracking_dir), run_id):
+                return
+        time.sleep(0.3)
+    log = tracking_dir / "mirror" / f"{run_id}.log"
+    raise AssertionError(f"the mirror did not finish; its log:\n{log.read_text() if log.exists() else '-'}")

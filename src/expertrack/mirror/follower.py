@@ -6,7 +6,8 @@
 lock) never touches training. It polls the store for points after its cursor about once a second, exits once
 the run has ended and everything is sent, and gives up (recording its cursor and why) when W&B raises or stops
 answering. Its output goes to ``<tracking dir>/mirror/<run id>.log``. Deadlines can be tuned with
-``EXPERTRACK_MIRROR_STALL_S`` (one W&B call) and ``EXPERTRACK_MIRROR_DEADLINE_S`` (catching up after the end).
+``EXPERTRACK_MIRROR_STALL_S`` (one W&B call) and ``EXPERTRACK_MIRROR_DEADLINE_S`` (catching up after the end);
+it runs at a lower priority (``EXPERTRACK_MIRROR_NICE``, default 10).
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from pathlib import Path
 from expertrack.mirror import guard
 from expertrack.mirror.locks import RunLock
 from expertrack.mirror.state import write_state
+
+
+NICE = 10  # the mirror (and wandb's service process, its child) yields the CPU to training
+
+
+def _lower_priority(increment: int) -> None:
+    """Run below training's priority: on a busy machine the scheduler wakes training first after each step."""
+    try:
+        os.nice(increment)
+    except (OSError, AttributeError):  # not permitted, or no nice() on this platform: run as is
+        pass
 
 
 def _seconds(name: str, default: float) -> float:
@@ -64,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", required=True, help="the run id")
     parser.add_argument("--parent-pid", type=int, default=None, help="the training process (for W&B's stats)")
     args = parser.parse_args(argv)
+    _lower_priority(int(_seconds("EXPERTRACK_MIRROR_NICE", NICE)))
     outcome = follow(args.store, args.run, args.parent_pid)
     if outcome is not None:
         line = f"{outcome.state}: {outcome.steps_sent} steps sent, cursor {outcome.cursor}"
