@@ -21,7 +21,6 @@ from expertrack.mirror import guard
 from expertrack.mirror.locks import RunLock
 from expertrack.mirror.state import write_state
 
-
 NICE = 10  # the mirror (and wandb's service process, its child) yields the CPU to training
 
 
