@@ -139,7 +139,7 @@ def test_wandb_failing_mid_run_then_sync_completes(tmp_path: Path, tracking_dir:
         EXPERTRACK_DIR=str(tracking_dir),
         PYTHONPATH=str(shim),
         FAKE_WANDB_FAIL=f"{failure}:40",
-        EXPERTRACK_MIRROR_STALL_S="3",
+        EXPERTRACK_MIRROR_STALL_S="2",
     )
     proc = run_python(TRAIN, env=env)
     assert "trained live1" in proc.stdout
@@ -149,7 +149,7 @@ def test_wandb_failing_mid_run_then_sync_completes(tmp_path: Path, tracking_dir:
     with Store(store_path(tracking_dir), readonly=True) as store:
         state = read_state(store, "live1")
     assert state is not None and (state.state, state.cursor_step) == ("partial", 39)
-    expected = "injected W&B failure at step 40" if failure == "raise" else "did not answer (wandb.log) within 3 s"
+    expected = "injected W&B failure at step 40" if failure == "raise" else "did not answer (wandb.log) within 2 s"
     assert expected in (state.reason or "")
     show = expertrack_cli("show", "live1", env=env)
     assert "partial up to step 39" in show.stdout

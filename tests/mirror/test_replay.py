@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import expertrack
-from expertrack.mirror import guard, mirror_status
+from expertrack.mirror import guard, mirror_status, replay
 from expertrack.mirror.state import read_state
 from expertrack.mirror.sync import sync_runs
 from expertrack.paths import store_path
@@ -175,3 +175,13 @@ def test_histogram_for_large_arrays(tracking_dir: Path) -> None:
     assert isinstance(row["weights"], FakeHistogram)
     counts, edges = row["weights"].np_histogram
     assert counts.sum() == 1000 and edges[0] == -1 and edges[-1] == 1
+
+
+def test_rows_are_built_in_windows(tracking_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replay, "WINDOW_STEPS", 7)
+    run_id = make_run(tracking_dir)
+    fake = FakeWandb()
+    guard.mirror_run(store_path(tracking_dir), run_id, fake)
+    assert [s for s, _ in fake.logged] == list(range(30))
+    assert sent_points(fake).keys() >= {(s, "moe/util/1") for s in (0, 10, 20)}
+    assert set(local_points(tracking_dir, run_id)) <= set(sent_points(fake))

@@ -92,12 +92,12 @@ def import_wandb(path: Path, dir_: Path | None) -> None:
     """Import W&B offline runs: PATH is a run directory (run-ID.wandb inside), a .wandb file, or a directory
     of run directories (such as ./wandb). Numeric history, config, summary, tags and notes are kept.
     """
-    _import_wandb()  # the .wandb records are decoded with W&B's own protobuf classes
     from expertrack.mirror.importer import find_logs, import_runs
     from expertrack.mirror.wandb_log import WandbLogError
 
     if not find_logs(path):
         raise click.ClickException(f"no W&B run log (run-*.wandb) found in {path}")
+    _import_wandb()  # the .wandb records are decoded with W&B's own protobuf classes
     console = make_console()
     try:
         for result in import_runs(path, dir=dir_):

@@ -6,7 +6,7 @@
 lock) never touches training. It polls the store for points after its cursor about once a second, exits once
 the run has ended and everything is sent, and gives up (recording its cursor and why) when W&B raises or stops
 answering. Its output goes to ``<tracking dir>/mirror/<run id>.log``. Deadlines can be tuned with
-``EXPERTRACK_MIRROR_STALL_S`` (one W&B call) and ``EXPERTRACK_MIRROR_DEADLINE_S`` (catching up after the end);
+``EXPERTRACK_MIRROR_STALL_S`` (one W&B call) and ``EXPERTRACK_MIRROR_DEADLINE_S`` (no progress after the end);
 it runs at a lower priority (``EXPERTRACK_MIRROR_NICE``, default 10).
 """
 

@@ -19,7 +19,7 @@ from expertrack.mirror.state import write_state
 
 POLL_S = 1.0  # the live mirror looks for new points this often
 STALL_S = 120.0  # a single W&B call may take this long (W&B's own init timeout is 90 s) before we give up
-DEADLINE_S = 300.0  # after the run ends, the live mirror may take this long to catch up
+DEADLINE_S = 300.0  # after the run ends, the mirror gives up when no step went out for this long
 RESCUE_S = 10.0  # after giving up, W&B gets this long to finish (and so keep) what it was given
 
 
@@ -56,20 +56,23 @@ def mirror_run(
     worker = _Worker(Path(store_path), run_id, wandb, follow, poll_s, stats_pid)
     thread = threading.Thread(target=worker.run, name=f"expertrack-mirror-{run_id}", daemon=True)
     thread.start()
-    ended_at: float | None = None
+    ended = False
     checked_at = 0.0
+    progress: tuple[int | None, float] = (None, time.monotonic())  # (cursor, when it last moved)
     with Store(store_path, readonly=True) as watch:
         while not worker.done.wait(0.2):
             now = time.monotonic()
             rep = worker.replayer
             if rep is not None and rep.busy_since is not None and now - rep.busy_since > stall_s:
                 return worker.give_up(f"W&B did not answer ({rep.busy_what}) within {stall_s:g} s")
-            if follow and now - checked_at > poll_s:
+            if rep is not None and rep.cursor != progress[0]:
+                progress = (rep.cursor, now)
+            if follow and not ended and now - checked_at > poll_s:
                 checked_at = now
-                if ended_at is None and watch.run(run_id).state != "running":
-                    ended_at = now
-            if ended_at is not None and now - ended_at > deadline_s:
-                return worker.give_up(f"not caught up {deadline_s:g} s after the run ended")
+                if watch.run(run_id).state != "running":
+                    ended, progress = True, (progress[0], now)
+            if (ended or not follow) and now - progress[1] > deadline_s:
+                return worker.give_up(f"no step sent for {deadline_s:g} s after the run ended")
     assert worker.outcome is not None
     return worker.outcome
 

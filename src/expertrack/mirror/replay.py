@@ -15,11 +15,13 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from expertrack.mirror import arrays
 from expertrack.mirror.state import LIVE_REASON, SYNC_REASON, read_state, write_state
 
+WINDOW_STEPS = 4096  # rows built at a time
 STATE_EVERY_S = 1.0  # how often the cursor is written while steps stream out
 _WANDB_FORBIDDEN = re.compile(r"[/\\#?%:]")  # characters W&B refuses in project names and run ids
 
@@ -176,32 +178,50 @@ class Replayer:
             self._call("config.update", self.wandb_run.config.update, config, allow_val_change=True)
             self._sent_config = text
 
-    def _rows(self, upto: int) -> list[tuple[int, dict[str, Any]]]:
-        """Every step in (cursor, upto] with its merged row, ascending; ``_timestamp`` is the step's first time."""
-        after = self.cursor
-        rows: dict[int, dict[str, Any]] = {}
-        times: dict[int, float] = {}
+    def _rows(self, upto: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Every step in (cursor, upto] with its merged row, ascending; ``_timestamp`` is the step's first time.
+
+        Points are read as NumPy arrays; rows (and heatmap images) are built ``WINDOW_STEPS`` steps at a time,
+        so replaying a long run does not hold millions of Python dicts.
+        """
+        import numpy as np
+
+        after = self.cursor if self.cursor is not None else -1
+        series = []
         for key in self.store.scalar_keys(self.run_id):
-            steps, stamps, values = self.store.read_scalars(self.run_id, key, after_step=after)
-            for s, t, v in zip(steps.tolist(), stamps.tolist(), values.tolist()):
-                if s > upto or s < 0:
-                    continue
-                rows.setdefault(s, {})[key] = v
-                if t < times.get(s, math.inf):
-                    times[s] = t
-        for key in self.store.array_keys(self.run_id):
-            for s, t, value in self.store.read_arrays(self.run_id, key, after_step=after):
-                if s > upto or s < 0:
-                    continue
+            steps, stamps, values = self.store.read_scalars(self.run_id, key, after_step=self.cursor)
+            keep = (steps > after) & (steps <= upto)
+            steps, stamps, values = steps[keep], stamps[keep], values[keep]
+            if steps.size > 1 and np.any(np.diff(steps) < 0):
+                order = np.argsort(steps, kind="stable")
+                steps, stamps, values = steps[order], stamps[order], values[order]
+            series.append((key, steps, stamps, values))
+        points = [
+            (s, t, key, value)
+            for key in self.store.array_keys(self.run_id)
+            for s, t, value in self.store.read_arrays(self.run_id, key, after_step=self.cursor)
+            if after < s <= upto
+        ]
+        points.sort(key=lambda p: p[0])
+        every = np.unique(np.concatenate([np.asarray([p[0] for p in points], np.int64)] + [x[1] for x in series]))
+        next_point = 0
+        for start in range(0, every.size, WINDOW_STEPS):
+            lo, hi = int(every[start]), int(every[min(start + WINDOW_STEPS, every.size) - 1])
+            rows: dict[int, dict[str, Any]] = {}
+            times: dict[int, float] = {}
+            for key, steps, stamps, values in series:
+                a, b = np.searchsorted(steps, lo, "left"), np.searchsorted(steps, hi, "right")
+                for s, t, v in zip(steps[a:b].tolist(), stamps[a:b].tolist(), values[a:b].tolist()):
+                    rows.setdefault(s, {})[key] = v
+                    times[s] = min(t, times.get(s, math.inf))
+            while next_point < len(points) and points[next_point][0] <= hi:
+                s, t, key, value = points[next_point]
                 rows.setdefault(s, {}).update(arrays.to_wandb(key, value, self.wandb))
-                if t < times.get(s, math.inf):
-                    times[s] = t
-        out = []
-        for s in sorted(rows):
-            row = rows[s]
-            row["_timestamp"] = times[s]
-            out.append((s, row))
-        return out
+                times[s] = min(t, times.get(s, math.inf))
+                next_point += 1
+            for s in sorted(rows):
+                rows[s]["_timestamp"] = times[s]
+                yield s, rows[s]
 
 
 def _remote_id(wandb_run: Any) -> str | None:
