@@ -260,3 +260,15 @@ def test_jsonl_ignores_what_is_no_number_and_reads_huge_integers() -> None:
     ]
     result = metrics(feed_all("jsonl", lines))
     assert result == [(3, {"loss": 1.0, "big": math.inf}), (3, {"loss": 2.0})]
+
+
+def test_an_evaluation_only_run_is_not_held_in_memory_forever() -> None:
+    parser = get_parser("llmc")
+    held = [parser.feed(f"val loss {i}.0") for i in range(999)]
+    assert held == [[]] * 999
+    released = parser.feed("val loss 999.0")
+    assert [(m.step, m.values["val_loss"]) for m in released if isinstance(m, Metrics)] == [
+        (0, float(i)) for i in range(1000)
+    ]
+    assert parser.feed("val loss 5.0") == [Metrics(0, {"val_loss": 5.0})]
+    assert parser.finish() == []

@@ -122,3 +122,31 @@ def test_nan_and_inf_parse_to_float_nan_and_inf(name: str, line: str, key: str) 
     assert len(items) == 1 and isinstance(items[0], Metrics)
     value = items[0].values[key]
     assert math.isnan(value) or math.isinf(value)
+
+
+HUGE = "9" * 5_000  # Python's int() refuses strings of 4,300 digits and more
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("gpt2-cuda", f"step {HUGE}/10: train loss 1.0 (1.0 ms, 1 tok/s)"),
+        ("llmc", f"step {HUGE}/10 | loss 1.0 (+nanz)| norm 1.0 (+nanz)| lr 1e-4 | 1.0 ms | 1.0% bf16 MFU | 1 tok/s"),
+        ("llmc", f"step {HUGE}: train loss 1.0 (took 1.0 ms)"),
+        ("llmc", f"num_layers: {HUGE}"),
+        ("llmc", f"=> setting grad_accum_steps={HUGE}"),
+        ("nanogpt", f"iter {HUGE}: loss 1.0, time 1.0ms, mfu 1.0%"),
+        ("nanogpt", f"step {HUGE}: train loss 1.0, val loss 1.0"),
+        ("nanogpt", f"tokens per iteration will be: {HUGE}"),
+        ("nanogpt", f"found vocab_size = {HUGE} (inside x)"),
+    ],
+)
+def test_numbers_with_thousands_of_digits_are_no_steps(name: str, line: str) -> None:
+    assert get_parser(name).feed(line) == []
+
+
+def test_huge_config_numbers_stay_text_and_huge_steps_are_no_steps() -> None:
+    assert get_parser("llmc").feed(f"| seed | {HUGE} |") == [ConfigItems({"seed": HUGE})]
+    for line in (f'{{"step": {HUGE}, "loss": 1}}', '{"step": 1e300, "loss": 1}', f"step={HUGE} loss=1"):
+        items = get_parser("generic").feed(line)
+        assert items == [Metrics(0, {"loss": 1.0})], line  # no valid step: counted as the first line

@@ -85,7 +85,10 @@ def coerce_value(text: str) -> Any:
     """
     text = text.strip()
     if _INT.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() accepts: no config value is that number
+            return text
     if _FLOAT.fullmatch(text):
         return float(text)
     lowered = text.lower()
@@ -121,14 +124,26 @@ class StepClock:
         return step
 
 
+MAX_STEP = 2**63 - 1  # a step is stored as a signed 64-bit integer
+
+
+def to_count(text: str) -> int | None:
+    """ASCII digits as an int >= 0 that fits a stored step, or None (Python refuses int() of 4,300+ digits)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        return None
+    return int(text)
+
+
 def step_from(value: Any) -> int | None:
-    """A step field's value as a non-negative int, or None when it is not one (1.0 counts, 1.5 does not)."""
+    """A step field's value as an int in [0, 2**63), or None when it is not one (1.0 counts, 1.5 does not)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            return None
+        value = int(value)
+    if isinstance(value, str):
+        return to_count(value.strip())
+    if isinstance(value, int) and 0 <= value <= MAX_STEP:
+        return value
     return None

@@ -38,20 +38,23 @@ from expertrack.capture.parsers.base import (
     Parser,
     coerce_value,
     finished_line,
+    to_count,
 )
 
-_STEP_SLASH = re.compile(r"step\s+(\d+)/\d+: train loss\s+(\S+) \((\S+) ms, (\S+) tok/s\)")
+_STEP_SLASH = re.compile(r"step\s+(\d+)/\d+: train loss\s+(\S+) \((\S+) ms, (\S+) tok/s\)", re.ASCII)
 _STEP_PIPE = re.compile(
     r"step\s+(\d+)/\d+ \| (?:train )?loss\s+(\S+)(?: \((\S+)z\))?\s*\| norm\s+(\S+)(?: \((\S+)z\))?"
-    r"\s*\| lr\s+(\S+) \| (\S+) ms \| (\S+)% bf16 MFU \| (\S+) tok/s"
+    r"\s*\| lr\s+(\S+) \| (\S+) ms \| (\S+)% bf16 MFU \| (\S+) tok/s",
+    re.ASCII,
 )
-_STEP_CPU = re.compile(r"step (\d+): train loss\s+(\S+) \(took (\S+) ms\)")
-_VAL = re.compile(r"val loss\s+(\S+)(?: \(avg_train\s+(\S+), gap\s+(\S+)\))?")
-_TEST = re.compile(r"test loss\s+(\S+)")
-_HELLASWAG = re.compile(r"HellaSwag: (\d+)/(\d+) = (\S+)")
+_STEP_CPU = re.compile(r"step (\d+): train loss\s+(\S+) \(took (\S+) ms\)", re.ASCII)
+_VAL = re.compile(r"val loss\s+(\S+)(?: \(avg_train\s+(\S+), gap\s+(\S+)\))?", re.ASCII)
+_TEST = re.compile(r"test loss\s+(\S+)", re.ASCII)
+_HELLASWAG = re.compile(r"HellaSwag: (\d+)/(\d+) = (\S+)", re.ASCII)
 _MODEL_CONFIG = re.compile(
     r"(max_seq_len|vocab_size|padded_vocab_size|num_layers|num_heads|channels|num_parameters"
-    r"|train dataset num_batches|val dataset num_batches): (\d+)\b"
+    r"|train dataset num_batches|val dataset num_batches): (\d+)\b",
+    re.ASCII,
 )
 _MODEL_CONFIG_FIRST = frozenset("mvpnct")
 _GRAD_ACCUM = "=> setting grad_accum_steps="
@@ -60,22 +63,26 @@ _GRAD_ACCUM = "=> setting grad_accum_steps="
 # the rest of the run, so after this many lines the parser reads metrics again.
 _MAX_GENERATION_LINES = 10_000
 
+# Evaluations held back waiting for the first train line (see the module docstring); past this many, the run
+# is taken for an evaluation-only one rather than holding its output in memory.
+_MAX_HELD_EVALUATIONS = 1_000
+
 # Detection: lines every trainer of the family prints, lines only the seed's trainer prints, and lines
 # only llm.c's own trainers print.
 FAMILY_SIGNATURES = (
-    re.compile(r"\+-{5,}\+"),
-    re.compile(r"val loss\s+\S+$"),
+    re.compile(r"\+-{5,}\+", re.ASCII),
+    re.compile(r"val loss\s+\S+$", re.ASCII),
 )
 GPT2_CUDA_SIGNATURES = (
-    re.compile(r"val loss\s+\S+ \(avg_train "),
-    re.compile(r"test loss\s+\S+"),
-    re.compile(r"\|\s*parameter\s*\|\s*value\s*\|"),
+    re.compile(r"val loss\s+\S+ \(avg_train ", re.ASCII),
+    re.compile(r"test loss\s+\S+", re.ASCII),
+    re.compile(r"\|\s*parameter\s*\|\s*value\s*\|", re.ASCII),
     _STEP_SLASH,
 )
 LLMC_SIGNATURES = (
-    re.compile(r"\|\s*Parameter\s*\|\s*Value\s*\|"),
-    re.compile(r"\[GPT-2\]$"),
-    re.compile(r"generating:$"),
+    re.compile(r"\|\s*Parameter\s*\|\s*Value\s*\|", re.ASCII),
+    re.compile(r"\[GPT-2\]$", re.ASCII),
+    re.compile(r"generating:$", re.ASCII),
     _STEP_PIPE,
     _STEP_CPU,
     _HELLASWAG,
@@ -117,12 +124,13 @@ class LlmcParser(Parser):
         if line.startswith("HellaSwag: "):
             return self._hellaswag_line(line)
         if line.startswith(_GRAD_ACCUM):
-            value = line[len(_GRAD_ACCUM) :].strip()
-            return [ConfigItems({"grad_accum_steps": int(value)})] if _is_count(value) else []
+            count = to_count(line[len(_GRAD_ACCUM) :].strip())
+            return [ConfigItems({"grad_accum_steps": count})] if count is not None else []
         if first in _MODEL_CONFIG_FIRST:
             match = _MODEL_CONFIG.match(line)
-            if match:
-                return [ConfigItems({match[1]: int(match[2])})]
+            count = to_count(match[2]) if match else None
+            if match and count is not None:
+                return [ConfigItems({match[1]: count})]
         return []
 
     def finish(self) -> list[Item]:
@@ -136,18 +144,21 @@ class LlmcParser(Parser):
             return self._pipe_line(line)
         if "(took " in line:
             match = _STEP_CPU.match(line)
-            if not match:
+            step = to_count(match[1]) if match else None
+            if match is None or step is None:
                 return []
             try:
                 values = {"train_loss": float(match[2]), "step_time_ms": float(match[3])}
             except ValueError:
                 return []
-            return self._train(int(match[1]), values)
+            return self._train(step, values)
         match = _STEP_SLASH.match(line)
         if not match:
             return []
-        # The seed's step line is the hot path (a child may print 400,000 a second): one regex, no calls.
+        # The seed's step line is the hot path (a child may print 400,000 a second): inlined, one regex.
         printed, loss, ms, tokens = match.groups()
+        if len(printed) > 18:  # more digits than any step (int() refuses 4,300 and more)
+            return []
         try:
             values = {"train_loss": float(loss), "step_time_ms": float(ms), "tok_per_sec": float(tokens)}
         except ValueError:
@@ -182,7 +193,8 @@ class LlmcParser(Parser):
                         values[name] = z
         except ValueError:
             return []
-        return self._train(_zero_based(match[1]), values)
+        step = _zero_based(match[1])
+        return [] if step is None else self._train(step, values)
 
     def _val_line(self, line: str) -> list[Item]:
         match = _VAL.match(line)
@@ -215,7 +227,10 @@ class LlmcParser(Parser):
     def _evaluation(self, values: dict[str, float]) -> list[Item]:
         if self._eval_step is None:
             self._pending.append(values)
-            return []
+            if len(self._pending) < _MAX_HELD_EVALUATIONS:
+                return []
+            self._eval_step = 0  # evaluations and no training: they measured the weights before any update
+            return self.finish()
         return [Metrics(self._eval_step, values)]
 
     def _inside_generation(self, line: str) -> list[Item]:
@@ -256,14 +271,12 @@ def _table_row(line: str) -> list[Item]:
     return [ConfigItems({key: coerce_value(value)})]
 
 
-def _zero_based(printed: str) -> int:
-    """The loop step behind a printed 1-based "k/N" counter (never below 0)."""
-    step = int(printed) - 1
-    return step if step > 0 else 0
-
-
-def _is_count(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+def _zero_based(printed: str) -> int | None:
+    """The loop step behind a printed 1-based "k/N" counter (never below 0), None when it is no count."""
+    count = to_count(printed)
+    if count is None:
+        return None
+    return count - 1 if count > 0 else 0
 
 
 def _is_float(text: str) -> bool:

@@ -29,13 +29,14 @@ from expertrack.capture.parsers.base import (
     Metrics,
     Parser,
     finished_line,
+    to_count,
 )
 
-_ITER = re.compile(r"iter (\d+): loss (\S+), time (\S+)ms, mfu (\S+)%")
-_EVAL = re.compile(r"step (\d+): train loss (\S+), val loss (\S+)")
-_OVERRIDE = re.compile(r"Overriding: (\w+) = (.*)")
-_ASSIGNMENT = re.compile(r"([A-Za-z_]\w*)\s*=\s*(.+)")
-_VOCAB = re.compile(r"found vocab_size = (\d+)")
+_ITER = re.compile(r"iter (\d+): loss (\S+), time (\S+)ms, mfu (\S+)%", re.ASCII)
+_EVAL = re.compile(r"step (\d+): train loss (\S+), val loss (\S+)", re.ASCII)
+_OVERRIDE = re.compile(r"Overriding: (\w+) = (.*)", re.ASCII)
+_ASSIGNMENT = re.compile(r"([A-Za-z_]\w*)\s*=\s*(.+)", re.ASCII)
+_VOCAB = re.compile(r"found vocab_size = (\d+)", re.ASCII)
 _TOKENS_PER_ITER = "tokens per iteration will be: "
 _CONFIG_FILE = "Overriding config with "
 _MAX_LITERAL_CHARS = 1_000
@@ -43,11 +44,11 @@ _MAX_LITERAL_CHARS = 1_000
 SIGNATURES = (
     _ITER,
     _EVAL,
-    re.compile(r"Overriding(?: config with |: )"),
-    re.compile(r"tokens per iteration will be: "),
-    re.compile(r"found vocab_size = \d+"),
-    re.compile(r"compiling the model\.\.\."),
-    re.compile(r"number of parameters: [\d.]+M$"),
+    re.compile(r"Overriding(?: config with |: )", re.ASCII),
+    re.compile(r"tokens per iteration will be: ", re.ASCII),
+    re.compile(r"found vocab_size = \d+", re.ASCII),
+    re.compile(r"compiling the model\.\.\.", re.ASCII),
+    re.compile(r"number of parameters: [\d.]+M$", re.ASCII),
 )
 
 
@@ -75,11 +76,12 @@ class NanoGPTParser(Parser):
         if line.startswith("Overriding"):
             return self._override_line(line)
         if line.startswith(_TOKENS_PER_ITER):
-            digits = line[len(_TOKENS_PER_ITER) :].strip().replace(",", "")
-            return [ConfigItems({"tokens_per_iter": int(digits)})] if _is_count(digits) else []
+            count = to_count(line[len(_TOKENS_PER_ITER) :].strip().replace(",", ""))
+            return [ConfigItems({"tokens_per_iter": count})] if count is not None else []
         if line.startswith("found vocab_size"):
             match = _VOCAB.match(line)
-            return [ConfigItems({"vocab_size": int(match[1])})] if match else []
+            count = to_count(match[1]) if match else None
+            return [ConfigItems({"vocab_size": count})] if count is not None else []
         return []
 
     def _override_line(self, line: str) -> list[Item]:
@@ -109,7 +111,8 @@ class NanoGPTParser(Parser):
 
 def _iter_line(line: str) -> list[Item]:
     match = _ITER.match(line)
-    if not match:
+    step = to_count(match[1]) if match else None
+    if match is None or step is None:
         return []
     try:
         values = {"train_loss": float(match[2]), "step_time_ms": float(match[3])}
@@ -118,18 +121,19 @@ def _iter_line(line: str) -> list[Item]:
         return []
     if mfu >= 0:  # running_mfu is -1.0 until it has been measured
         values["mfu_pct"] = mfu
-    return [Metrics(int(match[1]), values)]
+    return [Metrics(step, values)]
 
 
 def _eval_line(line: str) -> list[Item]:
     match = _EVAL.match(line)
-    if not match:
+    step = to_count(match[1]) if match else None
+    if match is None or step is None:
         return []
     try:
         values = {"eval_train_loss": float(match[2]), "val_loss": float(match[3])}
     except ValueError:
         return []
-    return [Metrics(int(match[1]), values)]
+    return [Metrics(step, values)]
 
 
 _NOT_LITERAL: Any = object()
@@ -153,7 +157,3 @@ def _literal(text: str) -> Any:
         if value is None or isinstance(value, (bool, int, float, str, list)):
             return value
     return _NOT_LITERAL
-
-
-def _is_count(text: str) -> bool:
-    return text.isascii() and text.isdigit()
