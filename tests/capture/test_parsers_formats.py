@@ -250,6 +250,21 @@ def test_generic_pairs(line: str, values: dict[str, float]) -> None:
         assert (math.isnan(got[key]) and math.isnan(value)) or got[key] == value
 
 
+@pytest.mark.parametrize(
+    ("line", "step"),
+    [
+        ("Step 100/1000 | loss: 2.3", 100),
+        ("iter 5: loss=2.0", 5),
+        ("  Iteration 12, loss: 2.0", 12),
+        ("step 3 step=4 loss=2.0", 3),
+        ("steps 9: loss=2.0", 0),
+        ("step 1.5: loss=2.0", 0),
+    ],
+)
+def test_generic_reads_a_leading_step_counter(line: str, step: int) -> None:
+    assert metrics(feed_all("generic", [line])) == [(step, {"loss": 2.3 if "2.3" in line else 2.0})]
+
+
 def test_jsonl_ignores_what_is_no_number_and_reads_huge_integers() -> None:
     lines = [
         '{"step": "3", "loss": 1, "ok": false, "tags": [1, 2], "none": null, "big": 1' + "0" * 400 + "}",

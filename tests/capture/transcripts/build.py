@@ -473,6 +473,8 @@ def generic() -> Transcript:
     t.metrics(300, loss=1.7, **{"eval/acc": 0.91})
     t.out("level: info, count: 3, url: http://localhost:8080/x, when: 2024-01-01 12:30:01\n")
     t.metrics(300, count=3.0)
+    t.out("Step 400/1000 | loss: 1.6 | tokens/s: 5120.5\n")
+    t.metrics(400, loss=1.6, **{"tokens/s": 5120.5})
     return t
 
 

@@ -4,7 +4,8 @@
 spaces, commas, semicolons or "|"), and JSON objects when a line is one. ``jsonl`` reads JSON objects only.
 Only numbers become metrics (a unit glued to the number, as in ``time: 12.3ms`` or ``acc=95%``, is dropped);
 a field named ``step``, ``iter`` or ``iteration`` (any case) is the step, taken as printed, when it holds a
-whole number >= 0 (the first such field of a line wins; step fields are never metrics).
+whole number >= 0 (the first such field of a line wins; step fields are never metrics); so is a leading
+counter such as ``Step 100/1000 |`` or ``iter 100:``.
 A line without a step gets the last step seen, or a count of such lines before any step was seen.
 """
 
@@ -23,9 +24,13 @@ from expertrack.capture.parsers.base import (
     StepClock,
     finished_line,
     step_from,
+    to_count,
 )
 
 STEP_FIELDS = frozenset({"step", "iter", "iteration"})
+
+# "Step 100/1000 | loss: 2.3", "iter 100: loss=2.3": a leading step counter without "=" or ":" before it.
+_LEADING_STEP = re.compile(r"\s*(?:step|iter|iteration)\s+(\d+)(?:\s*/\s*\d+)?(?![\w.])", re.IGNORECASE | re.ASCII)
 
 _PAIR = re.compile(
     r"(?<![\w./])([A-Za-z_][\w.\-/]*)[\"']?\s*[=:]\s*"  # a name, maybe quoted as in {'loss': 2.3}
@@ -72,7 +77,8 @@ class GenericParser(Parser):
             parsed = json_object(line)
             if parsed is not None:
                 return _emit(self._clock, *parsed)
-        step: int | None = None
+        leading = _LEADING_STEP.match(line)
+        step = to_count(leading[1]) if leading else None
         values: dict[str, float] = {}
         for key, number, special in _PAIR.findall(line):
             value = float(number or special)
