@@ -29,8 +29,9 @@ def domain_token_fraction(affinity: Any, top_k: int) -> np.ndarray:
     """The fraction of domain d's tokens that have expert e among their top-k: A[e, d] / N_d.
 
     N_d (the domain's token count) is sum_e A[e, d] / k, since each token fills exactly k slots. Each value is in
-    [0, 1]; over experts the values sum to k; with uniform routing every value is k / E. This is the quantity OLMoE's
-    domain-specialization figures plot per expert (Muennighoff et al. 2024, arXiv:2409.02060).
+    [0, 1]; over experts the values sum to k; with uniform routing every value is k / E. This is what OLMoE plots as
+    "domain specialization" per expert and layer (Muennighoff et al. 2024, arXiv:2409.02060, Fig. 22: the share of
+    the domain's top-k assignments times k, drawn against a uniform line at k / E).
     """
     counts = _counts(affinity)
     tokens = counts.sum(axis=-2, keepdims=True) / top_k
@@ -44,7 +45,8 @@ def expert_domain_share(affinity: Any) -> np.ndarray:
 
 
 def domain_specialization(affinity: Any, top_k: int) -> np.ndarray:
-    """Specialization relative to uniform: the domain-token fraction divided by its uniform value k / E.
+    """Specialization relative to uniform: OLMoE's domain specialization (:func:`domain_token_fraction`) divided
+    by the uniform line k / E its figure draws.
 
     1 means expert e sees domain d's tokens exactly as often as uniform routing would; E / k (the maximum) means
     every token of the domain goes to e; 0 means none does.

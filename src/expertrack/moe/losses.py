@@ -89,7 +89,7 @@ def load_balancing_loss(
     x = stack_logits(router_logits)  # (L, T, E)
     valid = token_mask(mask, x.shape[1], x.device)
     probs = torch.softmax(x, dim=-1)
-    top = torch.topk(x, top_k, dim=-1).indices  # (L, T, k), in order of preference
+    top = top_experts(x, top_k)  # (L, T, k), in order of preference
     chosen = top[..., :1] if conv.count == "first_choice" else top
     counts = slot_counts(chosen, x.shape[-1], valid).to(probs.dtype)
     prob_sums = (probs * valid[:, None]).sum(1) if valid is not None else probs.sum(1)
@@ -132,6 +132,11 @@ def router_z_loss(
     z = torch.logsumexp(x, dim=-1).square()  # (L, T)
     per_layer = z.mean(-1) if valid is None else (z * valid).sum(-1) / valid.sum().clamp_min(1)
     return per_layer.sum() if layers == "sum" else per_layer.mean()
+
+
+def top_experts(x: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Indices [..., k] of each token's top-k experts, most preferred first (argmax for k=1: same choice, faster)."""
+    return x.argmax(-1, keepdim=True) if top_k == 1 else torch.topk(x, top_k, dim=-1).indices
 
 
 def slot_counts(chosen: torch.Tensor, num_experts: int, valid: torch.Tensor | None) -> torch.Tensor:

@@ -13,7 +13,7 @@ import math
 import torch
 
 from expertrack.moe._inputs import Logits, stack_logits, token_domains, token_mask
-from expertrack.moe.losses import slot_counts
+from expertrack.moe.losses import slot_counts, top_experts
 
 
 def _per_layer(result: torch.Tensor, router_logits: Logits) -> torch.Tensor:
@@ -25,7 +25,7 @@ def tokens_per_expert(router_logits: Logits, top_k: int, mask: torch.Tensor | No
     """Token-slot assignments per expert (int64 [E] or [L, E]): each token counts once for each of its top-k."""
     x = stack_logits(router_logits)
     valid = token_mask(mask, x.shape[1], x.device)
-    top = torch.topk(x, top_k, dim=-1).indices
+    top = top_experts(x, top_k)
     return _per_layer(slot_counts(top, x.shape[-1], valid), router_logits)
 
 
@@ -66,11 +66,12 @@ def load_entropy(load: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     return h / math.log(load.shape[-1]) if normalize else h
 
 
-def token_entropy(log_probs: torch.Tensor) -> torch.Tensor:
-    """Per-token entropy [..., T] of routing distributions given as log-probabilities [..., T, E]."""
+def token_entropy(log_probs: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token entropy [..., T] of routing distributions given as log-probabilities [..., T, E] (and, to save
+    an exp, the probabilities themselves)."""
     # Clamping keeps 0 * -inf (an expert masked to -inf) at 0 rather than NaN.
     logp = log_probs.clamp_min(torch.finfo(log_probs.dtype).min)
-    return -(logp.exp() * logp).sum(-1)
+    return -((logp.exp() if probs is None else probs) * logp).sum(-1)
 
 
 def router_entropy(router_logits: Logits, mask: torch.Tensor | None = None, normalize: bool = False) -> torch.Tensor:
@@ -103,7 +104,7 @@ def affinity_counts(
     x = stack_logits(router_logits)
     valid = token_mask(mask, x.shape[1], x.device)
     domains = token_domains(domain_ids, x.shape[1], x.device)
-    top = torch.topk(x, top_k, dim=-1).indices
+    top = top_experts(x, top_k)
     return _per_layer(domain_slot_counts(top, x.shape[-1], domains, num_domains, valid), router_logits)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from expertrack.moe import losses, names
 from expertrack.moe._inputs import Logits, stack_logits, token_domains, token_mask
-from expertrack.moe.losses import LBConvention, lb_from_sums, slot_counts
+from expertrack.moe.losses import LBConvention, lb_from_sums, slot_counts, top_experts
 from expertrack.moe.metrics import domain_slot_counts, entropy, load_fractions, maxvio, token_entropy
 
 
@@ -67,21 +67,23 @@ class RouterStats:
             x = stack_logits(router_logits)  # (L, T, E) float32
             acc = self._window(x)
             valid = token_mask(mask, x.shape[1], x.device)
-            self._add_routing(acc, x, valid)
+            top = top_experts(x, self.top_k)  # (L, T, k), most preferred first
+            self._add_routing(acc, x, top, valid)
             if self.domains and domain_ids is not None:
-                top = torch.topk(x, self.top_k, dim=-1).indices
                 ids = token_domains(domain_ids, x.shape[1], x.device)
                 acc["affinity"] += domain_slot_counts(top, self.num_experts, ids, len(self.domains), valid)
         self._updates += 1
 
-    def _add_routing(self, acc: dict[str, torch.Tensor], x: torch.Tensor, valid: torch.Tensor | None) -> None:
+    def _add_routing(
+        self, acc: dict[str, torch.Tensor], x: torch.Tensor, top: torch.Tensor, valid: torch.Tensor | None
+    ) -> None:
         """Everything but the affinity, for one forward pass (all on the device)."""
         logp = torch.log_softmax(x, dim=-1)
         probs = logp.exp()
-        top = torch.topk(x, self.top_k, dim=-1).indices  # (L, T, k)
         counts = slot_counts(top, self.num_experts, valid)  # (L, E) int64
-        z = torch.logsumexp(x, dim=-1).square()  # (L, T), ST-MoE eq. 5 before the mean
-        h = token_entropy(logp)  # (L, T)
+        # logsumexp(x) = x_i - logp_i for every i; at the arg-max both terms are finite. Cheaper than logsumexp.
+        z = (x.amax(-1) - logp.amax(-1)).square()  # (L, T), ST-MoE eq. 5 before the mean
+        h = token_entropy(logp, probs)  # (L, T)
         if valid is None:
             tokens = torch.full((), x.shape[1], dtype=torch.float32, device=x.device)
             prob_sums, z_sum, h_sum = probs.sum(1), z.sum(-1), h.sum(-1)
