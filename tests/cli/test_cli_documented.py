@@ -56,6 +56,35 @@ def test_documented(path: tuple[str, ...]) -> None:
     )
 
 
+def sections() -> dict[str, str]:
+    """docs/cli.md's text under each command heading, by command name (a group's name gathers its subcommands')."""
+    text = DOCS.read_text(encoding="utf-8")
+    headings = list(re.finditer(r"^#{1,4} .*$", text, re.MULTILINE))
+    out: dict[str, str] = {}
+    for here, after in zip(headings, [*headings[1:], None]):
+        match = HEADING.match(here.group(0))
+        if match:
+            out[match.group(1).strip()] = text[here.start() : after.start() if after else len(text)]
+    return out
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_documented_options_match_help(path: tuple[str, ...]) -> None:
+    """Every long option a command takes is named in its section (--dir is documented once, for all)."""
+    command = cli
+    ctx = click.Context(cli)
+    for word in path:
+        found = command.get_command(ctx, word) if isinstance(command, click.Group) else None
+        assert found is not None, f"`expertrack {' '.join(path)}` cannot be loaded"
+        command, ctx = found, click.Context(found, parent=ctx, info_name=word)
+    section = sections().get(" ".join(path))
+    if section is None:
+        pytest.skip("a group documented through its subcommands")
+    options = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+    missing = sorted(opt for opt in options - {"--dir", "--help"} if opt not in section)
+    assert not missing, f"docs/cli.md's `expertrack {' '.join(path)}` section does not mention {missing}"
+
+
 def test_docs_name_only_real_commands() -> None:
     known = {" ".join(path) for path in command_paths()}
     stale = documented() - known
