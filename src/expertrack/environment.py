@@ -89,8 +89,7 @@ def redact_url_credentials(text: str) -> str:
 def redact_env(env: dict[str, str]) -> dict[str, str]:
     """A copy of ``env`` with secret-looking variables' values replaced and URL credentials blanked."""
     return {
-        name: REDACTED if is_secret_name(name) else redact_url_credentials(value)
-        for name, value in sorted(env.items())
+        name: REDACTED if is_secret_name(name) else redact_url_credentials(value) for name, value in sorted(env.items())
     }
 
 
