@@ -122,8 +122,7 @@ def test_redact_argv_handles_equals_separate_value_and_overrides() -> None:
 def test_url_without_password_is_kept() -> None:
     assert redact_url_credentials("ssh://git@github.com/a/b") == "ssh://git@github.com/a/b"
     assert (
-        redact_url_credentials("see https://u:p@h/x and https://h/y")
-        == f"see https://{REDACTED}@h/x and https://h/y"
+        redact_url_credentials("see https://u:p@h/x and https://h/y") == f"see https://{REDACTED}@h/x and https://h/y"
     )
 
 
@@ -163,9 +162,7 @@ def test_package_versions_do_not_import_packages(tmp_path: Path) -> None:
         "print(json.dumps({'heavy': [m for m in ('torch', 'wandb', 'transformers') if m in sys.modules],"
         " 'packages': env['packages'], 'gpus': 'gpus' in env}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     result = json.loads(done.stdout)
     assert result["heavy"] == []
     assert result["gpus"] is False, "GPUs are only asked for when the program imported torch"
@@ -201,9 +198,7 @@ def _git(repo: Path, *args: str) -> str:
 
 
 @needs_git
-def test_git_commit_and_dirty_flag_in_a_real_repository(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_git_commit_and_dirty_flag_in_a_real_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
