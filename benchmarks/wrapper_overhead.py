@@ -7,12 +7,15 @@ can and times itself. It runs:
 - alone on a pseudo-terminal drained by a bare reader (what any pty costs, before any tracking);
 - under ``expertrack run`` (stdout on a pty, the default), to /dev/null, every line parsed and stored;
 - under ``expertrack run --pipe``, the same through a pipe;
+- a paced child (--work-ms of busy work per line, like a training step) alone and under ``expertrack run``;
 - when wandb is installed, under a naive wrapper (the seed's wandb_train.py design) that reads a pipe and calls
   ``wandb.log`` per line in offline mode; it is slow, so it gets --wandb-lines lines.
 
 For each: the child's own lines/s (what training would feel), lines/s end to end (until the wrapper has exited,
-everything stored), and both as ratios to the child alone. Goal (issue 3): under expertrack the child keeps at
-least 70% of its speed alone. Each setup runs --repeat times; the best run counts (the machine is shared).
+everything stored), both as ratios to the child alone, and the CPU time per line spent outside the child's loop
+(interpreter start-up, relay, parsing, storing), which, unlike speeds, does not depend on what else the machine
+runs. Goal (issue 3): under expertrack the child keeps at least 70% of its speed alone. Each setup runs --repeat
+times and the best run counts (the machine may be shared).
 
     python benchmarks/wrapper_overhead.py [--lines 200000] [--wandb-lines 10000] [--repeat 3]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +36,7 @@ from pathlib import Path
 CHILD = """
 import sys, time
 n, out, work_s = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 for step in range(1, n + 1):
     if work_s:  # a "training step": busy, not sleeping, so any CPU the wrapper takes shows
         until = time.perf_counter() + work_s
@@ -41,7 +45,7 @@ for step in range(1, n + 1):
     print(f"step {step:4d}/{n}: train loss {5.0 / (1 + step * 1e-4):.6f} (12.3 ms, 84000 tok/s)")
 sys.stdout.flush()
 with open(out, "w") as f:
-    f.write(str(time.perf_counter() - start))
+    f.write(f"{time.perf_counter() - start} {time.process_time() - cpu_start}")
 """
 
 # The design of the seed's wandb_train.py: read the child's stdout line by line, regex, wandb.log per line.
@@ -85,6 +89,7 @@ class Result:
     lines: int
     child_s: float
     wall_s: float
+    wrapper_cpu_s: float  # CPU time of everything but the child's printing loop: startup, relay, parsing, storing
     baseline: Result | None = None  # what "vs alone" compares with; None: this is a baseline
 
 
@@ -103,12 +108,20 @@ class Bench:
         timing = self.work / "child-time"
         timing.unlink(missing_ok=True)
         child = [sys.executable, str(self.work / "child.py"), str(lines), str(timing), str(work_ms / 1000)]
+        before = _children_cpu()
         start = time.perf_counter()
         subprocess.run(
             [*wrapper, *child], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env, check=True
         )
         wall = time.perf_counter() - start
-        return Result(name, lines, float(timing.read_text()), wall)
+        child_s, child_cpu = map(float, timing.read_text().split())
+        return Result(name, lines, child_s, wall, _children_cpu() - before - child_cpu)
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of all finished child processes so far (and theirs, once reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def check_stored(runs_dir: Path, lines: int) -> None:
@@ -165,15 +178,18 @@ def main() -> None:
 
 
 def print_table(results: list[Result]) -> None:
-    print(
-        f"{'setup':<34} {'lines':>8} {'child lines/s':>14} {'vs alone':>9} {'end-to-end lines/s':>19} {'vs alone':>9}"
-    )
+    header = f"{'setup':<34} {'lines':>8} {'child lines/s':>14} {'vs alone':>9} {'end-to-end lines/s':>19}"
+    print(f"{header} {'vs alone':>9} {'other CPU us/line':>18}")
     for r in results:
         child, wall = r.lines / r.child_s, r.lines / r.wall_s
         base = r.baseline or r
         child_ratio = child / (base.lines / base.child_s)
         wall_ratio = wall / (base.lines / base.wall_s)
-        print(f"{r.name:<34} {r.lines:>8,} {child:>14,.0f} {child_ratio:>8.0%} {wall:>19,.0f} {wall_ratio:>8.0%}")
+        cpu = 1e6 * r.wrapper_cpu_s / r.lines
+        print(
+            f"{r.name:<34} {r.lines:>8,} {child:>14,.0f} {child_ratio:>8.0%} {wall:>19,.0f} {wall_ratio:>8.0%} "
+            f"{cpu:>18.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from expertrack.capture.child import STDERR, STDOUT, Child, ChildExit, SpawnError, forward_signals
+from expertrack.capture.relay import HEADER, STREAMS, FrameReader
 
 # Everything a terminal could "fix": invalid UTF-8, CRLF, carriage-return progress, colours, a missing final
 # newline. A pty with output processing on would turn each "\n" into "\r\n".
@@ -140,3 +141,14 @@ def test_sigterm_to_us_is_forwarded_to_the_child(tmp_path: Path) -> None:
         ended = child.wait()
     assert bytes(got) == f"child got {int(signal.SIGTERM)}\n".encode()
     assert ended == ChildExit(7, None)
+
+
+def test_frames_cut_anywhere_are_put_back_together() -> None:
+    frames = b"".join(
+        HEADER.pack(STREAMS.index(stream), len(data)) + data
+        for stream, data in [(STDOUT, b"abc\n"), (STDERR, b""), (STDERR, b"\xff" * 300), (STDOUT, b"z")]
+    )
+    for cut in (1, 2, 5, 7, 64):
+        reader = FrameReader()
+        chunks = [c for i in range(0, len(frames), cut) for c in reader.feed(frames[i : i + cut])]
+        assert chunks == [(STDOUT, b"abc\n"), (STDERR, b""), (STDERR, b"\xff" * 300), (STDOUT, b"z")]

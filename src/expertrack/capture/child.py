@@ -6,9 +6,9 @@ when it is a terminal. On a pipe, a trainer that prints one line per step would 
 bursts of ~60 lines, and a crash would lose the unflushed tail. On a pty every line arrives when it is printed,
 for any program, with no change to it. Output post-processing is switched off on the pty (no OPOST, so no
 "\\n" -> "\\r\\n"), so the bytes we read are the bytes the program wrote. The price is throughput: the program
-now makes one write per line and the kernel's pty path costs a few microseconds each (benchmarks/
-wrapper_overhead.py measures it); ``use_pty=False`` reads through a pipe instead, for programs that flood
-output and flush themselves.
+now makes one write per line and the kernel's pty path costs microseconds each (benchmarks/wrapper_overhead.py
+measures it); ``use_pty=False`` reads through a pipe instead, for programs that flood output and flush
+themselves.
 
 stderr stays a separate channel, so the two streams never mix: a second pty when our own stderr is a terminal
 (colours, progress bars), else a pipe (stderr is unbuffered in C and line-buffered in Python anyway).
@@ -18,8 +18,9 @@ SIGTERM sent to the wrapper exactly once (the terminal sends Ctrl-C to the wrapp
 and its reads from a terminal on stdin are not subject to job control. On Linux the child also asks the kernel
 (``PR_SET_PDEATHSIG``) for SIGTERM when the wrapper dies, so it is never left running unseen.
 
-One reader thread polls both channels, writes each chunk through to our own stdout/stderr at once, and hands it
-to ``on_output`` (which must only enqueue: parsing and storing happen on another thread, off the child's path).
+A relay process (relay.py) drains both channels and passes each chunk through at once; a thread here hands the
+chunks to ``on_output``, which must only enqueue: parsing and storing happen on another thread, off the child's
+path.
 """
 
 from __future__ import annotations
@@ -27,26 +28,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import signal
 import subprocess
 import sys
 import termios
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+from expertrack.capture.relay import F_SETPIPE_SZ, PIPE_SIZE, STDERR, STDOUT, FrameReader, start_relay
 from expertrack.notify import say as _say
 
-STDOUT = "stdout"
-STDERR = "stderr"
-READ_SIZE = 1 << 16
-PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: a 1 MiB pipe rides out pauses of the reader (default 64 KiB)
-QUIET_AFTER_EXIT_S = 1.0  # a grandchild may hold the output open after the child exits; stop when it is silent
+__all__ = ["STDERR", "STDOUT", "Child", "ChildExit", "SpawnError", "forward_signals"]
+
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_F_SETPIPE_SZ = 1031  # Linux, from <linux/fcntl.h>; absent from the fcntl module before Python 3.10 on some builds
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -83,11 +79,10 @@ class Child:
         self.use_pty = use_pty
         self.process: subprocess.Popen[bytes] | None = None
         self._channels: dict[int, str] = {}  # our read end -> stream name
-        self._ptys: list[int] = []  # our ends that are pty masters (for window sizes)
-        self._echo = {STDOUT: 1, STDERR: 2}  # where each stream is passed through; dropped if it breaks
-        self._exited_at: float | None = None
+        self._ptys: list[int] = []  # our ends that are pty masters (kept here for window sizes)
+        self._relay: tuple[int, int] | None = None  # its pid, the read end of its frame pipe
         self._handler_broken = False
-        self._reader = threading.Thread(target=self._pump, name="expertrack-reader", daemon=True)
+        self._reader = threading.Thread(target=self._drain, name="expertrack-reader", daemon=True)
 
     @property
     def pid(self) -> int | None:
@@ -118,14 +113,23 @@ class Child:
         finally:
             os.close(out_write)  # the child holds its ends; ours must go so we see end-of-file
             os.close(err_write)
+        self._relay = start_relay(self._channels, _die_with_parent())
+        for fd in self._channels:
+            if fd not in self._ptys:
+                os.close(fd)  # only the relay reads; a pipe with no reader left gives the child EPIPE
         self._reader.start()
 
     def wait(self) -> ChildExit:
         """Wait for the child to end, then for its output to be drained; return how it ended."""
         assert self.process is not None, "start() first"
         returncode = self.process.wait()  # signal handlers run on this (main) thread while it waits
-        self._exited_at = time.monotonic()
+        assert self._relay is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._relay[0], signal.SIGUSR1)  # the child is gone: stop when its output falls silent
         self._reader.join()
+        os.waitpid(self._relay[0], 0)
+        for fd in self._ptys:
+            os.close(fd)
         if returncode < 0:
             return ChildExit(code=None, signal=-returncode)
         return ChildExit(code=returncode, signal=None)
@@ -161,7 +165,7 @@ class Child:
             return master, slave
         read_end, write_end = os.pipe()
         with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size; the default still works
-            fcntl.fcntl(read_end, _F_SETPIPE_SZ, PIPE_SIZE)
+            fcntl.fcntl(read_end, F_SETPIPE_SZ, PIPE_SIZE)
         self._channels[read_end] = stream
         return read_end, write_end
 
@@ -174,33 +178,18 @@ class Child:
 
     # ---- the reader thread ------------------------------------------------------------------------------------
 
-    def _pump(self) -> None:
-        """Drain both channels until each reaches end-of-file (or falls silent after the child exited)."""
-        poller = select.poll()
-        for fd in self._channels:
-            poller.register(fd, select.POLLIN)
-        open_fds = dict(self._channels)
-        last_data = time.monotonic()
-        while open_fds:
-            ready = poller.poll(200)
-            if not ready:
-                exited = self._exited_at
-                if exited is not None and time.monotonic() - max(exited, last_data) > QUIET_AFTER_EXIT_S:
-                    break  # something the child started still holds the output open, and is silent
-                continue
-            last_data = time.monotonic()
-            for fd, _event in ready:
-                data = _read(fd)
-                if data:
-                    stream = open_fds[fd]
-                    self._pass_through(stream, data)
-                    self._hand_over(stream, data)
-                else:
-                    poller.unregister(fd)
-                    del open_fds[fd]
-        for fd in self._channels:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    def _drain(self) -> None:
+        """Move the relay's frames into ``on_output`` until the relay ends (its pipe reaches end-of-file)."""
+        assert self._relay is not None
+        frames = self._relay[1]
+        reader = FrameReader()
+        while True:
+            data = os.read(frames, PIPE_SIZE)
+            if not data:
+                break
+            for stream, chunk in reader.feed(data):
+                self._hand_over(stream, chunk)
+        os.close(frames)
 
     def _hand_over(self, stream: str, data: bytes) -> None:
         if self._handler_broken:
@@ -210,36 +199,6 @@ class Child:
         except Exception as exc:  # outer boundary: tracking may fail, the child's output must keep flowing
             self._handler_broken = True
             _say(f"tracking of the output stopped ({type(exc).__name__}: {exc}); the command keeps running")
-
-    def _pass_through(self, stream: str, data: bytes) -> None:
-        fd = self._echo.get(stream)
-        if fd is None:
-            return
-        try:
-            _write_all(fd, data)
-        except OSError:
-            # our stdout is gone (e.g. `expertrack run ... | head`): keep draining and tracking; the child
-            # must not die of a reader that left
-            del self._echo[stream]
-
-
-def _read(fd: int) -> bytes:
-    """One chunk, or b"" at end of output (a pty master reports the end with EIO once the child closed it)."""
-    try:
-        return os.read(fd, READ_SIZE)
-    except OSError:  # EIO is the pty's end-of-file; anything else also ends this channel
-        return b""
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except BlockingIOError:  # a terminal someone set non-blocking: wait until it takes more
-            select.select([], [fd], [])
-            continue
-        view = view[written:]
 
 
 def _isatty(fd: int) -> bool:
@@ -258,8 +217,9 @@ def _terminal_size() -> bytes | None:
     return None
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A pre-exec hook that asks the kernel for SIGTERM when the wrapper dies (Linux; None elsewhere).
+def _die_with_parent() -> Callable[[int], None] | None:
+    """A function that asks the kernel to send a signal to the calling process when its parent dies (Linux's
+    PR_SET_PDEATHSIG), to call in a child before exec; None where there is no such request.
 
     libc is loaded here, in the parent: between fork and exec the child may only run code that takes no lock
     another thread could have held at the fork (no imports, little allocation).
@@ -270,14 +230,21 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
-    sigterm = int(signal.SIGTERM)
 
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
-        if os.getppid() != parent:  # the wrapper died before prctl took effect
-            os.kill(os.getpid(), sigterm)
+    def request(signum: int) -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signum)
 
-    return hook
+    return request
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """The child's pre-exec hook: SIGTERM when the wrapper dies, so a trainer can still save a checkpoint."""
+    request = _die_with_parent()
+    if request is None:
+        return None
+    return lambda: request(signal.SIGTERM)
 
 
 @contextlib.contextmanager

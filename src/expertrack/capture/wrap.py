@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +22,9 @@ from expertrack.notify import say
 if TYPE_CHECKING:
     from expertrack.tracking import Run
 
-# The reader thread must get the GIL back quickly when the parser thread is busy, or the child blocks on a full
-# pty (its buffer holds ~4 KiB, a fraction of a millisecond of a flood). CPython's default is 5 ms.
-SWITCH_INTERVAL_S = 0.0005
+# Parsing and storing run at a lower priority than the child (and than the relay and the thread that drains it),
+# so on a busy machine the trainer keeps the CPU and tracking catches up later (DESIGN.md rule 1).
+TRACKING_NICENESS = 10
 
 
 @dataclass
@@ -45,7 +45,6 @@ class WrapOptions:
 
 def wrap(options: WrapOptions) -> int:
     """Run the command to its end while tracking it; return its exit status (127/126 if it cannot start)."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     tracker = OutputTracker(options.parser, announce=say)
     child = Child(options.argv, tracker.on_output, use_pty=options.use_pty)
     with forward_signals(child):
@@ -54,6 +53,7 @@ def wrap(options: WrapOptions) -> int:
         except SpawnError as err:
             say(str(err))
             return err.exit_code
+        _lower_priority_of_new_threads()
         try:
             run = start_run(options)
             tracker.start(run)
@@ -87,6 +87,17 @@ def start_run(options: WrapOptions) -> Run | None:
         return None
     say(f"tracking run {run.name} ({run.id}) in {_shown(run.dir)}")
     return run
+
+
+def _lower_priority_of_new_threads() -> None:
+    """Lower this thread's priority; threads it starts from now on (the run's writer, the parser) inherit it.
+
+    On Linux a nice value belongs to a thread, so the thread draining the relay, started earlier, keeps its own.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRACKING_NICENESS)
+    except (OSError, AttributeError):  # not permitted, or not Unix: tracking simply shares the CPU
+        pass
 
 
 def _shown(directory: Path) -> str:

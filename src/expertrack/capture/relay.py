@@ -1,0 +1,146 @@
+"""The relay: a small process, forked from the wrapper, that drains the child's output, passes every chunk
+through to the wrapper's stdout/stderr at once, and forwards it, framed, over a 1 MiB pipe to the wrapper.
+
+Why a process and not a thread: a pty holds only ~4 KiB, a fraction of a millisecond of a program that prints
+fast, and a thread in the wrapper must take the GIL after every read, which the parsing thread holds for up to
+the switch interval. Everything the child waits on (reading its output and showing it to you) therefore lives
+in a process that does nothing else, at full priority. The wrapper drains the frame pipe into memory with one
+thread, so the relay rarely waits either; if tracking falls far behind, the waits are back-pressure, never loss.
+
+Frames are ``HEADER`` (stream id, length) followed by that many bytes. The relay ends when every channel has
+reached end-of-file, or, once told that the child exited (SIGUSR1), when the channels have been silent for
+``QUIET_AFTER_EXIT_S`` (something the child started still holds them open). It ignores the signals the wrapper
+forwards (the wrapper decides what reaches the child) and dies with the wrapper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import struct
+import time
+from collections.abc import Callable
+from types import FrameType
+
+STDOUT = "stdout"
+STDERR = "stderr"
+STREAMS = (STDOUT, STDERR)  # index = stream id in a frame
+HEADER = struct.Struct("<BI")
+READ_SIZE = 1 << 16
+PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: capped by /proc/sys/fs/pipe-max-size (1 MiB by default)
+QUIET_AFTER_EXIT_S = 1.0
+F_SETPIPE_SZ = 1031  # Linux, <linux/fcntl.h>
+_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGWINCH)
+
+
+def start_relay(channels: dict[int, str], die_with_parent: Callable[[int], None] | None) -> tuple[int, int]:
+    """Fork the relay for ``channels`` (read end -> stream name); return (its pid, the frame pipe's read end).
+
+    Call with no other thread running: the forked process runs Python code.
+    """
+    frames_read, frames_write = os.pipe()
+    with contextlib.suppress(OSError):
+        import fcntl
+
+        fcntl.fcntl(frames_write, F_SETPIPE_SZ, PIPE_SIZE)
+    pid = os.fork()
+    if pid == 0:  # the relay
+        status = 1
+        try:
+            os.close(frames_read)
+            _become_relay(die_with_parent)
+            _pump(channels, frames_write)
+            status = 0
+        finally:
+            os._exit(status)  # never return into the wrapper's code, never run its atexit hooks
+    os.close(frames_write)
+    return pid, frames_read
+
+
+class FrameReader:
+    """Splits the frame pipe's bytes back into (stream, chunk) pairs; frames may arrive cut anywhere."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        chunks = []
+        offset = 0
+        while len(buffer) - offset >= HEADER.size:
+            stream_id, length = HEADER.unpack_from(buffer, offset)
+            end = offset + HEADER.size + length
+            if end > len(buffer):
+                break
+            chunks.append((STREAMS[stream_id], bytes(buffer[offset + HEADER.size : end])))
+            offset = end
+        del buffer[:offset]
+        return chunks
+
+
+_child_exited_at: list[float] = []  # set in the relay process only, by its SIGUSR1 handler
+
+
+def _become_relay(die_with_parent: Callable[[int], None] | None) -> None:
+    for signum in _IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
+    for signum in (signal.SIGTSTP, signal.SIGCONT):
+        signal.signal(signum, signal.SIG_DFL)  # stop and continue with the wrapper's group (Ctrl-Z, fg)
+    signal.signal(signal.SIGUSR1, _note_child_exit)
+    if die_with_parent is not None:
+        die_with_parent(signal.SIGKILL)
+
+
+def _note_child_exit(signum: int, frame: FrameType | None) -> None:
+    _child_exited_at.append(time.monotonic())
+
+
+def _pump(channels: dict[int, str], frames: int) -> None:
+    poller = select.poll()
+    for fd in channels:
+        poller.register(fd, select.POLLIN)
+    open_fds = dict(channels)
+    echo = {STDOUT: 1, STDERR: 2}
+    last_data = time.monotonic()
+    while open_fds:
+        ready = poller.poll(200)
+        if not ready:
+            if _child_exited_at and time.monotonic() - max(_child_exited_at[0], last_data) > QUIET_AFTER_EXIT_S:
+                return
+            continue
+        last_data = time.monotonic()
+        for fd, _event in ready:
+            data = _read(fd)
+            if not data:
+                poller.unregister(fd)
+                del open_fds[fd]
+                continue
+            stream = open_fds[fd]
+            if stream in echo:
+                try:
+                    _write_all(echo[stream], data)
+                except OSError:  # our reader left (`expertrack run ... | head`): keep draining and tracking
+                    del echo[stream]
+            _write_all(frames, HEADER.pack(STREAMS.index(stream), len(data)) + data)
+
+
+def _read(fd: int) -> bytes:
+    """One chunk, or b"" at end of output (a pty master reports the end with EIO once the child closed it)."""
+    try:
+        return os.read(fd, READ_SIZE)
+    except OSError:
+        return b""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:  # a terminal someone set non-blocking: wait until it takes more
+            select.select([], [fd], [])
+            continue
+        view = view[written:]
