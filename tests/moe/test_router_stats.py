@@ -78,6 +78,15 @@ def test_log_to_logs_every_name_with_its_shape_and_resets() -> None:
     assert stats.log_to(run, step=2) == {} and len(run.logged) == 1  # an empty window logs nothing
 
 
+def test_computed_values_survive_the_reset() -> None:
+    stats = RouterStats(num_experts=4, top_k=2)
+    stats.update([torch.randn(6, 4)], domain_ids=torch.tensor([0, 1, 2, 0, 1, 2]))
+    values = stats.compute()
+    stats.reset()  # zeroes the accumulators in place
+    assert values[names.TOKENS_PER_EXPERT].sum().item() == 12
+    assert values[names.AFFINITY].sum().item() == 12
+
+
 def test_lb_loss_in_stats_equals_the_function_in_each_convention() -> None:
     gen = torch.Generator().manual_seed(3)
     layers = [torch.randn(10, 8, generator=gen) for _ in range(2)]

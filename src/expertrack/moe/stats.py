@@ -138,13 +138,13 @@ class RouterStats:
             names.LOAD_ENTROPY: load_h.mean(),
             names.LOAD_ENTROPY_NORM: load_h.mean() / log_e,
             names.UTILIZATION: utilization,
-            names.TOKENS_PER_EXPERT: acc["counts"],
+            names.TOKENS_PER_EXPERT: acc["counts"].clone(),  # copies: reset() zeroes the accumulators in place
             names.MAXVIO_LAYERS: maxvio_layers,
             names.ROUTER_ENTROPY_NORM_LAYERS: router_h / log_e,
             names.LOAD_ENTROPY_NORM_LAYERS: load_h / log_e,
         }
         if self.domains:
-            out[names.AFFINITY] = acc["affinity"]
+            out[names.AFFINITY] = acc["affinity"].clone()
         return out
 
     def log_to(self, run: Any, step: int) -> dict[str, Any]:
