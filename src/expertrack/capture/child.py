@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-from expertrack.capture.relay import F_SETPIPE_SZ, PIPE_SIZE, STDERR, STDOUT, FrameReader, start_relay
+from expertrack.capture.relay import F_SETPIPE_SZ, PIPE_SIZE, STDERR, STDOUT, FrameReader, Relay, start_relay
 from expertrack.notify import say as _say
 
 __all__ = ["STDERR", "STDOUT", "Child", "ChildExit", "SpawnError", "forward_signals"]
@@ -80,13 +80,9 @@ class Child:
         self.process: subprocess.Popen[bytes] | None = None
         self._channels: dict[int, str] = {}  # our read end -> stream name
         self._ptys: list[int] = []  # our ends that are pty masters (kept here for window sizes)
-        self._relay: tuple[int, int] | None = None  # its pid, the read end of its frame pipe
+        self._relay: Relay | None = None
         self._handler_broken = False
         self._reader = threading.Thread(target=self._drain, name="expertrack-reader", daemon=True)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
 
     def start(self) -> None:
         """Start the command; raises ``SpawnError`` (exit code 127/126) when it cannot run."""
@@ -124,10 +120,9 @@ class Child:
         assert self.process is not None, "start() first"
         returncode = self.process.wait()  # signal handlers run on this (main) thread while it waits
         assert self._relay is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self._relay[0], signal.SIGUSR1)  # the child is gone: stop when its output falls silent
+        os.close(self._relay.exited)  # tells the relay: stop once the output falls silent
         self._reader.join()
-        os.waitpid(self._relay[0], 0)
+        os.waitpid(self._relay.pid, 0)
         for fd in self._ptys:
             os.close(fd)
         if returncode < 0:
@@ -181,7 +176,7 @@ class Child:
     def _drain(self) -> None:
         """Move the relay's frames into ``on_output`` until the relay ends (its pipe reaches end-of-file)."""
         assert self._relay is not None
-        frames = self._relay[1]
+        frames = self._relay.frames
         reader = FrameReader()
         while True:
             data = os.read(frames, PIPE_SIZE)

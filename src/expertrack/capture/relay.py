@@ -8,9 +8,9 @@ in a process that does nothing else, at full priority. The wrapper drains the fr
 thread, so the relay rarely waits either; if tracking falls far behind, the waits are back-pressure, never loss.
 
 Frames are ``HEADER`` (stream id, length) followed by that many bytes. The relay ends when every channel has
-reached end-of-file, or, once told that the child exited (SIGUSR1), when the channels have been silent for
-``QUIET_AFTER_EXIT_S`` (something the child started still holds them open). It ignores the signals the wrapper
-forwards (the wrapper decides what reaches the child) and dies with the wrapper.
+reached end-of-file, or, once told that the child exited (the wrapper closes the "exited" pipe), when the
+channels have been silent for ``QUIET_AFTER_EXIT_S`` (something the child started still holds them open). It
+ignores the signals the wrapper forwards (the wrapper decides what reaches the child) and dies with the wrapper.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import signal
 import struct
 import time
 from collections.abc import Callable
-from types import FrameType
+from dataclasses import dataclass
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -32,15 +32,33 @@ READ_SIZE = 1 << 16
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: capped by /proc/sys/fs/pipe-max-size (1 MiB by default)
 QUIET_AFTER_EXIT_S = 1.0
 F_SETPIPE_SZ = 1031  # Linux, <linux/fcntl.h>
-_IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGWINCH)
+_IGNORED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
 
 
-def start_relay(channels: dict[int, str], die_with_parent: Callable[[int], None] | None) -> tuple[int, int]:
-    """Fork the relay for ``channels`` (read end -> stream name); return (its pid, the frame pipe's read end).
+@dataclass(frozen=True)
+class Relay:
+    """The wrapper's handles on a running relay."""
+
+    pid: int
+    frames: int  # read end of the frame pipe
+    exited: int  # write end of the "child exited" pipe: closing it tells the relay
+
+
+def start_relay(channels: dict[int, str], die_with_parent: Callable[[int], None] | None) -> Relay:
+    """Fork the relay for ``channels`` (read end -> stream name).
 
     Call with no other thread running: the forked process runs Python code.
     """
     frames_read, frames_write = os.pipe()
+    exited_read, exited_write = os.pipe()
     with contextlib.suppress(OSError):
         import fcntl
 
@@ -50,13 +68,15 @@ def start_relay(channels: dict[int, str], die_with_parent: Callable[[int], None]
         status = 1
         try:
             os.close(frames_read)
+            os.close(exited_write)
             _become_relay(die_with_parent)
-            _pump(channels, frames_write)
+            _pump(channels, frames_write, exited_read)
             status = 0
         finally:
             os._exit(status)  # never return into the wrapper's code, never run its atexit hooks
     os.close(frames_write)
-    return pid, frames_read
+    os.close(exited_read)
+    return Relay(pid, frames_read, exited_write)
 
 
 class FrameReader:
@@ -81,38 +101,34 @@ class FrameReader:
         return chunks
 
 
-_child_exited_at: list[float] = []  # set in the relay process only, by its SIGUSR1 handler
-
-
 def _become_relay(die_with_parent: Callable[[int], None] | None) -> None:
     for signum in _IGNORED:
         signal.signal(signum, signal.SIG_IGN)
     for signum in (signal.SIGTSTP, signal.SIGCONT):
         signal.signal(signum, signal.SIG_DFL)  # stop and continue with the wrapper's group (Ctrl-Z, fg)
-    signal.signal(signal.SIGUSR1, _note_child_exit)
     if die_with_parent is not None:
         die_with_parent(signal.SIGKILL)
 
 
-def _note_child_exit(signum: int, frame: FrameType | None) -> None:
-    _child_exited_at.append(time.monotonic())
-
-
-def _pump(channels: dict[int, str], frames: int) -> None:
+def _pump(channels: dict[int, str], frames: int, exited: int) -> None:
     poller = select.poll()
-    for fd in channels:
+    for fd in (*channels, exited):
         poller.register(fd, select.POLLIN)
     open_fds = dict(channels)
     echo = {STDOUT: 1, STDERR: 2}
     last_data = time.monotonic()
+    exited_at: float | None = None
     while open_fds:
         ready = poller.poll(200)
-        if not ready:
-            if _child_exited_at and time.monotonic() - max(_child_exited_at[0], last_data) > QUIET_AFTER_EXIT_S:
-                return
-            continue
-        last_data = time.monotonic()
+        now = time.monotonic()
+        if exited_at is not None and not ready and now - max(exited_at, last_data) > QUIET_AFTER_EXIT_S:
+            return
         for fd, _event in ready:
+            if fd == exited:  # end-of-file: the wrapper has seen the child exit
+                poller.unregister(fd)
+                exited_at = now
+                continue
+            last_data = now
             data = _read(fd)
             if not data:
                 poller.unregister(fd)
