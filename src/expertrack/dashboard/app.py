@@ -1,0 +1,324 @@
+"""The dashboard's HTTP side: a read-only JSON API over the store and the page's own static files.
+
+Routes (all GET):
+  /                               the page
+  /static/{name}                  only the files named in STATIC (no directory is ever served)
+  /api/health                     {"ok": true, ...}: the page's and the tests' readiness probe
+  /api/runs?metrics=k1,k2         the runs table; last/best of the named scalar keys per run
+  /api/runs/{ref}                 one run: config, summary, environment, keys
+  /api/runs/{ref}/console?offset  its console output from a byte offset (live tail)
+  /api/runs/{ref}/array?key&step  one array (e.g. moe/affinity [L,E,D]) at a step, for the MoE view
+  /api/runs/{ref}/array_series?key  a small array at every step (e.g. a per-layer entropy), as columns
+  /api/series?key&runs&buckets&after&x&lo&hi   one scalar key for several runs, min/max downsampled
+Bad input answers 4xx with {"error": "..."}; nothing here writes to the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from expertrack.dashboard.encode import JSON, PackedJSON
+from expertrack.errors import StoreError
+
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_BUCKETS = 10_000
+MAX_RUNS_PER_REQUEST = 500
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+MMAP_BYTES = 1 << 30
+
+# Served files, by the name the page asks for. A name not here is a 404: no path is ever joined from a request.
+STATIC: dict[str, tuple[str, str]] = {
+    name: (str(STATIC_DIR / name), media)
+    for name, media in {
+        "index.html": "text/html; charset=utf-8",
+        "style.css": "text/css; charset=utf-8",
+        "app.js": "text/javascript; charset=utf-8",
+        "util.js": "text/javascript; charset=utf-8",
+        "table.js": "text/javascript; charset=utf-8",
+        "charts.js": "text/javascript; charset=utf-8",
+        "moe.js": "text/javascript; charset=utf-8",
+        "runpage.js": "text/javascript; charset=utf-8",
+        "favicon.svg": "image/svg+xml",
+    }.items()
+}
+
+# Scripts only from this server (so even a missed escape cannot run inline script); plotly needs inline styles.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def plotly_js() -> Path | None:
+    """plotly.min.js as bundled in the installed ``plotly`` package (served from there, never fetched), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+class Guard:
+    """ASGI middleware: refuse requests for other host names (DNS rebinding) and add security headers."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...] | None) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.allowed_hosts is not None:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.lower() not in self.allowed_hosts:
+                await JSON({"error": f"host {host!r} is not served here"}, 400)(scope, receive, send)
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class Handlers:
+    """The routes' bodies. Each opens the store read-only for its request, answers JSON, and closes it."""
+
+    def __init__(self, directory: Path, open_api: Callable[[Path], Any]) -> None:
+        self.directory = directory
+        self.open_api = open_api
+        self._rows: Any = None
+
+    @contextmanager
+    def api(self, required: bool = True) -> Iterator[Any]:
+        """A fresh read-only reader of the store; None (or a 404 when ``required``) while there is no store."""
+        try:
+            api = self.open_api(self.directory)
+        except StoreError as exc:
+            raise HTTPException(503, f"cannot read the store: {exc}") from None
+        if api is None and required:
+            raise HTTPException(404, f"no store in {self.directory} yet: no run has been logged there")
+        try:
+            yield api
+        finally:
+            if api is not None:
+                api.close()
+
+    def health(self, request: Request) -> Response:
+        return JSON({"ok": True, "dir": str(self.directory), "time": time.time()})
+
+    def runs(self, request: Request) -> Response:
+        metrics = _names(request, "metrics")
+        with self.api(required=False) as api:
+            runs = [] if api is None else api.runs()
+            if self._rows is None:
+                self._rows = _data().RowCache()
+            rows = [self._rows.row(r, metrics) for r in runs]
+        self._rows.forget_except({r["id"] for r in rows})
+        body = JSON({"runs": rows, "dir": str(self.directory)}).body
+        # The page polls this every second; an unchanged table costs neither side a parse.
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"etag": etag})
+        return Response(body, media_type="application/json", headers={"etag": etag, "cache-control": "no-cache"})
+
+    def run(self, request: Request) -> Response:
+        with self.api() as api:
+            return JSON(_data().run_detail(self._run(api, request)))
+
+    def console(self, request: Request) -> Response:
+        offset = _number(request, "offset", int, minimum=0)
+        with self.api() as api:
+            return JSON(_data().console(self._run(api, request), offset))
+
+    def array(self, request: Request) -> Response:
+        key = _required(request, "key")
+        step = _number(request, "step", int)
+        with self.api() as api:
+            return JSON(_data().array_at(self._run(api, request), key, step))
+
+    def array_series(self, request: Request) -> Response:
+        key = _required(request, "key")
+        with self.api() as api:
+            return PackedJSON(_data().array_series(self._run(api, request), key))
+
+    def series(self, request: Request) -> Response:
+        key = _required(request, "key")
+        refs = _names(request, "runs")
+        if not refs:
+            raise HTTPException(400, "runs: give at least one run id, comma-separated")
+        if len(refs) > MAX_RUNS_PER_REQUEST:
+            raise HTTPException(400, f"runs: at most {MAX_RUNS_PER_REQUEST} per request")
+        buckets = _number(request, "buckets", int, minimum=1, maximum=MAX_BUCKETS) or 1000
+        x = request.query_params.get("x", "step")
+        if x not in ("step", "time"):
+            raise HTTPException(400, f"x: 'step' or 'time', not {x!r}")
+        lo, hi = _number(request, "lo", float), _number(request, "hi", float)
+        after = _afters(request, len(refs))
+        out: dict[str, Any] = {}
+        with self.api() as api:
+            for ref, after_step in zip(refs, after):
+                run = _data().find_run(api, ref)
+                answer = _data().series(run, key, buckets, after_step, lo, hi, x)
+                if answer is not None:
+                    out[run.id] = answer
+        return PackedJSON({"key": key, "buckets": buckets, "series": out})
+
+    @staticmethod
+    def _run(api: Any, request: Request) -> Any:
+        return _data().find_run(api, request.path_params["ref"])
+
+
+def _data() -> ModuleType:
+    """``expertrack.dashboard.data``, imported on first use: the server answers before NumPy has loaded, and
+    ``warm_up`` loads it in the background right after start-up."""
+    from expertrack.dashboard import data
+
+    return data
+
+
+@asynccontextmanager
+async def warm_up(app: Starlette) -> AsyncIterator[None]:
+    # A moment after start-up, so the import does not compete with binding the socket for the GIL.
+    timer = threading.Timer(0.3, _data)
+    timer.daemon = True
+    timer.start()
+    yield
+
+
+def _required(request: Request, name: str) -> str:
+    value = request.query_params.get(name, "")
+    if not value:
+        raise HTTPException(400, f"{name}: required")
+    if len(value) > 1000:
+        raise HTTPException(400, f"{name}: longer than 1000 characters")
+    return value
+
+
+def _names(request: Request, name: str) -> list[str]:
+    """A comma-separated list parameter, empty items dropped."""
+    return [item for item in request.query_params.get(name, "").split(",") if item]
+
+
+def _number(request: Request, name: str, kind: type, minimum: float | None = None, maximum: float | None = None) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        wanted = "an integer" if kind is int else "a number"
+        raise HTTPException(400, f"{name}: expected {wanted}, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise HTTPException(400, f"{name}: must be finite, got {raw!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise HTTPException(400, f"{name}: must lie in [{minimum}, {maximum}], got {raw!r}")
+    return value
+
+
+def _afters(request: Request, count: int) -> list[int | None]:
+    """``after``: the last step the page already has, per run in ``runs`` order (empty = from the start)."""
+    raw = request.query_params.get("after")
+    if raw is None:
+        return [None] * count
+    items = raw.split(",")
+    if len(items) != count:
+        raise HTTPException(400, f"after: {len(items)} values for {count} runs; give one per run (may be empty)")
+    try:
+        return [int(item) if item else None for item in items]
+    except ValueError:
+        raise HTTPException(400, f"after: expected comma-separated integer steps, got {raw!r}") from None
+
+
+def static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name == "plotly.min.js":
+        bundle = plotly_js()
+        if bundle is None:
+            raise HTTPException(
+                500, "plotly.min.js not found: install the charts with pip install 'expertrack[dashboard]'"
+            )
+        media = "text/javascript; charset=utf-8"
+        return FileResponse(bundle, media_type=media, headers={"cache-control": "public, max-age=86400"})
+    if name not in STATIC:
+        raise HTTPException(404, f"no static file {name!r}")
+    path, media = STATIC[name]
+    return FileResponse(path, media_type=media, headers={"cache-control": "no-cache"})
+
+
+def index(request: Request) -> Response:
+    path, media = STATIC["index.html"]
+    return FileResponse(path, media_type=media, headers={"cache-control": "no-cache"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSON({"error": exc.detail, "status": exc.status_code}, exc.status_code)
+
+
+def open_store_readonly(directory: Path) -> Any:
+    """The core's read-only reader for ``directory``, or None when there is no store there yet (never creates one).
+
+    The connection memory-maps the file: each request opens a fresh reader whose page cache starts empty, and
+    mapped pages come straight from the OS cache (a 1,000,000-point series reads ~2-3x faster).
+    """
+    from expertrack import Api
+
+    api = Api(directory)
+    store = api.store
+    if store is None:
+        return None
+    store.conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}").fetchall()
+    return api
+
+
+def create_app(
+    directory: Path,
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
+    open_api: Callable[[Path], Any] = open_store_readonly,
+) -> ASGIApp:
+    """The dashboard as an ASGI app reading the store in ``directory``.
+
+    ``allowed_hosts``: the Host names it answers (loopback only by default, which stops DNS-rebinding pages
+    from reading runs); None answers any (for a server bound to a wider address on purpose).
+    """
+    h = Handlers(Path(directory), open_api)
+    routes = [
+        Route("/", index),
+        Route("/static/{name}", static),
+        Route("/api/health", h.health),
+        Route("/api/runs", h.runs),
+        Route("/api/series", h.series),
+        Route("/api/runs/{ref}", h.run),
+        Route("/api/runs/{ref}/console", h.console),
+        Route("/api/runs/{ref}/array", h.array),
+        Route("/api/runs/{ref}/array_series", h.array_series),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=warm_up)
+    return Guard(app, allowed_hosts)

@@ -1,0 +1,283 @@
+"""What the dashboard reads from the store, shaped for the page.
+
+Every function here takes an ``expertrack.ApiRun`` read through a store opened read-only for one request (a
+fresh SQLite WAL reader always sees the latest committed rows) and returns plain dicts for ``encode.JSON``.
+Nothing here writes. Numeric series are reduced with the store's own ``minmax_indices`` so each bucket keeps
+its first, min, max and last point: a spike is never averaged or sampled away.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.exceptions import HTTPException
+
+from expertrack.dashboard.encode import flatten, pack, timestamp
+from expertrack.errors import AmbiguousRunError
+from expertrack.store.downsample import minmax_indices
+
+# Arrays on a step slider are sent whole per request; beyond this many steps the slider thins them evenly.
+MAX_ARRAY_STEPS = 2000
+# Console output sent on first load: the last this-many bytes (the page asks for more from an offset).
+CONSOLE_TAIL_BYTES = 512 * 1024
+
+
+def find_run(api: Any, ref: str) -> Any:
+    """The run ``ref`` names (id, unique id prefix or name): 404 when none, 400 when several match."""
+    try:
+        return api.run(ref)
+    except AmbiguousRunError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except LookupError:
+        raise HTTPException(404, f"no run {ref!r} in this store (by id, id prefix or name)") from None
+
+
+def best_goal(key: str, metric_defs: Sequence[Mapping[str, Any]] | None) -> str:
+    """'min' or 'max': what "best" means for ``key``: define_metric's summary if it says, else a name guess."""
+    for spec in reversed(list(metric_defs or [])):
+        name, summary = str(spec.get("name", "")), str(spec.get("summary") or "")
+        if name == key or fnmatch.fnmatchcase(key, name):
+            for goal in summary.split(","):
+                if goal.strip() in ("min", "max"):
+                    return goal.strip()
+    lowered = key.lower()
+    if any(word in lowered for word in ("acc", "f1", "score", "bleu", "auc", "precision", "recall", "reward")):
+        return "max"
+    return "min"
+
+
+def signature(run: Any) -> tuple[Any, ...]:
+    """What changes whenever a run gains data: the writer bumps ``heartbeat_at`` and the summary per flush."""
+    return (run.state, run.ended_at, run.heartbeat_at, json.dumps(run.summary, sort_keys=True, default=str))
+
+
+@dataclass
+class Stats:
+    """Last and best value of one key of one run, foldable with newer points."""
+
+    goal: str
+    last: float
+    last_step: int
+    best: float | None = None
+    best_step: int | None = None
+
+    def fold(self, steps: np.ndarray, values: np.ndarray) -> None:
+        """Take in points logged after ``last_step``."""
+        if not len(values):
+            return
+        self.last, self.last_step = float(values[-1]), int(steps[-1])
+        finite = np.flatnonzero(np.isfinite(values))
+        if not finite.size:
+            return
+        pick = finite[np.argmin(values[finite]) if self.goal == "min" else np.argmax(values[finite])]
+        better = self.best is None or (values[pick] < self.best if self.goal == "min" else values[pick] > self.best)
+        if better:
+            self.best, self.best_step = float(values[pick]), int(steps[pick])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "last": self.last,
+            "last_step": self.last_step,
+            "best": self.best,
+            "best_step": self.best_step,
+            "goal": self.goal,
+        }
+
+
+class RowCache:
+    """Parts of runs-table rows that cost queries, kept while the run's ``signature`` stands still.
+
+    The page polls the table every second; a finished run's keys, last step and metric stats never change, and
+    a running run's stats are folded forward from the points after the last step seen, not re-read whole.
+    """
+
+    def __init__(self) -> None:
+        self.facts: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self.stats: dict[tuple[str, str], tuple[tuple[Any, ...], Stats | None]] = {}
+
+    def row(self, run: Any, metrics: Sequence[str]) -> dict[str, Any]:
+        """One row of the runs table: identity, state, times, last step, keys, flattened config, stats."""
+        sig = signature(run)
+        cached = self.facts.get(run.id)
+        if cached is None or cached[0] != sig:
+            facts = {"last_step": run.last_step(), "metric_keys": run.metric_keys(), "array_keys": run.array_keys()}
+            self.facts[run.id] = (sig, facts)
+        else:
+            facts = cached[1]
+        keys = set(facts["metric_keys"])
+        stats = {key: self.key_stats(run, key, sig) for key in metrics if key in keys}
+        return {
+            "id": run.id,
+            "name": run.name,
+            "project": run.project,
+            "group": run.group,
+            "tags": list(run.tags or []),
+            "state": run.state,
+            "created_at": timestamp(run.created_at),
+            "ended_at": timestamp(run.ended_at),
+            **facts,
+            "config": flatten(dict(run.config or {})),
+            "metrics": {k: s.as_dict() for k, s in stats.items() if s is not None},
+        }
+
+    def key_stats(self, run: Any, key: str, sig: tuple[Any, ...]) -> Stats | None:
+        cached = self.stats.get((run.id, key))
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        old = cached[1] if cached is not None else None
+        if old is not None and run.state == "running":  # only new points since the last look
+            steps, _times, values = run.scalars(key, after_step=old.last_step)
+            stats: Stats | None = Stats(**old.__dict__)
+        else:
+            steps, _times, values = run.scalars(key)
+            stats = None
+        if len(values):
+            stats = stats or Stats(best_goal(key, run.metric_defs), float(values[0]), int(steps[0]))
+            stats.fold(steps, values)
+        self.stats[(run.id, key)] = (sig, stats)
+        return stats
+
+    def forget_except(self, run_ids: set[str]) -> None:
+        """Drop entries of runs no longer in the store."""
+        for run_id in [r for r in self.facts if r not in run_ids]:
+            del self.facts[run_id]
+        for pair in [p for p in self.stats if p[0] not in run_ids]:
+            del self.stats[pair]
+
+
+def run_detail(run: Any) -> dict[str, Any]:
+    """Everything the run page shows except the console: config, summary, environment, keys."""
+    return {
+        **RowCache().row(run, ()),
+        "notes": run.notes,
+        "config": run.config or {},
+        "summary": run.summary or {},
+        "environment": run.environment or {},
+        "metric_defs": run.metric_defs or [],
+        "exit_code": run.exit_code,
+        "exit_signal": run.exit_signal,
+        "files": run.file_names(),
+    }
+
+
+def _window(steps: np.ndarray, times: np.ndarray, lo: float | None, hi: float | None, x: str) -> np.ndarray:
+    """Indices of the points inside [lo, hi] on the ``x`` axis ("step" or "time")."""
+    axis = steps if x == "step" else times
+    keep = np.ones(len(axis), dtype=bool)
+    if lo is not None:
+        keep &= axis >= lo
+    if hi is not None:
+        keep &= axis <= hi
+    return np.flatnonzero(keep)
+
+
+def series(
+    run: Any,
+    key: str,
+    buckets: int,
+    after: int | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    x: str = "step",
+) -> dict[str, Any] | None:
+    """One run's points of one scalar key after step ``after``, in [lo, hi], reduced to <= ~4 x ``buckets``.
+
+    None when the run never logged ``key``.
+    """
+    steps, times, values = run.scalars(key, after_step=after)
+    if after is None and not len(steps):
+        return None
+    total = len(steps)
+    last_step = int(steps[-1]) if total else after
+    if lo is not None or hi is not None:
+        chosen = _window(steps, times, lo, hi, x)
+        steps, times, values = steps[chosen], times[chosen], values[chosen]
+    matched = len(steps)
+    if matched > 4 * buckets:
+        keep = minmax_indices(values, buckets)
+        steps, times, values = steps[keep], times[keep], values[keep]
+    return {
+        "matched": matched,
+        "count": len(steps),
+        "last_step": last_step,
+        "steps": pack(steps),
+        "times": pack(times),
+        "values": pack(values),
+    }
+
+
+def _thin(count: int, limit: int) -> np.ndarray:
+    """Indices of at most ``limit`` evenly spaced items out of ``count``, always keeping the first and last."""
+    if count <= limit:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64))
+
+
+def _read_arrays(run: Any, key: str) -> tuple[np.ndarray, Any]:
+    try:
+        return run.arrays(key)
+    except KeyError:
+        raise HTTPException(404, f"run {run.id!r} has no array {key!r}") from None
+
+
+def array_at(run: Any, key: str, step: int | None) -> dict[str, Any]:
+    """The array ``key`` as logged at ``step`` (the latest at or before it; the last when None)."""
+    steps, values = _read_arrays(run, key)
+    index = len(steps) - 1 if step is None else int(np.searchsorted(steps, step, side="right")) - 1
+    value = np.asarray(values[max(index, 0)], dtype=np.float64)
+    return {
+        "key": key,
+        "steps": steps[_thin(len(steps), MAX_ARRAY_STEPS)].tolist(),
+        "step": int(steps[max(index, 0)]),
+        "shape": list(value.shape),
+        "values": value.tolist(),
+        "domains": moe_domains(run),
+    }
+
+
+def array_series(run: Any, key: str) -> dict[str, Any]:
+    """Every step of a small array (e.g. a per-layer entropy [L]), thinned to MAX_ARRAY_STEPS, as columns."""
+    steps, values = _read_arrays(run, key)
+    shown = _thin(len(steps), MAX_ARRAY_STEPS)
+    rows = [np.asarray(values[i], dtype=np.float64).ravel() for i in shown]
+    width = max((len(r) for r in rows), default=0)
+    flat = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):  # a shape that changed mid-run (experts added) leaves NaN gaps
+        flat[i, : len(row)] = row
+    return {
+        "key": key,
+        "steps": pack(steps[shown]),
+        "shape": list(np.asarray(values[-1]).shape),
+        "columns": [pack(flat[:, i]) for i in range(width)],
+    }
+
+
+def moe_domains(run: Any) -> list[str] | None:
+    """The domain names of an MoE run (``config["moe"]["domains"]``), or None when it has none."""
+    config = run.config or {}
+    moe = config.get("moe") if isinstance(config, Mapping) else None
+    domains = moe.get("domains") if isinstance(moe, Mapping) else None
+    if isinstance(domains, (list, tuple)):
+        return [str(d) for d in domains]
+    return None
+
+
+def console(run: Any, offset: int | None) -> dict[str, Any]:
+    """The run's console output from byte ``offset`` (the last CONSOLE_TAIL_BYTES when None)."""
+    data = run.file("console.log")
+    if data is None:
+        return {"present": False, "offset": 0, "next_offset": 0, "text": "", "truncated": False}
+    size = len(data)
+    start = max(0, size - CONSOLE_TAIL_BYTES) if offset is None else min(offset, size)
+    return {
+        "present": True,
+        "offset": start,
+        "next_offset": size,
+        "text": data[start:].decode("utf-8", errors="replace"),
+        "truncated": offset is None and start > 0,
+    }
