@@ -1,7 +1,7 @@
 """What the live W&B mirror costs a training loop: the same loop with the mirror off and on (W&B offline mode).
 
 Each step does about 1 ms of work that releases the interpreter lock (``time.sleep(0.001)`` by default, as a
-GPU step waits on the device; ``--work numpy`` for a NumPy matmul instead) and logs 10 scalars. Every
+GPU step waits on the device; ``--work numpy`` for single-threaded NumPy matmuls instead) and logs 10 scalars. Every
 measurement is a fresh child process; the order is off, on, on, off (...) so drift on a shared machine falls
 on both sides. Before the next measurement starts, the mirror of the previous one must have finished, so a
 mirror never competes with the next loop. Run it::
@@ -28,13 +28,20 @@ import numpy as np
 import expertrack
 
 steps, mirror, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-a = np.random.rand(160, 160)
+a = np.random.rand(96, 96)
+reps = 1
+if work == "numpy":  # calibrate: as many single-threaded 96x96 matmuls as take about 1 ms here
+    t = time.perf_counter()
+    for _ in range(200):
+        a @ a
+    reps = max(1, round(0.001 / ((time.perf_counter() - t) / 200)))
 
 def step_work():
     if work == "sleep":
         time.sleep(0.001)
     else:
-        a @ a  # about 1 ms here; NumPy releases the interpreter lock inside the matmul
+        for _ in range(reps):
+            a @ a  # NumPy releases the interpreter lock inside the matmul
 
 run = expertrack.init(project="bench", name=f"overhead-{mirror}", mirror=mirror)
 start = time.perf_counter()
@@ -52,6 +59,8 @@ def measure(steps: int, mirror: str, work: str, tracking_dir: Path, wandb_dir: P
     """Run the loop once in a child; with the mirror on, also wait for the mirror to finish."""
     env = dict(os.environ)
     env.update(EXPERTRACK_DIR=str(tracking_dir), WANDB_MODE="offline", WANDB_DIR=str(wandb_dir), WANDB_SILENT="true")
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = "1"  # one core of work per step, like the sleep variant; no BLAS thread pool contention
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(steps), mirror, work], env=env, check=True, capture_output=True, text=True
     )

@@ -125,3 +125,15 @@ def test_broken_wandb_install_is_recorded_as_never_started(tmp_path: Path, track
         assert mirror.mirror_status(store, "r0") == (
             "never started (wandb could not be imported: broken install (test))"
         )  # ...and says why it could not mirror
+
+
+def test_init_mode_offline_mirrors_offline_without_credentials(
+    clean_wandb_env: None, monkeypatch: pytest.MonkeyPatch, tracking_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    launched: list[tuple[str, dict[str, str] | None]] = []
+    monkeypatch.setattr(mirror, "launch", lambda run_id, path, env=None: launched.append((run_id, env)))
+    mirror.start("a", store_path(tracking_dir), "auto", wandb_mode="offline")
+    assert launched == [("a", {"WANDB_MODE": "offline"})]
+    assert "mirroring run a to offline run directories" in capsys.readouterr().err
+    mirror.start("b", store_path(tracking_dir), "auto")  # no credentials, online: not mirrored
+    assert len(launched) == 1

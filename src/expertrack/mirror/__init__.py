@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from expertrack.mirror.state import mirror_status
@@ -66,13 +67,13 @@ def wandb_configured() -> str | None:
     return "settings" if any(line in ("mode=offline", "mode=dryrun") for line in lines) else None
 
 
-def start(run_id: str, store_path: Path, mode: str) -> None:
+def start(run_id: str, store_path: Path, mode: str, wandb_mode: str | None = None) -> None:
     """Start mirroring ``run_id`` to W&B when ``mode`` (auto, wandb, off) and the environment call for it.
 
     Returns at once and never raises: a problem is said once on stderr and the run is kept locally.
     """
     try:
-        _start(run_id, Path(store_path), mode)
+        _start(run_id, Path(store_path), mode, wandb_mode)
     except Exception as exc:  # the mirror's outer boundary: W&B is optional, training goes on
         _say_once(
             "start-error",
@@ -81,8 +82,10 @@ def start(run_id: str, store_path: Path, mode: str) -> None:
         )
 
 
-def _start(run_id: str, store_path: Path, mode: str) -> None:
+def _start(run_id: str, store_path: Path, mode: str, wandb_mode: str | None) -> None:
     mode = (mode or "auto").lower()
+    # init(mode="offline"), as in wandb: the mirror writes offline run directories, never the network
+    offline = wandb_mode in ("offline", "dryrun")
     if mode == "off":
         return
     if mode not in MODES:
@@ -98,7 +101,7 @@ def _start(run_id: str, store_path: Path, mode: str) -> None:
             "pip install 'expertrack[wandb]', then `expertrack sync`)",
         )
         return
-    how = wandb_configured()
+    how = "offline" if offline else wandb_configured()
     if how is None and mode == "auto":
         _say_once(
             "no-config",
@@ -106,7 +109,7 @@ def _start(run_id: str, store_path: Path, mode: str) -> None:
             "offline), so the run is kept locally only; `expertrack sync` can mirror it later",
         )
         return
-    launch(run_id, store_path)
+    launch(run_id, store_path, {"WANDB_MODE": "offline"} if offline else None)
     where = "offline run directories" if how in ("offline", "settings") else "W&B"
     _say_once(
         f"started-{run_id}",
@@ -114,12 +117,12 @@ def _start(run_id: str, store_path: Path, mode: str) -> None:
     )
 
 
-def launch(run_id: str, store_path: Path) -> subprocess.Popen[bytes]:
+def launch(run_id: str, store_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``python -m expertrack.mirror.follower`` for one run, detached, its output in a log file."""
     from expertrack.mirror.locks import mirror_dir
 
     log_path = mirror_dir(store_path) / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in run_id)}.log"
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same expertrack
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     command = [
@@ -133,8 +136,11 @@ def launch(run_id: str, store_path: Path) -> subprocess.Popen[bytes]:
         "--parent-pid",
         str(os.getpid()),
     ]
+    # Its own process group, so Ctrl-C in the terminal reaches training, not the mirror (which then sends the
+    # end); but the same session, so on Linux it stays in training's scheduler autogroup, where the mirror's
+    # lower priority (follower.NICE) counts against training rather than against the whole machine.
+    group: dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
     with open(log_path, "ab") as log:
-        # A new session: Ctrl-C in the terminal reaches training, not the mirror, which then sends the end.
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, close_fds=True, **group
         )

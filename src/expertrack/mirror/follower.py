@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,11 +26,41 @@ NICE = 10  # the mirror (and wandb's service process, its child) yields the CPU 
 
 
 def _lower_priority(increment: int) -> None:
-    """Run below training's priority: on a busy machine the scheduler wakes training first after each step."""
+    """Run below training's priority, so on a busy machine the scheduler runs training first.
+
+    Also ignore the terminal's Ctrl-C and hang-up: the mirror must outlive training long enough to send the end.
+    """
+    for name in ("SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     try:
         os.nice(increment)
     except (OSError, AttributeError):  # not permitted, or no nice() on this platform: run as is
         pass
+    if os.getsid(0) == os.getpid():  # a session of our own (Python 3.10): lower our autogroup's weight too
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(increment))
+        except OSError:
+            pass
+
+
+def _lower_children(increment: int) -> None:
+    """Lower the scheduler weight of wandb's service process too (Linux autogroups).
+
+    wandb starts its service (wandb-core) in a session of its own, and on Linux each session is a scheduler
+    autogroup that competes with training's as an equal, whatever its nice value. Writing to
+    ``/proc/PID/autogroup`` (allowed for our own processes when lowering priority) fixes that.
+    """
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid, parent, session = int(stat.parent.name), int(fields[1]), int(fields[3])
+            if parent == me and session == pid:
+                (stat.parent / "autogroup").write_text(str(increment))
+        except (OSError, IndexError, ValueError):
+            continue
 
 
 def _seconds(name: str, default: float) -> float:
@@ -54,6 +85,7 @@ def follow(store_path: Path, run_id: str, parent_pid: int | None = None) -> guar
             with Store(store_path) as store:
                 write_state(store, run_id, "failed", None, None, f"wandb could not be imported: {exc}")
             return guard.Outcome(run_id, "failed", None, 0, f"wandb could not be imported: {exc}")
+        nice = int(_seconds("EXPERTRACK_MIRROR_NICE", NICE))
         return guard.mirror_run(
             store_path,
             run_id,
@@ -63,6 +95,7 @@ def follow(store_path: Path, run_id: str, parent_pid: int | None = None) -> guar
             stall_s=_seconds("EXPERTRACK_MIRROR_STALL_S", guard.STALL_S),
             deadline_s=_seconds("EXPERTRACK_MIRROR_DEADLINE_S", guard.DEADLINE_S),
             stats_pid=parent_pid,
+            on_open=lambda: _lower_children(nice),
         )
     finally:
         lock.release()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,16 @@ def mirror_run(
     stall_s: float = STALL_S,
     deadline_s: float = DEADLINE_S,
     stats_pid: int | None = None,
+    on_open: Callable[[], None] | None = None,
 ) -> Outcome:
     """Replay ``run_id`` into W&B from its cursor; with ``follow``, keep going until the run ends.
 
     Never raises for W&B's failures: they end up in the returned :class:`Outcome` and in ``mirror_state``.
+    ``on_open`` is called on the worker thread once the W&B run is open.
     """
     from expertrack.store import Store
 
-    worker = _Worker(Path(store_path), run_id, wandb, follow, poll_s, stats_pid)
+    worker = _Worker(Path(store_path), run_id, wandb, follow, poll_s, stats_pid, on_open)
     thread = threading.Thread(target=worker.run, name=f"expertrack-mirror-{run_id}", daemon=True)
     thread.start()
     ended = False
@@ -81,7 +84,14 @@ class _Worker:
     """The thread that calls W&B; the watching thread reads ``replayer`` and may call ``give_up``."""
 
     def __init__(
-        self, store_path: Path, run_id: str, wandb: Any, follow: bool, poll_s: float, stats_pid: int | None
+        self,
+        store_path: Path,
+        run_id: str,
+        wandb: Any,
+        follow: bool,
+        poll_s: float,
+        stats_pid: int | None,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
         self.store_path = store_path
         self.run_id = run_id
@@ -89,6 +99,7 @@ class _Worker:
         self.follow = follow
         self.poll_s = poll_s
         self.stats_pid = stats_pid
+        self.on_open = on_open
         self.replayer: Replayer | None = None
         self.outcome: Outcome | None = None
         self.done = threading.Event()
@@ -101,6 +112,8 @@ class _Worker:
         rep = self.replayer = Replayer(store, self.run_id, self.wandb, live=self.follow, stats_pid=self.stats_pid)
         try:
             rep.open()
+            if self.on_open is not None:
+                self.on_open()
             while not self.cancelled.is_set():
                 final = not self.follow or store.run(self.run_id).state != "running"
                 rep.pump(final)

@@ -112,9 +112,9 @@ class Replayer:
             self._call("wandb.log", self.wandb_run.log, row, step=step)
             self.cursor = step
             sent += 1
+            self.steps_sent += 1
             if time.monotonic() - self._state_written_at > STATE_EVERY_S:
                 self._save("partial")
-        self.steps_sent += sent
         self._save("partial")
         return sent
 
