@@ -38,7 +38,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_BUCKETS = 10_000
 MAX_RUNS_PER_REQUEST = 500
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-MMAP_BYTES = 1 << 30
 
 # Served files, by the name the page asks for. A name not here is a 404: no path is ever joined from a request.
 STATIC: dict[str, tuple[str, str]] = {
@@ -285,8 +284,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 def open_store_readonly(directory: Path) -> Any:
     """The core's read-only reader for ``directory``, or None when there is no store there yet (never creates one).
 
-    The connection memory-maps the file: each request opens a fresh reader whose page cache starts empty, and
-    mapped pages come straight from the OS cache (a 1,000,000-point series reads ~2-3x faster).
+    Each request opens a fresh reader; ``Store(readonly=True)`` memory-maps the file, so its pages come straight
+    from the OS cache (a 1,000,000-point series reads ~2-3x faster than through SQLite's own page cache).
     """
     from expertrack import Api
 
@@ -294,8 +293,7 @@ def open_store_readonly(directory: Path) -> Any:
     store = api.store
     if store is None:
         return None
-    store.conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}").fetchall()
-    return api
+    return api  # the core's read-only Store already memory-maps the file
 
 
 def create_app(

@@ -95,16 +95,18 @@ INSERT_CHUNK = (
 
 
 def decode(rows: list[tuple[bytes, bytes, bytes]]) -> tuple[Any, Any, Any]:
-    """Concatenate chunk rows (steps, times, vals blobs) into three NumPy arrays."""
+    """Concatenate chunk rows (steps, times, vals blobs) into three NumPy arrays, copying each blob once."""
     import numpy as np
 
-    if not rows:
-        return np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64)
-    steps = np.frombuffer(b"".join(r[0] for r in rows), dtype="<i8")
-    times = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f8")
-    vals = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f8")
-    return (
-        steps.astype(np.int64, copy=False),
-        times.astype(np.float64, copy=False),
-        vals.astype(np.float64, copy=False),
-    )
+    total = sum(len(r[0]) for r in rows) // 8
+    steps = np.empty(total, dtype="<i8")
+    times = np.empty(total, dtype="<f8")
+    vals = np.empty(total, dtype="<f8")
+    at = 0
+    for step_blob, time_blob, val_blob in rows:
+        n = len(step_blob) // 8
+        steps[at : at + n] = np.frombuffer(step_blob, dtype="<i8")
+        times[at : at + n] = np.frombuffer(time_blob, dtype="<f8")
+        vals[at : at + n] = np.frombuffer(val_blob, dtype="<f8")
+        at += n
+    return steps.astype(np.int64, copy=False), times.astype(np.float64, copy=False), vals.astype(np.float64, copy=False)

@@ -24,10 +24,13 @@ def minmax_indices(values: Any, buckets: int) -> Any:
     size = -(-n // buckets)  # ceil: every bucket but the last is full
     full = (n // size) * size
     body = values[:full].reshape(-1, size)
-    filled = np.where(np.isnan(body), np.inf, body)
-    mins = filled.argmin(axis=1)
-    filled = np.where(np.isnan(body), -np.inf, body)
-    maxs = filled.argmax(axis=1)
+    nans = np.isnan(body)
+    if nans.any():  # argmin/argmax would pick the NaN; only then pay for the masked copies
+        mins = np.where(nans, np.inf, body).argmin(axis=1)
+        maxs = np.where(nans, -np.inf, body).argmax(axis=1)
+    else:
+        mins = body.argmin(axis=1)
+        maxs = body.argmax(axis=1)
     starts = np.arange(0, full, size)
     parts = [starts, starts + mins, starts + maxs, starts + size - 1]
     if full < n:  # the short last bucket: keep all of it

@@ -99,9 +99,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version >= LATEST_VERSION:
         return int(version)
-    conn.execute(
-        "BEGIN IMMEDIATE"
-    )  # one process migrates; the others wait on the lock, then see the new version
+    conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait on the lock, then see the new version
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for number, _name, sql in MIGRATIONS:

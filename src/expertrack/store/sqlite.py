@@ -22,6 +22,7 @@ from expertrack.store import chunks
 from expertrack.store.schema import LATEST_VERSION, migrate
 
 BUSY_TIMEOUT_S = 30.0
+READ_MMAP_BYTES = 1 << 30  # readers map the file: pages come from the OS cache, ~2-3x faster long reads
 STALE_HEARTBEAT_S = 60.0
 
 _RUN_COLUMNS = (
@@ -152,6 +153,7 @@ class Store:
     def _setup(self) -> None:
         self.conn.execute("PRAGMA foreign_keys = ON")
         if self.readonly:
+            self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version > LATEST_VERSION:
                 raise StoreError(f"{self.path} was written by a newer expertrack (schema {version})")
@@ -266,18 +268,21 @@ class Store:
         return steps, times, values
 
     def last_step(self, run_id: str) -> int | None:
-        """The highest step of any scalar or array of the run, or None when nothing was logged."""
+        """The highest step of any scalar or array of the run, or None when nothing was logged.
+
+        Steps only grow within a series, so each series' last chunk (by primary key) holds its highest step:
+        this never scans chunk data, and the dashboard calls it for every running run on every poll.
+        """
         row = self.conn.execute(
-            "SELECT MAX(m) FROM (SELECT MAX(c.step_max) AS m FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
-            " WHERE k.run_id = ? UNION ALL SELECT MAX(a.step) FROM arrays a JOIN keys k ON a.key_id = k.id"
+            "SELECT MAX(m) FROM (SELECT (SELECT step_max FROM scalar_chunks c WHERE c.key_id = k.id"
+            " ORDER BY c.seq DESC LIMIT 1) AS m FROM keys k WHERE k.run_id = ?"
+            " UNION ALL SELECT (SELECT MAX(a.step) FROM arrays a WHERE a.key_id = k.id) FROM keys k"
             " WHERE k.run_id = ?)",
             (run_id, run_id),
         ).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def read_arrays(
-        self, run_id: str, key: str, after_step: int | None = None
-    ) -> list[tuple[int, float, Any]]:
+    def read_arrays(self, run_id: str, key: str, after_step: int | None = None) -> list[tuple[int, float, Any]]:
         """[(step, time, ndarray)] of one array series, in step order."""
         import numpy as np
 
