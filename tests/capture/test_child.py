@@ -152,3 +152,16 @@ def test_frames_cut_anywhere_are_put_back_together() -> None:
         reader = FrameReader()
         chunks = [c for i in range(0, len(frames), cut) for c in reader.feed(frames[i : i + cut])]
         assert chunks == [(STDOUT, b"abc\n"), (STDERR, b""), (STDERR, b"\xff" * 300), (STDOUT, b"z")]
+
+
+def test_a_failing_output_handler_never_stops_the_pass_through(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    def broken(stream: str, data: bytes) -> None:
+        raise RuntimeError("tracking is broken")
+
+    lines = "".join(f"line {i}\n" for i in range(2000))
+    child = Child([sys.executable, "-c", f"print({lines!r}, end='')"], broken)
+    child.start()
+    assert child.wait().status == 0
+    captured = capfdbinary.readouterr()
+    assert captured.out == lines.encode()
+    assert captured.err.count(b"tracking of the output stopped (RuntimeError: tracking is broken)") == 1

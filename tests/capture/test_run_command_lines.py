@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from expertrack.capture import tracker
+from expertrack.capture.child import STDOUT
 from expertrack.capture.parsers import ConfigItems, Metrics
-from expertrack.capture.tracker import LineFeeder
+from expertrack.capture.tracker import LineFeeder, OutputTracker
 
 STEP = "step {s:4d}/10: train loss {loss:f} (12.0 ms, 1000 tok/s)\n"
 
@@ -81,3 +82,23 @@ def test_no_output_chooses_silently() -> None:
     feeder = LineFeeder(None, announce=said.append)
     assert feeder.finish() == []
     assert said == [] and feeder.lines == 0
+
+
+class _FailingRun:
+    """A run whose store has gone bad: every call raises."""
+
+    def log(self, *args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    def append_file(self, *args: object) -> None:
+        raise OSError("disk full")
+
+
+def test_a_tracker_that_fails_stops_tracking_but_keeps_draining() -> None:
+    said: list[str] = []
+    output = OutputTracker("generic", announce=said.append)
+    output.start(_FailingRun())  # type: ignore[arg-type]
+    for step in range(tracker.QUEUE_CHUNKS * 2):  # more than the queue holds: must never block
+        output.on_output(STDOUT, b"step=%d loss=1.0\n" % step)
+    output.close(timeout=30)
+    assert said == ["tracking stopped (OSError: disk full); the command's output still passes through"]

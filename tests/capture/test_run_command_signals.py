@@ -153,3 +153,15 @@ def test_a_reader_that_goes_away_does_not_stop_the_command_or_its_tracking(tmp_p
     (run,) = expertrack.Api(tracking_dir).runs()
     assert run.state == "finished"
     assert run.scalars("loss")[0].tolist() == list(range(300))
+
+
+def test_a_signal_ignored_by_our_caller_stays_ignored_for_the_child(tmp_path: Path) -> None:
+    code = "import signal; print(signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)"
+    result = subprocess.run(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+    )
+    assert result.stdout == b"True\n", result.stderr
