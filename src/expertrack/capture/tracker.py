@@ -72,9 +72,16 @@ class LineFeeder:
             self._partial, self._skipping = b"", True
         self.lines += len(lines)
         items: list[Item] = []
+        parser = self._parser
+        if parser is None:  # still detecting
+            for raw in lines:
+                if len(raw) <= MAX_LINE_BYTES:
+                    items += self._line(raw.decode("utf-8", errors="replace"))
+            return items
+        feed = parser.feed  # the hot path: one call per line, nothing else
         for raw in lines:
             if len(raw) <= MAX_LINE_BYTES:
-                items += self._line(raw.decode("utf-8", errors="replace"))
+                items += feed(raw.decode("utf-8", errors="replace"))
         return items
 
     def poll(self) -> list[Item]:
