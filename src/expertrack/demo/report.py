@@ -1,0 +1,154 @@
+"""What the demo prints: its setup, a progress bar while training, the results table, and the figures."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from expertrack.demo.corpus import Corpus
+from expertrack.demo.train import RunResult, TrainConfig
+
+Echo = Callable[..., None]
+Bar = Progress
+
+
+def console() -> Console:
+    """The console everything is printed on (stdout); wide when not a terminal, so the table is never cut."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+
+
+def progress(out: Console) -> Progress:
+    """One bar per run, with its latest training loss."""
+    return Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        console=out,
+    )
+
+
+def print_setup(echo: Echo, corpus: Corpus, cfg: TrainConfig, tracking: Path, threads: int | None) -> None:
+    """The corpus sizes, model and budget, and where the runs go."""
+    m = cfg.model
+    sizes = ", ".join(f"{n} {s['train'] / 1e3:.0f} kB + {s['val'] / 1e3:.0f} kB" for n, s in corpus.sizes().items())
+    echo(f"corpus (train + validation bytes): {sizes}")
+    echo(
+        f"model: {m.n_layer} layers, width {m.n_embd}, {m.n_head} heads, context {m.block_size} bytes; "
+        f"MoE: {m.n_experts} experts, top-{m.top_k}, expert width {m.expert_hidden} "
+        f"(dense MLP {m.mlp_ratio * m.n_embd})"
+    )
+    where = f"{cfg.device}, {threads} threads" if threads else cfg.device
+    echo(
+        f"budget: {cfg.steps} steps x {cfg.per_domain * len(corpus.domains)} sequences "
+        f"({cfg.per_domain} per domain) on {where}; runs stored in {tracking}"
+    )
+
+
+def specialization(affinity: np.ndarray | None, top_k: int) -> dict[int, float]:
+    """Per domain, the highest expert specialization over layers (1 = uniform routing; E/k = all tokens)."""
+    if affinity is None:
+        return {}
+    from expertrack.moe import domain_specialization
+
+    spec = domain_specialization(affinity, top_k)  # [L, E, D]
+    return {d: float(np.nanmax(spec[..., d])) for d in range(spec.shape[-1])}
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def results_table(results: Sequence[RunResult], domains: Sequence[str], top_k: int) -> Table:
+    """Per-domain eval loss and perplexity per run, then the balance metrics of its last stats window."""
+    table = Table(title="results (validation, end of training)")
+    table.add_column("run")
+    for d in domains:
+        table.add_column(f"{d} loss / ppl", justify="right")
+    for col in ("MaxVio", "load H/logE", "max spec.", "time s"):
+        table.add_column(col, justify="right")
+    for r in results:
+        spec = specialization(r.affinity, top_k)
+        best = max(spec.items(), key=lambda kv: kv[1]) if spec else None
+        cells = [f"{r.variant} (seed {r.seed})"]
+        for d in domains:
+            cells.append(f"{_fmt(r.eval_loss[d])} / {_fmt(math.exp(r.eval_loss[d]), 2)}")
+        cells += [
+            _fmt(r.balance.get("moe/maxvio")),
+            _fmt(r.balance.get("moe/load_entropy_norm")),
+            f"{best[1]:.2f} ({domains[best[0]]})" if best else "-",
+            f"{r.seconds:.0f}",
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def print_results(echo: Echo, results: Sequence[RunResult], elapsed: float) -> None:
+    """The results table, one line per expected direction, and the total time."""
+    if not results:
+        return
+    domains = list(results[0].eval_loss)
+    top_k = 2
+    echo(results_table(results, domains, top_k))
+    echo(
+        "MaxVio = (max - mean) / mean expert load (0 = balanced); load H/logE = entropy of the expert load, "
+        "normalised (1 = balanced); max spec. = highest expert share of a domain's tokens relative to uniform "
+        "routing (1 = uniform), over layers and experts."
+    )
+    for line in checks(results, top_k):
+        echo(line)
+    echo(f"{len(results)} runs in {elapsed:.0f} s")
+
+
+def checks(results: Sequence[RunResult], top_k: int = 2) -> list[str]:
+    """The experiment's expected directions, each as a line saying whether this run showed it."""
+    by = {(r.variant, r.seed): r for r in results}
+    lines = []
+    for (variant, seed), r in sorted(by.items(), key=lambda kv: kv[0][1]):
+        if variant != "moe":
+            continue
+        nolb = by.get(("moe-no-lb", seed))
+        if nolb is None or not r.balance or not nolb.balance:
+            continue
+        more = nolb.balance["moe/maxvio"] > r.balance["moe/maxvio"]
+        less = nolb.balance["moe/load_entropy_norm"] < r.balance["moe/load_entropy_norm"]
+        spec = specialization(r.affinity, top_k)
+        above = [f"{d}" for d, v in spec.items() if v > 1.0]
+        lines.append(
+            f"seed {seed}: without LB the load is {'less' if more and less else 'NOT less'} balanced "
+            f"(MaxVio {r.balance['moe/maxvio']:.2f} -> {nolb.balance['moe/maxvio']:.2f}, load entropy "
+            f"{r.balance['moe/load_entropy_norm']:.3f} -> {nolb.balance['moe/load_entropy_norm']:.3f}); "
+            f"balanced MoE specialises above uniform for {len(above)} of {len(spec)} domains"
+        )
+    return lines
+
+
+def make_figures(echo: Echo, tracking: Path, run_ids: Sequence[str], out: Path) -> Any:
+    """The report's five figures from these runs, via ``expertrack.figures`` (needs matplotlib)."""
+    try:
+        from expertrack import figures
+    except ImportError as err:  # matplotlib missing: the figures extra is not installed
+        echo(f"figures skipped ({err}); install the extra: pip install 'expertrack[figures]'")
+        return None
+    import expertrack
+
+    api = expertrack.Api(tracking)
+    try:
+        runs: list[Any] = [api.run(run_id) for run_id in run_ids]  # ApiRun is figures' RunLike
+        made = figures.make_all(runs, out, echo=lambda line: None)
+    finally:
+        api.close()
+    for name, why in made.skipped.items():
+        echo(f"figure {name} skipped: {why}")
+    written = sorted({p.parent for paths in made.written.values() for p in paths})
+    echo(f"{len(made.written)} figures written to {', '.join(str(p) for p in written) or out}")
+    return made
