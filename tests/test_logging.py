@@ -187,3 +187,21 @@ def test_disabled_mode_stores_nothing(tracking_dir: Path) -> None:
     run.config["x"] = 1
     run.finish()
     assert not tracking_dir.exists()
+
+
+def test_short_run_records_its_environment() -> None:
+    run = expertrack.init(project="env")
+    run.finish()  # at once: the environment must still be there
+    env = read(run).environment
+    assert env and "python" in str(env).lower()
+
+
+def test_plus_and_minus_infinity_mean_is_nan_without_warnings(recwarn: pytest.WarningsRecorder) -> None:
+    run = expertrack.init(project="inf")
+    run.define_metric("x", summary="mean,max")
+    run.log({"x": math.inf})
+    run.log({"x": -math.inf})
+    run.finish()
+    summary = read(run).summary["x"]
+    assert math.isnan(summary["mean"]) and summary["max"] == math.inf
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

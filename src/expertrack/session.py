@@ -11,7 +11,6 @@ import os
 import secrets
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -161,7 +160,7 @@ def _start(
         name = name or _default_name(store, project)
         start_step = 0
         _insert(store, run_id, project, name, group, tags, notes, config)
-    writer = Writer(store, run_id, notifier, summary=summary)
+    writer = Writer(store, run_id, notifier, summary=summary, environment=_environment_json)
     writer.start()
     run = Run(
         id=run_id,
@@ -176,7 +175,6 @@ def _start(
         notifier=notifier,
         start_step=start_step,
     )
-    threading.Thread(target=_capture_environment, args=(writer,), name="expertrack-env", daemon=True).start()
     return run
 
 
@@ -252,13 +250,10 @@ def _resume(
     return name or record.name, merged, (last + 1 if last is not None else 0)
 
 
-def _capture_environment(writer: Writer) -> None:
-    try:
-        from expertrack.environment import collect_environment
+def _environment_json() -> str:
+    from expertrack.environment import collect_environment
 
-        writer.queue.append(("environment", dumps(collect_environment())))
-    except Exception as exc:  # outer boundary: the environment is nice to have, never worth a crash
-        writer.notifier.once("environment", f"could not record the environment: {exc}")
+    return dumps(collect_environment())
 
 
 def _start_mirror(run: Run, mode: str | None, mirror: str, notifier: Notifier) -> None:

@@ -21,9 +21,7 @@ def parse_summary_spec(spec: str | None) -> list[str]:
     parts = [p.strip().lower() for p in spec.split(",") if p.strip()]
     for part in parts:
         if part not in AGGREGATES:
-            raise ValueError(
-                f"define_metric(summary={spec!r}): {part!r} is not one of {', '.join(AGGREGATES)}"
-            )
+            raise ValueError(f"define_metric(summary={spec!r}): {part!r} is not one of {', '.join(AGGREGATES)}")
     if "none" in parts and len(parts) > 1:
         raise ValueError(f"define_metric(summary={spec!r}): 'none' cannot be combined with other summaries")
     return parts or ["last"]
@@ -44,10 +42,12 @@ class SummaryState:
         import numpy as np
 
         finite = values[~np.isnan(values)]
+        with np.errstate(invalid="ignore", over="ignore"):  # +inf and -inf together make a NaN mean, silently
+            total = float(finite.sum())
         with self.lock:
-            self._fold(key, values, finite)
+            self._fold(key, values, finite, total)
 
-    def _fold(self, key: str, values: Any, finite: Any) -> None:
+    def _fold(self, key: str, values: Any, finite: Any, total: float) -> None:
         st = self.stats.get(key)
         if st is None:
             st = self.stats[key] = [float(values[0]), 0.0, math.inf, -math.inf, 0.0, 0.0]
@@ -55,7 +55,7 @@ class SummaryState:
         if finite.size:
             st[2] = min(st[2], float(finite.min()))
             st[3] = max(st[3], float(finite.max()))
-            st[4] += float(finite.sum())
+            st[4] += total
             st[5] += finite.size
 
     def set_defs(self, defs: list[dict[str, Any]]) -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from expertrack.notify import Notifier
@@ -35,8 +36,10 @@ class Writer:
         notifier: Notifier,
         flush_interval: float = FLUSH_INTERVAL_S,
         summary: SummaryState | None = None,
+        environment: Callable[[], str] | None = None,
     ) -> None:
         self.store = store
+        self._environment = environment  # captured first thing on this thread, so even a short run records it
         self.run_id = run_id
         self.notifier = notifier
         self.flush_interval = flush_interval
@@ -80,6 +83,11 @@ class Writer:
     # ---- the thread ---------------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        if self._environment is not None:
+            try:
+                self.queue.appendleft(("environment", self._environment()))
+            except Exception as exc:  # outer boundary: the environment is nice to have, never worth a crash
+                self.notifier.once("environment", f"could not record the environment: {exc}")
         next_flush = time.monotonic() + self.flush_interval
         while True:
             # a fixed cadence (not "interval after the last flush"), so slow flushes do not stretch the loss window
