@@ -6,13 +6,14 @@ reports time per step (forward + backward + optimizer) and the overhead, as wall
 CPU time (which a busy, shared machine disturbs less). Attaching and detaching the hooks happen between steps and
 are not timed; log_to(), every 10th watched step, is.
 
-    python benchmarks/moe_overhead.py                 # CPU, about a minute
+    python benchmarks/moe_overhead.py                 # CPU, one thread, under a minute
     python benchmarks/moe_overhead.py --device cuda   # on a GPU (each step ends with a synchronize)
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from typing import Any
@@ -106,17 +107,22 @@ def train_step(
 
 
 def interleaved(
-    model: nn.Module, opt: torch.optim.Optimizer, batches: list[Any], args: Any, num_groups: int
+    model: nn.Module, opt: torch.optim.Optimizer, batches: list[Any], args: Any, num_groups: int, budget_s: float
 ) -> list[Any]:
     """Steps in groups of four, plain-watched-watched-plain, so both modes see the same machine conditions.
 
     The watcher is attached before and detached after each watched step, outside the timed region; one
     RouterStats collects every watched step, and log_to runs (timed) on every ``log_every``-th watched step.
-    Returns one (plain wall, watched wall, plain CPU, watched CPU) tuple of summed seconds per group.
+    Stops early (after at least 5 groups) once ``budget_s`` seconds have passed, so a busy machine cannot turn
+    the default run into a long one. Returns one (plain wall, watched wall, plain CPU, watched CPU) tuple of
+    summed seconds per group.
     """
+    deadline = time.perf_counter() + budget_s
     stats = RouterStats(args.experts, args.top_k, domains=["code", "math", "prose"])
     groups, watched_steps = [], 0
     for g in range(num_groups):
+        if g >= 5 and time.perf_counter() > deadline:
+            break
         sums = {False: [0.0, 0.0], True: [0.0, 0.0]}
         for i, mode in enumerate((False, True, True, False)):
             batch = batches[(4 * g + i) % len(batches)]
@@ -153,7 +159,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--groups", type=int, default=40, help="groups of 4 timed steps (2 plain, 2 watched)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 keeps timings stable on a shared machine, 0 = torch's choice",
+    )
+    parser.add_argument("--budget", type=float, default=45.0, help="stop adding groups after this many seconds")
     parser.add_argument("--log-every", type=int, default=10, help="log_to every this many watched steps")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=65)
@@ -175,8 +187,8 @@ def main() -> None:
         )
         for _ in range(8)
     ]
-    interleaved(model, opt, batches, args, num_groups=2)  # warm-up: both paths, allocator and caches
-    report(args, device, interleaved(model, opt, batches, args, num_groups=args.groups))
+    interleaved(model, opt, batches, args, num_groups=2, budget_s=math.inf)  # warm-up: both paths, caches
+    report(args, device, interleaved(model, opt, batches, args, num_groups=args.groups, budget_s=args.budget))
 
 
 def report(args: Any, device: torch.device, groups: list[Any]) -> None:
@@ -184,7 +196,7 @@ def report(args: Any, device: torch.device, groups: list[Any]) -> None:
     print(
         f"MoE LM: {args.layers} layers, d={args.dim}, {args.experts} experts, top-{args.top_k}, "
         f"{tokens} tokens/step, device={device}, torch threads={torch.get_num_threads()}; "
-        f"{args.groups} groups of 4 interleaved steps (plain, watched, watched, plain), log_to every "
+        f"{len(groups)} groups of 4 interleaved steps (plain, watched, watched, plain), log_to every "
         f"{args.log_every} watched steps"
     )
     print(f"{'clock':<6}{'mode':<30}{'steps':>6}{'median ms':>11}{'mean ms':>10}  {'overhead, median of groups'}")
