@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from expertrack.capture import tracker
-from expertrack.capture.child import STDOUT
+from expertrack.capture.child import STDERR, STDOUT
 from expertrack.capture.parsers import ConfigItems, Metrics
-from expertrack.capture.tracker import LineFeeder, OutputTracker
+from expertrack.capture.tracker import Console, LineFeeder, OutputTracker
 
 STEP = "step {s:4d}/10: train loss {loss:f} (12.0 ms, 1000 tok/s)\n"
 
@@ -102,3 +102,19 @@ def test_a_tracker_that_fails_stops_tracking_but_keeps_draining() -> None:
         output.on_output(STDOUT, b"step=%d loss=1.0\n" % step)
     output.close(timeout=30)
     assert said == ["tracking stopped (OSError: disk full); the command's output still passes through"]
+
+
+def test_the_console_keeps_lines_whole_when_streams_interleave() -> None:
+    console = Console()
+    for stream, data in [
+        (STDERR, b"warning: slow"),  # Python's print to stderr: the text...
+        (STDOUT, b"step 1\nstep "),
+        (STDERR, b"\n"),  # ...then its newline
+        (STDOUT, b"2\n"),
+        (STDERR, b"progress 50%\r"),  # no newline: goes in at the next save
+    ]:
+        console.add(stream, data)
+    merged, stdout = console.take()
+    assert merged == b"step 1\nwarning: slow\nstep 2\nprogress 50%\r"
+    assert stdout == b"step 1\nstep 2\n"
+    assert console.take() == (b"", b"")

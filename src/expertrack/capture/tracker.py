@@ -5,9 +5,9 @@ the saved console.
 its own thread for a live child: the reader thread only enqueues chunks (``on_output``), so parsing and storing
 never slow the child down unless the queue fills (then the reader waits, which is back-pressure, not loss).
 
-Saved with the run: ``console.log``, every byte of stdout and stderr in the order they arrived (what the user
-saw), and ``stdout.log``, stdout alone (what the parser read, so ``reparse`` sees exactly the same lines).
-Both are appended about once a second, not per line.
+Saved with the run: ``console.log``, every byte of stdout and stderr in the order they arrived, a whole line
+at a time (see ``Console``), and ``stdout.log``, stdout alone (what the parser read, so ``reparse`` sees exactly
+the same lines). Both are appended about once a second, not per line.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from expertrack.capture.child import STDOUT
+from expertrack.capture.child import STDERR, STDOUT
 from expertrack.capture.parsers import ConfigItems, Item, Metrics, Parser, detect, get_parser
 from expertrack.capture.parsers.base import MAX_LINE_CHARS
 
@@ -137,6 +137,44 @@ def apply_items(run: Run, items: list[Item]) -> None:
             run.config.update(item.values)
 
 
+class Console:
+    """The saved console: both streams merged a whole line at a time, and stdout alone.
+
+    Programs often write a line in pieces (Python writes ``print(..., file=sys.stderr)`` as the text, then "\n"),
+    and the other stream may write in between; merging byte chunks as they arrive would cut lines in two. So a
+    stream's unfinished line waits until its newline comes, or until the next save (progress bars and prompts
+    have no newline), and then goes in whole.
+    """
+
+    def __init__(self) -> None:
+        self.merged = bytearray()
+        self.stdout = bytearray()
+        self._unfinished = {STDOUT: b"", STDERR: b""}
+
+    def add(self, stream: str, data: bytes) -> None:
+        if stream == STDOUT:
+            self.stdout += data
+        pending = self._unfinished[stream] + data if self._unfinished[stream] else data
+        cut = pending.rfind(b"\n") + 1
+        if cut:
+            self.merged += pending[:cut]
+            pending = pending[cut:]
+        if len(pending) > MAX_LINE_BYTES:
+            self.merged += pending
+            pending = b""
+        self._unfinished[stream] = pending
+
+    def take(self) -> tuple[bytes, bytes]:
+        """(merged, stdout) since the last call, unfinished lines included; empties the console."""
+        for stream, pending in self._unfinished.items():
+            self.merged += pending
+            self._unfinished[stream] = b""
+        taken = bytes(self.merged), bytes(self.stdout)
+        self.merged.clear()
+        self.stdout.clear()
+        return taken
+
+
 class OutputTracker:
     """Consumes the child's output on its own thread: parses stdout into the run, saves the console."""
 
@@ -145,8 +183,7 @@ class OutputTracker:
         self._announce = announce
         self._queue: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
         self._run: Run | None = None
-        self._console = bytearray()
-        self._stdout = bytearray()
+        self._console = Console()
         self._last_save = time.monotonic()
         self._failed = False
         self._thread = threading.Thread(target=self._loop, name="expertrack-parse", daemon=True)
@@ -186,9 +223,8 @@ class OutputTracker:
             self._fail(exc)
 
     def _consume(self, stream: str, data: bytes) -> None:
-        self._console += data
+        self._console.add(stream, data)
         if stream == STDOUT:
-            self._stdout += data
             self._track(self.feeder.feed(data))
         if time.monotonic() - self._last_save >= CONSOLE_FLUSH_S:
             self._save_console()
@@ -199,16 +235,10 @@ class OutputTracker:
 
     def _save_console(self) -> None:
         self._last_save = time.monotonic()
-        if self._run is None:
-            self._console.clear()
-            self._stdout.clear()
-            return
-        if self._console:
-            self._run.append_file(CONSOLE_FILE, bytes(self._console))
-            self._console.clear()
-        if self._stdout:
-            self._run.append_file(STDOUT_FILE, bytes(self._stdout))
-            self._stdout.clear()
+        merged, stdout = self._console.take()
+        if self._run is not None:
+            self._run.append_file(CONSOLE_FILE, merged)  # empty data is not stored
+            self._run.append_file(STDOUT_FILE, stdout)
 
     def _fail(self, exc: Exception) -> None:
         """Stop tracking (the output keeps passing through) and drain the queue so the reader never blocks."""
