@@ -153,3 +153,18 @@ def test_make_all_reports_written_and_skipped_figures(store: Path, tmp_path: Pat
 
 def test_the_cli_lists_the_same_figures_as_the_library():
     assert tuple(FIGURES) == FIGURE_NAMES
+
+
+def test_cli_group_keeps_one_experiment_apart_from_another(tmp_path: Path):
+    for group, seed in (("first", 0), ("second", 1)):
+        log_run(tmp_path, "dense", seed, group=group)
+        log_run(tmp_path, "moe", seed, group=group)
+    out = tmp_path / "out"
+    code, output = _figures(
+        "--dir", str(tmp_path), "--out", str(out), "--group", "second", "--only", "4", "--format", "svg"
+    )
+    assert code == 0, output
+    assert "series Dense: dense-s1" in output and "series MoE: moe-s1" in output
+    assert set(pd.read_csv(out / "domain_eval.csv").n_runs) == {1}
+    code, output = _figures("--dir", str(tmp_path), "--group", "third")
+    assert code == 2 and "no runs in group 'third'" in output

@@ -12,14 +12,14 @@ from expertrack.cli.common import RunLookupError, dir_option, open_api, resolve_
 FIGURE_NAMES = ("loss_curves", "specialization", "ablation_lb", "domain_eval", "router_entropy")
 
 
-def _choose_runs(api: Any, project: str | None, refs: list[str]) -> list[Any]:
-    """The named runs, else every run of ``project``; with neither, the store must hold one project."""
+def _choose_runs(api: Any, project: str | None, group: str | None, refs: list[str]) -> list[Any]:
+    """The named runs, else every run of ``project`` (and ``group``); the store must then hold one project."""
     if refs:
         return list({run.id: run for run in (resolve_run(api, ref) for ref in refs)}.values())
-    runs = list(api.runs(project=project))
+    runs = list(api.runs(project=project, filters={"group": group} if group else None))
     if not runs:
-        where = f"project {project!r}" if project else "the store"
-        raise RunLookupError(f"no runs in {where}; see `expertrack ls`")
+        where = " and ".join(f"{k} {v!r}" for k, v in (("project", project), ("group", group)) if v)
+        raise RunLookupError(f"no runs in {where or 'the store'}; see `expertrack ls`")
     projects = sorted({run.project for run in runs})
     if project is None and len(projects) > 1:
         raise RunLookupError(f"runs of several projects ({', '.join(projects)}); choose one with --project")
@@ -41,6 +41,7 @@ def _overrides(api: Any, runs: list[Any], dense: list[str], moe: list[str], no_l
 @click.command()
 @dir_option
 @click.option("--project", "-p", default=None, help="Runs of this project (needed when the store has several).")
+@click.option("--group", "-g", default=None, help="Only runs of this group (e.g. one `expertrack demo` invocation).")
 @click.option("--runs", "run_refs", multiple=True, help="Only these runs: names, ids or id prefixes (comma-separated).")
 @click.option(
     "--out",
@@ -90,6 +91,7 @@ def _overrides(api: Any, runs: list[Any], dense: list[str], moe: list[str], no_l
 def figures(
     dir_: Path | None,
     project: str | None,
+    group: str | None,
     run_refs: tuple[str, ...],
     out: Path,
     formats: str,
@@ -117,7 +119,7 @@ def figures(
     except ImportError as err:
         raise click.ClickException(f"figures need matplotlib: pip install 'expertrack[figures]' ({err})") from err
     api = open_api(dir_)
-    runs = _choose_runs(api, project, split_keys(run_refs))
+    runs = _choose_runs(api, project, group, split_keys(run_refs))
     overrides = _overrides(api, runs, split_keys(dense), split_keys(moe), split_keys(no_lb))
     options = figs.FigureOptions(
         x=x_axis, smooth=smooth, heatmap_run=heatmap_run, layer=layer, step=step, normalize=normalize
