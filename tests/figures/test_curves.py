@@ -10,9 +10,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 import expertrack
-from expertrack.figures import MissingDataError, loss_curves, router_entropy, select
+from expertrack.figures import MissingDataError, loss_curves, plot_panels, router_entropy, select
 from expertrack.figures.curves import MAX_PLOT_POINTS
-from expertrack.figures.data import aggregate, ema
+from expertrack.figures.data import Curve, aggregate, ema
 from expertrack.figures.output import write_result
 
 from .synthetic import BASE, LAYERS, STEPS, entropy, eval_loss, log_run, train_loss
@@ -169,3 +169,14 @@ def test_long_runs_are_thinned_for_drawing_but_keep_their_spikes(tmp_path: Path)
     assert len(line.get_xdata()) <= MAX_PLOT_POINTS
     assert 12_345 in line.get_xdata() and max(line.get_ydata()) == 9.0
     assert len(result.table) == 20_000  # the CSV keeps every point
+
+
+def test_y_range_skips_the_initial_drop_of_dense_curves_but_shows_every_sparse_point():
+    steps = np.arange(1000.0)
+    dense = Curve("train", steps, 2.0 + 8.0 * np.exp(-steps / 10), np.zeros(1000), 1)
+    sparse = Curve("val", np.array([100.0, 200, 300, 400]), np.array([4.0, 2.5, 2.2, 2.1]), np.zeros(4), 1)
+    fig = plot_panels({"dense": [dense], "sparse": [sparse]}, "Training step", "loss")
+    dense_ax, sparse_ax = fig.axes
+    assert dense_ax.get_ylim()[1] < 3.0  # the first 5% (up to 10.0) would flatten the rest
+    low, high = sparse_ax.get_ylim()
+    assert low < 2.1 and high > 4.0

@@ -34,6 +34,7 @@ from expertrack.figures.style import FULL_WIDTH, new_figure, paper_style
 LOSS_PANELS = {"train/loss": "Training loss", "eval/loss": "Validation loss"}
 ENTROPY_LAYERS_KEY = "moe/router_entropy_norm_layers"
 ENTROPY_KEY = "moe/router_entropy_norm"
+DENSE_CURVE_POINTS = 50  # curves with fewer points are drawn whole, never clipped at the start
 MAX_PLOT_POINTS = 2000  # per line: enough for a full-width figure at 300 dpi, small enough for vector output
 
 # A run's series of (steps, values) for one panel, or None when the run lacks it.
@@ -107,10 +108,13 @@ def draw_curves(ax: Axes, curves: Sequence[Curve]) -> None:
 
 
 def _loss_ylim(ax: Axes, curves: Sequence[Curve]) -> None:
-    """Skip the first 5% of training when scaling y, so the initial drop does not flatten the rest."""
+    """Skip the first 5% of dense curves when scaling y, so the initial drop does not flatten the rest.
+
+    Sparse curves (validation every few hundred steps) keep every point: each one is a measurement.
+    """
     values = []
     for c in curves:
-        late = c.x >= c.x[0] + 0.05 * (c.x[-1] - c.x[0])
+        late = c.x >= c.x[0] + 0.05 * (c.x[-1] - c.x[0]) if len(c.x) >= DENSE_CURVE_POINTS else slice(None)
         values.append(c.mean[late] + c.std[late])
         values.append(c.mean[late] - c.std[late])
     low, high = float(np.nanmin(np.concatenate(values))), float(np.nanmax(np.concatenate(values)))
