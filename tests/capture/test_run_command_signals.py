@@ -165,3 +165,32 @@ def test_a_signal_ignored_by_our_caller_stays_ignored_for_the_child(tmp_path: Pa
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
     )
     assert result.stdout == b"True\n", result.stderr
+
+
+def test_on_a_terminal_stdout_and_stderr_lines_stay_whole(tmp_path: Path) -> None:
+    # Python writes print(..., file=sys.stderr) as the text and then "\n": two writes with stdout in between
+    code = "import sys\nfor i in range(300):\n    print('err line', file=sys.stderr)\n    print('out line')"
+    master, slave = os.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.OPOST  # read back the bytes as written
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, "-c", code],
+        cwd=tmp_path,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    lines = [line for line in output.split(b"\n") if line and not line.startswith(b"expertrack: ")]
+    assert lines.count(b"err line") == 300 and lines.count(b"out line") == 300, set(lines)

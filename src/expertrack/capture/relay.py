@@ -31,6 +31,7 @@ HEADER = struct.Struct("<BI")
 READ_SIZE = 1 << 16
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: capped by /proc/sys/fs/pipe-max-size (1 MiB by default)
 QUIET_AFTER_EXIT_S = 1.0
+HOLD_S = 0.02  # how long one stream's output may wait for the other to finish its line
 F_SETPIPE_SZ = 1031  # Linux, <linux/fcntl.h>
 _IGNORED = (
     signal.SIGINT,
@@ -115,14 +116,17 @@ def _pump(channels: dict[int, str], frames: int, exited: int) -> None:
     for fd in (*channels, exited):
         poller.register(fd, select.POLLIN)
     open_fds = dict(channels)
-    echo = {STDOUT: 1, STDERR: 2}
+    output = _LineMerger(frames)
     last_data = time.monotonic()
     exited_at: float | None = None
     while open_fds:
-        ready = poller.poll(200)
+        ready = poller.poll(output.timeout_ms(time.monotonic()))
         now = time.monotonic()
+        output.tick(now)
         if exited_at is not None and not ready and now - max(exited_at, last_data) > QUIET_AFTER_EXIT_S:
-            return
+            break
+        # which of two ready streams wrote first is unknowable; the one inside a line most likely continues it
+        ready.sort(key=lambda event: open_fds.get(event[0]) != output.inside_line)
         for fd, _event in ready:
             if fd == exited:  # end-of-file: the wrapper has seen the child exit
                 poller.unregister(fd)
@@ -130,17 +134,64 @@ def _pump(channels: dict[int, str], frames: int, exited: int) -> None:
                 continue
             last_data = now
             data = _read(fd)
-            if not data:
+            if data:
+                output.add(open_fds[fd], data, now)
+            else:
                 poller.unregister(fd)
-                del open_fds[fd]
-                continue
-            stream = open_fds[fd]
-            if stream in echo:
-                try:
-                    _write_all(echo[stream], data)
-                except OSError:  # our reader left (`expertrack run ... | head`): keep draining and tracking
-                    del echo[stream]
-            _write_all(frames, HEADER.pack(STREAMS.index(stream), len(data)) + data)
+                output.ended(open_fds.pop(fd))
+    output.release()
+
+
+class _LineMerger:
+    """Passes chunks on to our stdout/stderr and the frame pipe, keeping lines whole across the two streams.
+
+    Programs write a line in pieces (Python writes ``print()``'s text, then "\n"), and two ptys deliver
+    asynchronously, so the other stream's next line can arrive between the pieces. While one stream is inside a
+    line, the other's chunks wait for its "\n", at most ``HOLD_S`` (a progress bar never sends one).
+    """
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.echo = {STDOUT: 1, STDERR: 2}
+        self.inside_line: str | None = None  # the stream whose last chunk ended inside a line
+        self.held: list[tuple[str, bytes]] = []
+        self.hold_until = 0.0
+
+    def timeout_ms(self, now: float) -> int:
+        return 200 if not self.held else max(0, int((self.hold_until - now) * 1000) + 1)
+
+    def add(self, stream: str, data: bytes, now: float) -> None:
+        if self.inside_line not in (None, stream):
+            if not self.held:
+                self.hold_until = now + HOLD_S
+            self.held.append((stream, data))
+            return
+        self._emit(stream, data)
+        if self.inside_line is None:
+            self.release()
+
+    def tick(self, now: float) -> None:
+        if self.held and now >= self.hold_until:
+            self.release()
+
+    def ended(self, stream: str) -> None:
+        if self.inside_line == stream:
+            self.inside_line = None
+            self.release()
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for stream, data in held:
+            self._emit(stream, data)
+
+    def _emit(self, stream: str, data: bytes) -> None:
+        self.inside_line = None if data.endswith(b"\n") else stream
+        if stream in self.echo:
+            try:
+                _write_all(self.echo[stream], data)
+            except OSError:  # our reader left (`expertrack run ... | head`): keep draining and tracking
+                del self.echo[stream]
+        _write_all(self.frames, HEADER.pack(STREAMS.index(stream), len(data)) + data)
 
 
 def _read(fd: int) -> bytes:
