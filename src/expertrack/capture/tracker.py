@@ -141,9 +141,9 @@ class Console:
     """The saved console: both streams merged a whole line at a time, and stdout alone.
 
     Programs often write a line in pieces (Python writes ``print(..., file=sys.stderr)`` as the text, then "\n"),
-    and the other stream may write in between; merging byte chunks as they arrive would cut lines in two. So a
-    stream's unfinished line waits until its newline comes, or until the next save (progress bars and prompts
-    have no newline), and then goes in whole.
+    and the other stream may write in between. The relay keeps lines whole on screen but may wait only
+    milliseconds; the saved record can wait longer, so here a stream's unfinished line waits until its newline
+    comes, or until the next save (progress bars and prompts have no newline), and then goes in whole.
     """
 
     def __init__(self) -> None:
