@@ -57,11 +57,14 @@ def only_run(tracking_dir: Path) -> expertrack.ApiRun:
     return runs[0]
 
 
-def test_fake_trainer_is_tracked_and_passed_through_unchanged(tmp_path: Path, tracking_dir: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["--pipe"]], ids=["pty", "pipe"])
+def test_fake_trainer_is_tracked_and_passed_through_unchanged(
+    tmp_path: Path, tracking_dir: Path, mode: list[str]
+) -> None:
     trainer = write_trainer(tmp_path)
     argv = [sys.executable, str(trainer), "-b", "4703", "--lr=3e-4", "-n", "5"]
     alone = subprocess.run(argv, capture_output=True, check=True)
-    wrapped = expertrack_run("--", *argv, cwd=tmp_path)
+    wrapped = expertrack_run(*mode, "--", *argv, cwd=tmp_path)
 
     assert wrapped.returncode == 0, wrapped.stderr
     assert wrapped.stdout == alone.stdout  # byte for byte

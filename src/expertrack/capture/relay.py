@@ -16,6 +16,7 @@ ignores the signals the wrapper forwards (the wrapper decides what reaches the c
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -61,8 +62,6 @@ def start_relay(channels: dict[int, str], die_with_parent: Callable[[int], None]
     frames_read, frames_write = os.pipe()
     exited_read, exited_write = os.pipe()
     with contextlib.suppress(OSError):
-        import fcntl
-
         fcntl.fcntl(frames_write, F_SETPIPE_SZ, PIPE_SIZE)
     pid = os.fork()
     if pid == 0:  # the relay
