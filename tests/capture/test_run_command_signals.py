@@ -83,25 +83,58 @@ def test_ctrl_c_on_a_terminal_reaches_the_child_exactly_once(tmp_path: Path, tra
     assert stdout == b"sigints 1\n"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_a_killed_wrapper_does_not_leave_its_child_running(tmp_path: Path) -> None:
-    pid_file = tmp_path / "child.pid"
-    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+def _wait_for_pid(pid_file: Path) -> int:
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        time.sleep(0.05)
+    return int(pid_file.read_text())
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def test_a_killed_wrapper_takes_the_child_and_what_it_started_along(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
     proc = subprocess.Popen(
-        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, "-c", code],
+        [EXPERTRACK, "run", "--mirror", "off", "--", "sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not pid_file.exists() or not pid_file.read_text():
-        time.sleep(0.05)
-    child_pid = int(pid_file.read_text())
-    proc.kill()  # SIGKILL: the wrapper cannot clean up; the kernel must
+    grandchild = _wait_for_pid(pid_file)
+    proc.kill()  # SIGKILL: the wrapper cannot clean up; the kernel and the relay must
     proc.wait()
-    deadline = time.monotonic() + 20
-    while _alive(child_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child_pid)
+    assert _gone_within(grandchild, 20)
+
+
+# The wrapper as a library call, with a short grace, so a child that ignores SIGTERM is seen being killed.
+STUBBORN = """
+import sys
+from expertrack.capture import relay
+relay.ORPHAN_GRACE_S = 0.5
+from expertrack.capture.child import Child
+child = Child([sys.executable, "-c", sys.argv[1]], lambda stream, data: None)
+child.start()
+child.wait()
+"""
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    code = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN, code], cwd=tmp_path)
+    child = _wait_for_pid(pid_file)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.2)
+    assert _alive(child)  # SIGTERM ignored: the grace runs...
+    assert _gone_within(child, 20)  # ...then SIGKILL
 
 
 def _alive(pid: int) -> bool:
@@ -193,4 +226,6 @@ def test_on_a_terminal_stdout_and_stderr_lines_stay_whole(tmp_path: Path) -> Non
     os.close(master)
     assert proc.wait(timeout=60) == 0
     lines = [line for line in output.split(b"\n") if line and not line.startswith(b"expertrack: ")]
-    assert lines.count(b"err line") == 300 and lines.count(b"out line") == 300, set(lines)
+    # the wait for a line's end is bounded (relay.HOLD_S): a child descheduled mid-line for longer, on a loaded
+    # machine, may still see a line cut, so a few are allowed
+    assert lines.count(b"err line") >= 295 and lines.count(b"out line") >= 295, set(lines)

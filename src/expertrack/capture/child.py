@@ -15,8 +15,9 @@ stderr stays a separate channel, so the two streams never mix: a second pty when
 
 The child runs in its own session (``setsid``): it has its own process group, which receives every Ctrl-C or
 SIGTERM sent to the wrapper exactly once (the terminal sends Ctrl-C to the wrapper's group, not the child's),
-and its reads from a terminal on stdin are not subject to job control. On Linux the child also asks the kernel
-(``PR_SET_PDEATHSIG``) for SIGTERM when the wrapper dies, so it is never left running unseen.
+and its reads from a terminal on stdin are not subject to job control. If the wrapper dies, the child gets
+SIGTERM from the kernel (``PR_SET_PDEATHSIG``, Linux) and its whole group gets SIGTERM, then SIGKILL after a
+grace, from the relay, so nothing is left running unseen.
 
 A relay process (relay.py) drains both channels and passes each chunk through at once; a thread here hands the
 chunks to ``on_output``, which must only enqueue: parsing and storing happen on another thread, off the child's
@@ -109,7 +110,7 @@ class Child:
         finally:
             os.close(out_write)  # the child holds its ends; ours must go so we see end-of-file
             os.close(err_write)
-        self._relay = start_relay(self._channels, _die_with_parent())
+        self._relay = start_relay(self._channels, self.process.pid)
         for fd in self._channels:
             if fd not in self._ptys:
                 os.close(fd)  # only the relay reads; a pipe with no reader left gives the child EPIPE
@@ -120,7 +121,9 @@ class Child:
         assert self.process is not None, "start() first"
         returncode = self.process.wait()  # signal handlers run on this (main) thread while it waits
         assert self._relay is not None
-        os.close(self._relay.exited)  # tells the relay: stop once the output falls silent
+        with contextlib.suppress(BrokenPipeError):  # the relay may have finished already
+            os.write(self._relay.exited, b"x")  # tells the relay: stop once the output falls silent
+        os.close(self._relay.exited)
         self._reader.join()
         os.waitpid(self._relay.pid, 0)
         for fd in self._ptys:
@@ -212,9 +215,9 @@ def _terminal_size() -> bytes | None:
     return None
 
 
-def _die_with_parent() -> Callable[[int], None] | None:
-    """A function that asks the kernel to send a signal to the calling process when its parent dies (Linux's
-    PR_SET_PDEATHSIG), to call in a child before exec; None where there is no such request.
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """The child's pre-exec hook: ask the kernel for SIGTERM when the wrapper dies (Linux's PR_SET_PDEATHSIG), so
+    a trainer can still save a checkpoint (the relay sees to the rest of its process group); None elsewhere.
 
     libc is loaded here, in the parent: between fork and exec the child may only run code that takes no lock
     another thread could have held at the fork (no imports, little allocation).
@@ -225,21 +228,14 @@ def _die_with_parent() -> Callable[[int], None] | None:
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
+    sigterm = int(signal.SIGTERM)
 
-    def request(signum: int) -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os.kill(os.getpid(), signum)
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
+        if os.getppid() != parent:  # the wrapper died before the request took effect
+            os.kill(os.getpid(), sigterm)
 
-    return request
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """The child's pre-exec hook: SIGTERM when the wrapper dies, so a trainer can still save a checkpoint."""
-    request = _die_with_parent()
-    if request is None:
-        return None
-    return lambda: request(signal.SIGTERM)
+    return hook
 
 
 @contextlib.contextmanager

@@ -8,9 +8,14 @@ in a process that does nothing else, at full priority. The wrapper drains the fr
 thread, so the relay rarely waits either; if tracking falls far behind, the waits are back-pressure, never loss.
 
 Frames are ``HEADER`` (stream id, length) followed by that many bytes. The relay ends when every channel has
-reached end-of-file, or, once told that the child exited (the wrapper closes the "exited" pipe), when the
-channels have been silent for ``QUIET_AFTER_EXIT_S`` (something the child started still holds them open). It
-ignores the signals the wrapper forwards (the wrapper decides what reaches the child) and dies with the wrapper.
+reached end-of-file, or, once told that the child exited (a byte on the "exited" pipe), when the channels have
+been silent for ``QUIET_AFTER_EXIT_S`` (something the child started still holds them open). It ignores the
+signals the wrapper forwards (the wrapper decides what reaches the child).
+
+If the wrapper dies without cleaning up (``kill -9``), the "exited" pipe closes without that byte. The relay
+then sends SIGTERM to the child's whole process group (the child's own ``PR_SET_PDEATHSIG`` reaches only the
+child, not what it started), keeps passing output through, and sends SIGKILL to whatever is left after
+``ORPHAN_GRACE_S``, time enough for a trainer to save a checkpoint. So nothing keeps training unseen.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import select
 import signal
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 STDOUT = "stdout"
@@ -32,7 +36,8 @@ HEADER = struct.Struct("<BI")
 READ_SIZE = 1 << 16
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: capped by /proc/sys/fs/pipe-max-size (1 MiB by default)
 QUIET_AFTER_EXIT_S = 1.0
-HOLD_S = 0.02  # how long one stream's output may wait for the other to finish its line
+HOLD_S = 0.05  # how long one stream's output may wait for the other to finish its line (unnoticeable on screen)
+ORPHAN_GRACE_S = 30.0
 F_SETPIPE_SZ = 1031  # Linux, <linux/fcntl.h>
 _IGNORED = (
     signal.SIGINT,
@@ -51,11 +56,11 @@ class Relay:
 
     pid: int
     frames: int  # read end of the frame pipe
-    exited: int  # write end of the "child exited" pipe: closing it tells the relay
+    exited: int  # write end of the "child exited" pipe: a byte then end-of-file tells the relay
 
 
-def start_relay(channels: dict[int, str], die_with_parent: Callable[[int], None] | None) -> Relay:
-    """Fork the relay for ``channels`` (read end -> stream name).
+def start_relay(channels: dict[int, str], child_pid: int) -> Relay:
+    """Fork the relay for ``channels`` (read end -> stream name) of the child ``child_pid`` (its group leader).
 
     Call with no other thread running: the forked process runs Python code.
     """
@@ -69,8 +74,8 @@ def start_relay(channels: dict[int, str], die_with_parent: Callable[[int], None]
         try:
             os.close(frames_read)
             os.close(exited_write)
-            _become_relay(die_with_parent)
-            _pump(channels, frames_write, exited_read)
+            _become_relay()
+            _pump(channels, frames_write, exited_read, _Orphaning(child_pid))
             status = 0
         finally:
             os._exit(status)  # never return into the wrapper's code, never run its atexit hooks
@@ -101,16 +106,38 @@ class FrameReader:
         return chunks
 
 
-def _become_relay(die_with_parent: Callable[[int], None] | None) -> None:
+def _become_relay() -> None:
     for signum in _IGNORED:
         signal.signal(signum, signal.SIG_IGN)
     for signum in (signal.SIGTSTP, signal.SIGCONT):
         signal.signal(signum, signal.SIG_DFL)  # stop and continue with the wrapper's group (Ctrl-Z, fg)
-    if die_with_parent is not None:
-        die_with_parent(signal.SIGKILL)
 
 
-def _pump(channels: dict[int, str], frames: int, exited: int) -> None:
+class _Orphaning:
+    """What the relay does when the wrapper is gone: SIGTERM to the child's group, SIGKILL after the grace."""
+
+    def __init__(self, child_group: int) -> None:
+        self.child_group = child_group
+        self.since: float | None = None
+        self.killed = False
+
+    def start(self, now: float) -> None:
+        self.since = now
+        self._signal(signal.SIGTERM)
+
+    def tick(self, now: float) -> bool:
+        """True once the grace has run out and the group was killed."""
+        if self.since is not None and not self.killed and now - self.since > ORPHAN_GRACE_S:
+            self._signal(signal.SIGKILL)
+            self.killed = True
+        return self.killed
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.child_group, signum)
+
+
+def _pump(channels: dict[int, str], frames: int, exited: int, orphaning: _Orphaning) -> None:
     poller = select.poll()
     for fd in (*channels, exited):
         poller.register(fd, select.POLLIN)
@@ -122,14 +149,19 @@ def _pump(channels: dict[int, str], frames: int, exited: int) -> None:
         ready = poller.poll(output.timeout_ms(time.monotonic()))
         now = time.monotonic()
         output.tick(now)
+        if orphaning.tick(now) and exited_at is None:
+            exited_at = now
         if exited_at is not None and not ready and now - max(exited_at, last_data) > QUIET_AFTER_EXIT_S:
             break
         # which of two ready streams wrote first is unknowable; the one inside a line most likely continues it
         ready.sort(key=lambda event: open_fds.get(event[0]) != output.inside_line)
         for fd, _event in ready:
-            if fd == exited:  # end-of-file: the wrapper has seen the child exit
+            if fd == exited:  # a byte: the wrapper has seen the child exit; end-of-file alone: it died
                 poller.unregister(fd)
-                exited_at = now
+                if _read(fd):
+                    exited_at = now
+                else:
+                    orphaning.start(now)
                 continue
             last_data = now
             data = _read(fd)
@@ -150,7 +182,7 @@ class _LineMerger:
     """
 
     def __init__(self, frames: int) -> None:
-        self.frames = frames
+        self.frames: int | None = frames
         self.echo = {STDOUT: 1, STDERR: 2}
         self.inside_line: str | None = None  # the stream whose last chunk ended inside a line
         self.held: list[tuple[str, bytes]] = []
@@ -190,7 +222,11 @@ class _LineMerger:
                 _write_all(self.echo[stream], data)
             except OSError:  # our reader left (`expertrack run ... | head`): keep draining and tracking
                 del self.echo[stream]
-        _write_all(self.frames, HEADER.pack(STREAMS.index(stream), len(data)) + data)
+        if self.frames is not None:
+            try:
+                _write_all(self.frames, HEADER.pack(STREAMS.index(stream), len(data)) + data)
+            except OSError:  # the wrapper is gone: keep showing the output while the child winds down
+                self.frames = None
 
 
 def _read(fd: int) -> bytes:
