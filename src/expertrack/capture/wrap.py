@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from expertrack.capture.child import Child, SpawnError, forward_signals
+from expertrack.capture.child import Child, ChildExit, SpawnError, forward_signals
 from expertrack.capture.tracker import OutputTracker
 from expertrack.notify import say
 
@@ -60,10 +60,19 @@ def wrap(options: WrapOptions) -> int:
             ended = child.wait()
         finally:
             child.send_signal(signal.SIGTERM)  # only if our own code failed while it still runs
+        finish_tracking(tracker, run, ended)
+    return ended.status
+
+
+def finish_tracking(tracker: OutputTracker, run: Run | None, ended: ChildExit) -> None:
+    """Parse what is left and finish the run the way the command ended; a failure here is said, and never
+    changes the exit status the caller returns."""
+    try:
         tracker.close()
         if run is not None:
             run.finish(exit_code=ended.status, signal=ended.signal)
-    return ended.status
+    except Exception as exc:  # outer boundary: the command has ended; its exit status must come through
+        say(f"could not finish tracking the run ({type(exc).__name__}: {exc})")
 
 
 def start_run(options: WrapOptions) -> Run | None:
