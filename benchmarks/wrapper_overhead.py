@@ -15,7 +15,7 @@ For each: the child's own lines/s (what training would feel), lines/s end to end
 everything stored), both as ratios to the child alone, and the CPU time per line spent outside the child's loop
 (interpreter start-up, relay, parsing, storing), which, unlike speeds, does not depend on what else the machine
 runs. Goal (issue 3): under expertrack the child keeps at least 70% of its speed alone. Each setup runs --repeat
-times and the best run counts (the machine may be shared).
+times, the setups taking turns, and the median run counts (the machine may be shared).
 
     python benchmarks/wrapper_overhead.py [--lines 200000] [--wandb-lines 10000] [--repeat 3]
 """
@@ -84,38 +84,43 @@ EXPERTRACK = "from expertrack.cli.main import main; main()"
 
 
 @dataclass
-class Result:
+class Setup:
+    """One way of running the child: ``wrapper`` goes before its command line."""
+
     name: str
+    wrapper: list[str]
     lines: int
-    child_s: float
-    wall_s: float
-    wrapper_cpu_s: float  # CPU time of everything but the child's printing loop: startup, relay, parsing, storing
-    baseline: Result | None = None  # what "vs alone" compares with; None: this is a baseline
+    work_ms: float = 0.0
+    env: dict[str, str] | None = None
+    baseline: str | None = None  # the setup "vs alone" compares with; None: itself
+    repeat: int | None = None  # None: --repeat
 
 
 @dataclass
-class Bench:
-    work: Path
-    env: dict[str, str]
-    repeat: int
+class Result:
+    setup: Setup
+    child_s: float
+    wall_s: float
+    wrapper_cpu_s: float  # CPU time of everything but the child's printing loop: startup, relay, parsing, storing
 
-    def best(self, name: str, wrapper: list[str], lines: int, work_ms: float = 0.0, repeat: int = 0) -> Result:
-        """The child under ``wrapper`` (best of --repeat runs), output to /dev/null."""
-        runs = [self.once(name, wrapper, lines, work_ms) for _ in range(repeat or self.repeat)]
-        return min(runs, key=lambda r: r.child_s)
 
-    def once(self, name: str, wrapper: list[str], lines: int, work_ms: float) -> Result:
-        timing = self.work / "child-time"
-        timing.unlink(missing_ok=True)
-        child = [sys.executable, str(self.work / "child.py"), str(lines), str(timing), str(work_ms / 1000)]
-        before = _children_cpu()
-        start = time.perf_counter()
-        subprocess.run(
-            [*wrapper, *child], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env, check=True
-        )
-        wall = time.perf_counter() - start
-        child_s, child_cpu = map(float, timing.read_text().split())
-        return Result(name, lines, child_s, wall, _children_cpu() - before - child_cpu)
+def run_once(setup: Setup, work: Path, env: dict[str, str]) -> Result:
+    """The child under the setup's wrapper, output to /dev/null: its own time, the wall time, the CPU around it."""
+    timing = work / "child-time"
+    timing.unlink(missing_ok=True)
+    child = [sys.executable, str(work / "child.py"), str(setup.lines), str(timing), str(setup.work_ms / 1000)]
+    before = _children_cpu()
+    start = time.perf_counter()
+    subprocess.run(
+        [*setup.wrapper, *child],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=setup.env or env,
+        check=True,
+    )
+    wall = time.perf_counter() - start
+    child_s, child_cpu = map(float, timing.read_text().split())
+    return Result(setup, child_s, wall, _children_cpu() - before - child_cpu)
 
 
 def _children_cpu() -> float:
@@ -124,8 +129,12 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def median_run(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.child_s)[len(results) // 2]
+
+
 def check_stored(runs_dir: Path, lines: int) -> None:
-    """Every line parsed and stored: each expertrack run holds ``lines`` train_loss points."""
+    """Every line parsed and stored: each expertrack run of the flooding child holds ``lines`` train_loss points."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import expertrack
 
@@ -133,6 +142,33 @@ def check_stored(runs_dir: Path, lines: int) -> None:
         stored = run.point_count("train_loss")
         if stored != lines:
             raise SystemExit(f"run {run.id}: {stored} of {lines} lines stored")
+
+
+def setups(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[Setup]:
+    run = [sys.executable, "-c", EXPERTRACK, "run", "--mirror", "off", "--parser", "gpt2-cuda", "--"]
+    n, alone, paced = args.lines, "child alone", f"paced child alone ({args.work_ms} ms/line)"
+    chosen = [
+        Setup(alone, [], n),
+        Setup("child on a bare pty", [sys.executable, str(work / "bare_pty.py")], n, baseline=alone),
+        Setup("expertrack run (pty)", run, n, baseline=alone),
+        Setup("expertrack run --pipe", [*run[:-1], "--pipe", "--"], n, baseline=alone),
+        Setup(paced, [], args.paced_lines, args.work_ms),
+        Setup(
+            "paced child, expertrack run",
+            run,
+            args.paced_lines,
+            args.work_ms,
+            env={**env, "EXPERTRACK_DIR": str(work / "paced-runs")},  # check_stored looks at the flood's runs only
+            baseline=paced,
+        ),
+    ]
+    if importlib.util.find_spec("wandb") is not None:
+        wandb_env = {**env, "WANDB_MODE": "offline", "WANDB_DIR": str(work), "WANDB_SILENT": "true"}
+        naive = [sys.executable, str(work / "naive_wandb.py")]
+        chosen.append(
+            Setup("naive wandb.log per line", naive, args.wandb_lines, env=wandb_env, baseline=alone, repeat=1)
+        )
+    return chosen
 
 
 def main() -> None:
@@ -149,46 +185,30 @@ def main() -> None:
         (work / "child.py").write_text(CHILD)
         (work / "bare_pty.py").write_text(BARE_PTY)
         (work / "naive_wandb.py").write_text(NAIVE_WANDB)
-        runs = work / "runs"
-        bench = Bench(work, {**os.environ, "EXPERTRACK_DIR": str(runs)}, args.repeat)
-        run = [sys.executable, "-c", EXPERTRACK, "run", "--mirror", "off", "--parser", "gpt2-cuda", "--"]
-        n = args.lines
-        alone = bench.best("child alone", [], n)
-        results = [
-            alone,
-            bench.best("child on a bare pty", [sys.executable, str(work / "bare_pty.py")], n),
-            bench.best("expertrack run (pty)", run, n),
-            bench.best("expertrack run --pipe", [*run[:-1], "--pipe", "--"], n),
-        ]
-        check_stored(runs, n)
-        if importlib.util.find_spec("wandb") is not None:
-            wandb_env = {**bench.env, "WANDB_MODE": "offline", "WANDB_DIR": str(work), "WANDB_SILENT": "true"}
-            naive = Bench(work, wandb_env, 1).best(
-                "naive wandb.log per line", [sys.executable, str(work / "naive_wandb.py")], args.wandb_lines
-            )
-            results.append(naive)
-        paced_alone = bench.best(f"paced child alone ({args.work_ms} ms/line)", [], args.paced_lines, args.work_ms)
-        paced = bench.best("paced child, expertrack run", run, args.paced_lines, args.work_ms)
-        paced.baseline = paced_alone
-        results += [paced_alone, paced]
-        for result in results:
-            if result is not alone and result.baseline is None and result is not paced_alone:
-                result.baseline = alone
-    print_table(results)
+        env = {**os.environ, "EXPERTRACK_DIR": str(work / "runs")}
+        chosen = setups(args, work, env)
+        runs: dict[str, list[Result]] = {setup.name: [] for setup in chosen}
+        # round robin, so a change in the machine's load falls on every setup alike
+        for round_ in range(args.repeat):
+            for setup in chosen:
+                if round_ < (setup.repeat or args.repeat):
+                    runs[setup.name].append(run_once(setup, work, env))
+        check_stored(work / "runs", args.lines)
+    print_table({name: median_run(results) for name, results in runs.items()})
 
 
-def print_table(results: list[Result]) -> None:
+def print_table(results: dict[str, Result]) -> None:
     header = f"{'setup':<34} {'lines':>8} {'child lines/s':>14} {'vs alone':>9} {'end-to-end lines/s':>19}"
     print(f"{header} {'vs alone':>9} {'other CPU us/line':>18}")
-    for r in results:
-        child, wall = r.lines / r.child_s, r.lines / r.wall_s
-        base = r.baseline or r
-        child_ratio = child / (base.lines / base.child_s)
-        wall_ratio = wall / (base.lines / base.wall_s)
-        cpu = 1e6 * r.wrapper_cpu_s / r.lines
+    for name, r in results.items():
+        lines = r.setup.lines
+        base = results[r.setup.baseline] if r.setup.baseline else r
+        child, wall = lines / r.child_s, lines / r.wall_s
+        child_ratio = child / (base.setup.lines / base.child_s)
+        wall_ratio = wall / (base.setup.lines / base.wall_s)
+        cpu = 1e6 * r.wrapper_cpu_s / lines
         print(
-            f"{r.name:<34} {r.lines:>8,} {child:>14,.0f} {child_ratio:>8.0%} {wall:>19,.0f} {wall_ratio:>8.0%} "
-            f"{cpu:>18.1f}"
+            f"{name:<34} {lines:>8,} {child:>14,.0f} {child_ratio:>8.0%} {wall:>19,.0f} {wall_ratio:>8.0%} {cpu:>18.1f}"
         )
 
 
