@@ -44,6 +44,8 @@ def test_loss_curves_draw_the_seed_mean_per_series_with_a_band(selection):
         np.testing.assert_allclose(
             val_line.get_ydata(), (eval_loss(variant, 0, None) + eval_loss(variant, 1, None)) / 2
         )
+    assert _lines(val)["MoE (2 seeds)"].get_marker() == "o"  # 4 evals: each measured point is marked
+    assert _lines(train)["MoE (2 seeds)"].get_marker() in (None, "None", "")
     bands = [c for c in train.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 3  # one ±1 s.d. band per series of two seeds
     legend = [t.get_text() for t in result.figure.legends[0].get_texts()]

@@ -35,6 +35,7 @@ LOSS_PANELS = {"train/loss": "Training loss", "eval/loss": "Validation loss"}
 ENTROPY_LAYERS_KEY = "moe/router_entropy_norm_layers"
 ENTROPY_KEY = "moe/router_entropy_norm"
 DENSE_CURVE_POINTS = 50  # curves with fewer points are drawn whole, never clipped at the start
+MARKED_CURVE_POINTS = 20  # curves with at most this many points show a marker at each
 MAX_PLOT_POINTS = 2000  # per line: enough for a full-width figure at 300 dpi, small enough for vector output
 
 # A run's series of (steps, values) for one panel, or None when the run lacks it.
@@ -104,7 +105,8 @@ def draw_curves(ax: Axes, curves: Sequence[Curve]) -> None:
         if curve.n > 1:
             ax.fill_between(x, mean - std, mean + std, color=curve.color, alpha=0.2, linewidth=0)
         label = curve.label if curve.n == 1 else f"{curve.label} ({curve.n} seeds)"
-        ax.plot(x, mean, color=curve.color, linestyle=curve.linestyle, label=label)
+        marker = "o" if len(x) <= MARKED_CURVE_POINTS else None  # a few evals: mark the measured points
+        ax.plot(x, mean, color=curve.color, linestyle=curve.linestyle, label=label, marker=marker, markersize=2.5)
 
 
 def _loss_ylim(ax: Axes, curves: Sequence[Curve]) -> None:
