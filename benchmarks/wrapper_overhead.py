@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--wandb-lines", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--paced-lines", type=int, default=2_000, help="lines of the paced child")
+    parser.add_argument("--paced-lines", type=int, default=5_000, help="lines of the paced child")
     parser.add_argument("--work-ms", type=float, default=1.0, help="busy work per line of the paced child")
     args = parser.parse_args()
 
