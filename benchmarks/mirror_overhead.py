@@ -44,14 +44,15 @@ def step_work():
             a @ a  # NumPy releases the interpreter lock inside the matmul
 
 run = expertrack.init(project="bench", name=f"overhead-{mirror}", mirror=mirror)
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 for s in range(steps):
     step_work()
     run.log({f"metric/{i}": s * 0.001 + i for i in range(10)})
 loop = time.perf_counter() - start
 run.finish()
 total = time.perf_counter() - start
-print(json.dumps({"run_id": run.id, "loop_s": loop, "total_s": total}))
+cpu = time.process_time() - cpu  # the training process's own CPU (all its threads: loop and writer)
+print(json.dumps({"run_id": run.id, "loop_s": loop, "total_s": total, "cpu_s": cpu}))
 """
 
 
@@ -113,22 +114,29 @@ def main() -> None:
 
 
 def report(rows: list[tuple[str, dict[str, float]]], args: argparse.Namespace) -> None:
-    """Print the table: per mode, the mean loop and total times, and the on/off ratio."""
+    """Print the table: per mode, the mean loop, total and CPU times, and the on/off ratio."""
     off = [r for m, r in rows if m == "off"]
     on = [r for m, r in rows if m != "off"]
-    loop_off, loop_on = (statistics.mean(r["loop_s"] for r in rs) for rs in (off, on))
-    total_off, total_on = (statistics.mean(r["total_s"] for r in rs) for rs in (off, on))
-    per_step = 1000 / args.steps
+
+    def mean(rs: list[dict[str, float]], field: str) -> float:
+        return statistics.mean(r[field] for r in rs)
+
     print(
         f"\n{args.steps} steps, {args.work} work of ~1 ms per step, 10 scalars logged per step, "
-        f"{len(off)} runs per mode ({os.cpu_count()} CPUs)\n"
+        f"{len(off)} runs per mode, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
     )
-    print("| mirror | loop (s) | loop + finish (s) | ms per step | mirror done after finish (s) |")
-    print("|---|---|---|---|---|")
-    print(f"| off | {loop_off:.2f} | {total_off:.2f} | {loop_off * per_step:.3f} | - |")
-    lag = statistics.mean(r["mirror_done_s"] for r in on)
-    print(f"| on (W&B offline) | {loop_on:.2f} | {total_on:.2f} | {loop_on * per_step:.3f} | {lag:.1f} |")
-    print(f"| ratio on/off | {loop_on / loop_off:.3f} | {total_on / total_off:.3f} | | |")
+    print("| mirror | loop (s) | loop + finish (s) | ms per step | training CPU (s) | mirror done after finish (s) |")
+    print("|---|---|---|---|---|---|")
+    for label, rs in (("off", off), ("on (W&B offline)", on)):
+        lag = f"{mean(rs, 'mirror_done_s'):.1f}" if rs is on else "-"
+        print(
+            f"| {label} | {mean(rs, 'loop_s'):.2f} | {mean(rs, 'total_s'):.2f} | "
+            f"{mean(rs, 'loop_s') * 1000 / args.steps:.3f} | {mean(rs, 'cpu_s'):.2f} | {lag} |"
+        )
+    ratios = [mean(on, f) / mean(off, f) for f in ("loop_s", "total_s", "cpu_s")]
+    print(f"| ratio on/off | {ratios[0]:.3f} | {ratios[1]:.3f} | | {ratios[2]:.3f} | |")
+    spread = {m: [round(r["loop_s"], 2) for mm, r in rows if mm == m] for m in ("off", "wandb")}
+    print(f"\nloop times per run (s): off {spread['off']}, on {spread['wandb']}")
 
 
 if __name__ == "__main__":

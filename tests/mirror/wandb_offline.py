@@ -34,6 +34,7 @@ def offline_env(wandb_dir: Path, **extra: str) -> dict[str, str]:
         WANDB_CONFIG_DIR=str(wandb_dir / ".config"),
         WANDB_CACHE_DIR=str(wandb_dir / ".cache"),
         WANDB_DATA_DIR=str(wandb_dir / ".data"),
+        EXPERTRACK_MIRROR_NICE="0",  # tests check what is sent, not priorities: no starving on a busy CI machine
     )
     env.pop("WANDB_API_KEY")
     env.update(extra)
@@ -59,7 +60,7 @@ def wandb_logs(wandb_dir: Path) -> list[Path]:
     return sorted(wandb_dir.rglob("run-*.wandb"))
 
 
-def wait_for_mirror(tracking_dir: Path, run_id: str, timeout: float = 120) -> None:
+def wait_for_mirror(tracking_dir: Path, run_id: str, timeout: float = 180) -> None:
     """Until the mirror process has recorded a state and let go of the run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from expertrack.mirror.state import mirror_status
@@ -136,11 +135,10 @@ def launch(run_id: str, store_path: Path, extra_env: dict[str, str] | None = Non
         "--parent-pid",
         str(os.getpid()),
     ]
-    # Its own process group, so Ctrl-C in the terminal reaches training, not the mirror (which then sends the
-    # end); but the same session, so on Linux it stays in training's scheduler autogroup, where the mirror's
-    # lower priority (follower.NICE) counts against training rather than against the whole machine.
-    group: dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+    # A session of its own: Ctrl-C and a closed terminal reach training, not the mirror (which then sends the
+    # end). On Linux a session is also a scheduler autogroup: the mirror lowers its group's weight
+    # (follower.NICE), so it takes CPU from the machine's idle time rather than from training's share.
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, close_fds=True, **group
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, close_fds=True, start_new_session=True
         )

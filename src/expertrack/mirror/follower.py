@@ -28,7 +28,9 @@ NICE = 10  # the mirror (and wandb's service process, its child) yields the CPU 
 def _lower_priority(increment: int) -> None:
     """Run below training's priority, so on a busy machine the scheduler runs training first.
 
-    Also ignore the terminal's Ctrl-C and hang-up: the mirror must outlive training long enough to send the end.
+    The mirror has a session of its own (see ``mirror.launch``); on Linux that makes it a scheduler autogroup,
+    whose weight is set through ``/proc/self/autogroup``: a plain ``nice`` only ranks tasks within a group.
+    It also ignores Ctrl-C and hang-ups, which it may still get when started by hand from a terminal.
     """
     for name in ("SIGINT", "SIGHUP"):
         if hasattr(signal, name):
@@ -37,12 +39,11 @@ def _lower_priority(increment: int) -> None:
         os.nice(increment)
     except (OSError, AttributeError):  # not permitted, or no nice() on this platform: run as is
         pass
-    if os.getsid(0) == os.getpid():  # a session of our own (Python 3.10): lower our autogroup's weight too
-        try:
-            with open("/proc/self/autogroup", "w") as f:
-                f.write(str(increment))
-        except OSError:
-            pass
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(increment))
+    except OSError:  # not Linux, or autogroups compiled out
+        pass
 
 
 def _lower_children(increment: int) -> None:

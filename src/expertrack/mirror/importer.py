@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from expertrack.mirror.wandb_log import WandbRun, read_run
 
+_STAMP = re.compile(r"\d{8}_\d{6}")
 _SUMMARY_MODES = {"min", "max", "mean", "last", "first", "none"}  # the ones expertrack's define_metric knows
 
 
@@ -42,8 +44,8 @@ def find_logs(path: str | os.PathLike[str]) -> list[Path]:
     logs = sorted(root.glob("run-*.wandb")) or sorted(root.glob("*/run-*.wandb"))
     if not logs:
         logs = sorted(root.glob("wandb/*/run-*.wandb"))
-    # Run directories are named like offline-run-YYYYMMDD_HHMMSS-ID: sorting by that name orders them in time.
-    return sorted(logs, key=lambda p: (p.parent.name.split("-", 2)[-1], str(p)))
+    # Run directories are named like offline-run-YYYYMMDD_HHMMSS-ID: their time stamp orders them in time.
+    return sorted(logs, key=lambda p: (_STAMP.findall(p.parent.name)[-1:], str(p)))
 
 
 def import_runs(path: str | os.PathLike[str], dir: str | os.PathLike[str] | None = None) -> Iterator[ImportResult]:
@@ -90,6 +92,8 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
     last_step = -1
     for part in parts:
         for metric in part.metrics:
+            if not (metric.name or metric.glob_name):
+                continue
             modes = [m for m in metric.summary if m in _SUMMARY_MODES]
             run.define_metric(
                 metric.name or metric.glob_name,
