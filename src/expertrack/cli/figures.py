@@ -76,7 +76,7 @@ def _overrides(api: Any, runs: list[Any], dense: list[str], moe: list[str], no_l
     type=click.FloatRange(0.0, 1.0, max_open=True),
     default=0.0,
     show_default=True,
-    help="EMA weight for training curves; the raw curve stays faint behind.",
+    help="EMA weight for the training loss; the raw curve stays faint behind.",
 )
 @click.option("--heatmap-run", default=None, help="Run of the specialisation heatmap (default: first MoE run).")
 @click.option("--layer", type=int, default=None, help="Heatmap layer (default: every layer).")

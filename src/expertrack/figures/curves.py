@@ -48,7 +48,8 @@ def _x_of(run: RunLike, steps: np.ndarray, x: str) -> np.ndarray:
     per_step = tokens_per_step(run)
     if per_step is None:
         raise MissingDataError(
-            f"run {run.name} has no tokens_per_step (nor batch_size and block_size) in its config; use x='step'"
+            f"run {run.name} has no tokens_per_step (nor batch_size and block_size) in its config, "
+            "so its x-axis cannot be tokens; use steps"
         )
     return steps * per_step  # tokens consumed after `step` optimizer steps
 
