@@ -7,6 +7,7 @@ with MaxVio about 3 (everything in 2 of 8 experts) and entropy about 0.34, so th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,10 +30,14 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One quick demo (three runs and the figures) into a fresh store, shared by the tests of this module."""
     directory = tmp_path_factory.mktemp("demo")
     lines: list[object] = []
-    results = run_demo(
-        DemoOptions(dir=str(directory), steps=STEPS, quick=True, threads=1, out=str(directory / "fig")),
-        echo=lines.append,
-    )
+    threads = torch.get_num_threads()
+    try:
+        results = run_demo(
+            DemoOptions(dir=str(directory), steps=STEPS, quick=True, threads=1, out=str(directory / "fig")),
+            echo=lines.append,
+        )
+    finally:
+        torch.set_num_threads(threads)  # run_demo sets the process-wide thread count
     assert [r.variant for r in results] == ["dense", "moe", "moe-no-lb"]
     (directory / "echo.txt").write_text("\n".join(str(x) for x in lines))
     return directory
@@ -100,8 +105,17 @@ class _Recorder:
             self.losses.append(float(metrics["train/loss"]))  # type: ignore[arg-type]
 
 
-def test_same_seed_same_losses_on_cpu() -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread (the demo's default on 2 cores), restored afterwards."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_same_seed_same_losses_on_cpu() -> None:
     corpus = builtin_corpus()
     cfg = replace(default_config(quick=True), steps=15, eval_every=15)
     a, b, c = _Recorder(), _Recorder(), _Recorder()

@@ -11,7 +11,9 @@ from expertrack.cli.common import dir_option
 
 @click.command("demo")
 @dir_option
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps per run (default 300).")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps per run (default 300; 60 with --quick)."
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds (3 runs each).")
 @click.option("--seed", type=int, default=0, show_default=True, help="The first seed.")
@@ -28,7 +30,12 @@ from expertrack.cli.common import dir_option
     help="Where to write the figures (default: <dir>/figures).",
 )
 @click.option("--quick", is_flag=True, help="A tiny model and budget: checks the whole pipeline in seconds.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: up to 2).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads (default: 1 on a machine with 2 cores or fewer, else 2).",
+)
 @click.option("--no-figures", is_flag=True, help="Skip the figures.")
 def demo(
     dir_: Path | None,

@@ -64,6 +64,23 @@ def specialization(affinity: np.ndarray | None, top_k: int) -> dict[int, float]:
     return {d: float(np.nanmax(spec[..., d])) for d in range(spec.shape[-1])}
 
 
+def domain_information(affinity: np.ndarray | None) -> float | None:
+    """How much the expert choice says about the domain: I(expert; domain) / H(domain), mean over layers.
+
+    0 when routing ignores the domain (uniform, or collapsed onto the same experts for every domain, where
+    OLMoE's specialization still reads "above uniform"), 1 when each expert serves one domain only.
+    expertrack.moe has no such summary, so it is computed here from the affinity counts [L, E, D].
+    """
+    if affinity is None or affinity.sum() == 0:
+        return None
+    joint = affinity / affinity.sum(axis=(1, 2), keepdims=True)  # P(e, d) per layer
+    p_e, p_d = joint.sum(2, keepdims=True), joint.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mi = np.nansum(np.where(joint > 0, joint * np.log(joint / (p_e * p_d)), 0.0), axis=(1, 2))
+        h_d = -np.nansum(np.where(p_d > 0, p_d * np.log(p_d), 0.0), axis=(1, 2))
+    return float(np.mean(mi / np.where(h_d > 0, h_d, np.nan)))
+
+
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -74,7 +91,7 @@ def results_table(results: Sequence[RunResult], domains: Sequence[str], top_k: i
     table.add_column("run")
     for d in domains:
         table.add_column(f"{d} loss / ppl", justify="right")
-    for col in ("MaxVio", "load H/logE", "max spec.", "time s"):
+    for col in ("MaxVio", "load H/logE", "max spec.", "I(E;D)/H(D)", "time s"):
         table.add_column(col, justify="right")
     for r in results:
         spec = specialization(r.affinity, top_k)
@@ -86,6 +103,7 @@ def results_table(results: Sequence[RunResult], domains: Sequence[str], top_k: i
             _fmt(r.balance.get("moe/maxvio")),
             _fmt(r.balance.get("moe/load_entropy_norm")),
             f"{best[1]:.2f} ({domains[best[0]]})" if best else "-",
+            _fmt(domain_information(r.affinity)),
             f"{r.seconds:.0f}",
         ]
         table.add_row(*cells)
@@ -102,7 +120,9 @@ def print_results(echo: Echo, results: Sequence[RunResult], elapsed: float) -> N
     echo(
         "MaxVio = (max - mean) / mean expert load (0 = balanced); load H/logE = entropy of the expert load, "
         "normalised (1 = balanced); max spec. = highest expert share of a domain's tokens relative to uniform "
-        "routing (1 = uniform), over layers and experts."
+        "routing (1 = uniform), over layers and experts; I(E;D)/H(D) = how much the expert choice tells about "
+        "the domain (0 = nothing, 1 = everything), mean over layers. All from the routing of the last "
+        "stats window (the last K steps)."
     )
     for line in checks(results, top_k):
         echo(line)

@@ -123,11 +123,45 @@ def run_config(variant: str, cfg: TrainConfig, corpus: Corpus) -> dict[str, Any]
         z_coef=cfg.z_coef if variant != "dense" else 0.0,
         domains=corpus.names,
         corpus={"fingerprint": corpus.fingerprint(), "sizes": corpus.sizes()},
+        batch_size=cfg.per_domain * len(corpus.domains),
+        block_size=cfg.model.block_size,
+        tokens_per_step=cfg.per_domain * len(corpus.domains) * cfg.model.block_size,
     )
     if variant != "dense":
         conf["num_experts"] = mcfg.n_experts
         conf["top_k"] = mcfg.top_k
     return conf
+
+
+def _step(
+    model: GPT,
+    opt: torch.optim.Optimizer,
+    watcher: moe.Watcher | None,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    names: list[str],
+    cfg: TrainConfig,
+    lb_coef: float,
+    z_coef: float,
+) -> dict[str, Any]:
+    """One optimizer step on one mixed batch; returns the step's ``train/*`` metrics."""
+    x, y, d = batch
+    with watcher.batch(domain_ids=d) if watcher is not None else contextlib.nullcontext():
+        logits = model(x)  # [B, T, 256]; the watcher sees each router's logits and the rows' domains
+    token_loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")  # [B*T]
+    loss = token_loss.mean()
+    metrics: dict[str, Any] = {"train/loss": loss.item()}
+    if watcher is not None:
+        router_logits = model.router_logits()  # L x [B*T, E]
+        lb = moe.load_balancing_loss(router_logits, top_k=cfg.model.top_k)  # 1.0 at perfect balance
+        z = moe.router_z_loss(router_logits)
+        loss = loss + lb_coef * lb + z_coef * z
+        metrics.update({"train/lb_loss": lb.item(), "train/z_loss": z.item()})
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    metrics.update(moe.train_domain_loss(token_loss, d, names))
+    return metrics
 
 
 def train(
@@ -158,26 +192,8 @@ def train(
             group["lr"] = lr_at(step, cfg)
         batch = get_batch(corpus, "train", cfg.per_domain, cfg.model.block_size, gen)
         x, y, d = (torch.from_numpy(a).to(cfg.device) for a in batch)  # [B, T], [B, T], [B]
-        if watcher is not None:
-            with watcher.batch(domain_ids=d):
-                logits = model(x)  # [B, T, 256]
-        else:
-            logits = model(x)
-        token_loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")  # [B*T]
-        loss = token_loss.mean()
-        metrics: dict[str, Any] = {"train/loss": loss.item(), "lr": opt.param_groups[0]["lr"]}
-        if watcher is not None:
-            router_logits = model.router_logits()  # L x [B*T, E]
-            lb = moe.load_balancing_loss(router_logits, top_k=cfg.model.top_k)  # 1.0 at perfect balance
-            z = moe.router_z_loss(router_logits)
-            loss = loss + lb_coef * lb + z_coef * z
-            metrics.update({"train/lb_loss": lb.item(), "train/z_loss": z.item()})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-
-        metrics.update(moe.train_domain_loss(token_loss, d, names))
+        metrics = _step(model, opt, watcher, (x, y, d), names, cfg, lb_coef, z_coef)
+        metrics["lr"] = opt.param_groups[0]["lr"]
         run.log(metrics, step=step)
         if watcher is not None and (step + 1) % cfg.stats_every == 0:
             logged = watcher.log_to(run, step)  # moe/* scalars and arrays of the last K steps
@@ -188,7 +204,8 @@ def train(
                 eval_out = evaluate(model, val, names)
             run.log(eval_out, step=step)
         last = metrics["train/loss"]
-        first = last if step == 0 else first
+        if step == 0:
+            first = last
         if on_step is not None:
             on_step(step, last)
     if watcher is not None:
