@@ -101,6 +101,8 @@ def run_demo(opts: DemoOptions, echo: report.Echo | None = None) -> list[RunResu
     if opts.figures:
         out = Path(opts.out) if opts.out else tracking / "figures"
         report.make_figures(echo, tracking, [r.run_id for r in results if r.run_id], out)
+    where = f" --dir {tracking}" if opts.dir else ""
+    echo(f"runs: expertrack ls{where}   live view: expertrack ui{where}")
     return results
 
 

@@ -47,7 +47,7 @@ def print_setup(echo: Echo, corpus: Corpus, cfg: TrainConfig, tracking: Path, th
         f"MoE: {m.n_experts} experts, top-{m.top_k}, expert width {m.expert_hidden} "
         f"(dense MLP {m.mlp_ratio * m.n_embd})"
     )
-    where = f"{cfg.device}, {threads} threads" if threads else cfg.device
+    where = f"{cfg.device}, {threads} thread{'s' if threads != 1 else ''}" if threads else cfg.device
     echo(
         f"budget: {cfg.steps} steps x {cfg.per_domain * len(corpus.domains)} sequences "
         f"({cfg.per_domain} per domain) on {where}; runs stored in {tracking}"
