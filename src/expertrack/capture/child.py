@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-from expertrack.capture.relay import F_SETPIPE_SZ, PIPE_SIZE, STDERR, STDOUT, FrameReader, Relay, start_relay
+from expertrack.capture.relay import F_SETPIPE_SZ, PIPE_SIZE, READ_SIZE, STDERR, STDOUT, FrameReader, Relay, start_relay
 from expertrack.notify import say as _say
 
 __all__ = ["STDERR", "STDOUT", "Child", "ChildExit", "SpawnError", "forward_signals"]
@@ -182,7 +182,7 @@ class Child:
         frames = self._relay.frames
         reader = FrameReader()
         while True:
-            data = os.read(frames, PIPE_SIZE)
+            data = os.read(frames, READ_SIZE)
             if not data:
                 break
             for stream, chunk in reader.feed(data):
