@@ -3,6 +3,8 @@ line splitting across chunks, bad bytes, overlong lines, and when the parser is 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from expertrack.capture import tracker
@@ -94,14 +96,34 @@ class _FailingRun:
         raise OSError("disk full")
 
 
-def test_a_tracker_that_fails_stops_tracking_but_keeps_draining() -> None:
+def test_a_tracker_that_fails_stops_tracking_but_keeps_draining(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracker, "QUEUE_BYTES", 4096)
     said: list[str] = []
     output = OutputTracker("generic", announce=said.append)
     output.start(_FailingRun())  # type: ignore[arg-type]
-    for step in range(tracker.QUEUE_CHUNKS * 2):  # more than the queue holds: must never block
+    for step in range(2000):  # ~40 KB, ten times what the queue holds: must never block
         output.on_output(STDOUT, b"step=%d loss=1.0\n" % step)
     output.close(timeout=30)
     assert said == ["tracking stopped (OSError: disk full); the command's output still passes through"]
+
+
+def test_a_burst_of_short_lines_is_queued_without_waiting_for_the_parser() -> None:
+    # a read is often one short line: the bound is in bytes, so 100,000 of them queue at once
+    queue = tracker.ByteQueue(budget=16 << 20)
+    for step in range(100_000):
+        queue.put((STDOUT, b"step %d\n" % step), 12)
+    assert queue.get(timeout=0) == (STDOUT, b"step 0\n")
+
+
+def test_the_byte_queue_waits_only_when_its_budget_is_used() -> None:
+    queue = tracker.ByteQueue(budget=10)
+    queue.put("a", 6)
+    done = threading.Event()
+    threading.Thread(target=lambda: (queue.put("b", 6), done.set()), daemon=True).start()
+    assert not done.wait(0.2)  # over budget: the producer waits
+    assert queue.get(timeout=1) == "a"
+    assert done.wait(5)  # room again: it goes on
+    assert queue.get(timeout=1) == "b"
 
 
 def test_the_console_keeps_lines_whole_when_streams_interleave() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,9 @@ CONSOLE_FLUSH_S = 1.0
 DETECT_MIN_LINES, DETECT_MIN_SECONDS = 20, 2.0
 DETECT_MAX_LINES, DETECT_MAX_SECONDS = 50, 15.0
 MAX_LINE_BYTES = 4 * MAX_LINE_CHARS  # longer lines are never metrics (parsers skip them); not even buffered
-QUEUE_CHUNKS = 4096  # chunks are <= 64 KiB (pty reads <= 4 KiB): at most a few MiB to 256 MiB in flight
+# Output waiting to be parsed, bounded in bytes (not chunks: a read is often one short line). A burst this large
+# is absorbed at once, so a child that prints faster than we parse keeps its speed; past it, the child waits.
+QUEUE_BYTES = 256 << 20
 
 
 class LineFeeder:
@@ -175,13 +178,44 @@ class Console:
         return taken
 
 
+class ByteQueue:
+    """A FIFO of (item, size) bounded by the sum of sizes; ``put`` waits only while the budget is used up."""
+
+    def __init__(self, budget: int) -> None:
+        self._items: deque[tuple[Any, int]] = deque()
+        self._bytes = 0
+        self._budget = budget
+        self._cond = threading.Condition()
+
+    def put(self, item: Any, size: int) -> None:
+        with self._cond:
+            while self._bytes and self._bytes + size > self._budget:
+                self._cond.wait()
+            self._items.append((item, size))
+            self._bytes += size
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The oldest item; raises ``queue.Empty`` when none came within ``timeout``."""
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            item, size = self._items.popleft()
+            self._bytes -= size
+            self._cond.notify_all()
+            return item
+
+    def get_nowait(self) -> Any:
+        return self.get(timeout=0)
+
+
 class OutputTracker:
     """Consumes the child's output on its own thread: parses stdout into the run, saves the console."""
 
     def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:
         self.feeder = LineFeeder(parser, announce)
         self._announce = announce
-        self._queue: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
+        self._queue = ByteQueue(QUEUE_BYTES)
         self._run: Run | None = None
         self._console = Console()
         self._last_save = time.monotonic()
@@ -191,7 +225,7 @@ class OutputTracker:
     def on_output(self, stream: str, data: bytes) -> None:
         """Called by the reader thread for every chunk: only enqueues (waits only when far behind)."""
         if not self._failed:
-            self._queue.put((stream, data))
+            self._queue.put((stream, data), len(data))
 
     def start(self, run: Run | None) -> None:
         """Start consuming into ``run`` (None: the run could not be created; output is only drained)."""
@@ -202,7 +236,7 @@ class OutputTracker:
         """Process everything queued, flush the parser and the console; call after the output has ended."""
         if not self._thread.is_alive():
             return
-        self._queue.put(None)
+        self._queue.put(None, 0)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
