@@ -205,3 +205,27 @@ def test_plus_and_minus_infinity_mean_is_nan_without_warnings(recwarn: pytest.Wa
     summary = read(run).summary["x"]
     assert math.isnan(summary["mean"]) and summary["max"] == math.inf
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_publish_writes_the_open_row_without_closing_it() -> None:
+    run = expertrack.init(project="pub")
+    run.log({"train_loss": 2.0}, step=5)  # an explicit step: the row stays open
+    run.publish()
+    run.flush()
+    assert read(run).scalars("train_loss")[0].tolist() == [5]  # visible before step 6 arrives
+    run.log({"val_loss": 1.5}, step=5)  # still step 5
+    run.log({"train_loss": 1.9}, step=6)
+    run.finish()
+    stored = read(run)
+    assert stored.scalars("val_loss")[0].tolist() == [5]
+    assert stored.scalars("train_loss")[0].tolist() == [5, 6]
+
+
+def test_api_on_a_store_being_created_has_no_runs(tracking_dir: Path) -> None:
+    import sqlite3
+
+    tracking_dir.mkdir(parents=True)
+    sqlite3.connect(tracking_dir / "store.db").close()  # the file exists, its schema not yet
+    assert expertrack.Api(tracking_dir).runs() == []
+    with pytest.raises(expertrack.RunNotFoundError):
+        expertrack.Api(tracking_dir).run("x")

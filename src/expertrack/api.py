@@ -25,7 +25,11 @@ class Api:
     def store(self) -> Store | None:
         """The read-only store, or None while no run has been written to this directory."""
         if self._store is None and self.path.exists():
-            self._store = Store(self.path, readonly=True)
+            store = Store(self.path, readonly=True)
+            if store.version == 0:  # another process is creating it right now: no runs yet
+                store.close()
+                return None
+            self._store = store
         return self._store
 
     def runs(self, project: str | None = None, filters: dict[str, Any] | None = None) -> list[ApiRun]:

@@ -92,6 +92,19 @@ class Run:
             if commit is None or commit:
                 self._commit()
 
+    def publish(self) -> None:
+        """Write the open row's values now, keeping the row open at the same step.
+
+        An explicit ``step=`` keeps its row open until a later step arrives (wandb's rule), which for a slow
+        trainer means its newest step reaches the store one step late. ``expertrack run`` calls this when the
+        program's output goes quiet, so the dashboard shows the newest step at once. Values logged later at the
+        same step are written with the row's commit.
+        """
+        with self._lock:
+            if self._pending and self._queue is not None and not self._finished:
+                self._queue.append(("m", self._step, time.time(), self._pending))
+                self._pending = {}
+
     def _commit(self) -> None:
         """Emit the open row at the current step and advance (call with the lock held)."""
         if self._pending:

@@ -247,6 +247,8 @@ class OutputTracker:
                 except queue.Empty:
                     self._track(self.feeder.poll())
                     self._save_console()
+                    if self._run is not None:
+                        self._run.publish()  # output went quiet: store the newest step now, not at the next one
                     continue
                 if chunk is None:
                     break

@@ -129,6 +129,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self.readonly = readonly
+        self.version = 0  # the schema version, once opened
         try:
             if readonly:
                 if not self.path.exists():
@@ -154,13 +155,13 @@ class Store:
         self.conn.execute("PRAGMA foreign_keys = ON")
         if self.readonly:
             self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            version = self.version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version > LATEST_VERSION:
                 raise StoreError(f"{self.path} was written by a newer expertrack (schema {version})")
             return
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        migrate(self.conn)
+        self.version = migrate(self.conn)
 
     def close(self) -> None:
         """Close the connection."""
