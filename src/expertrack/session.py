@@ -257,16 +257,12 @@ def _environment_json() -> str:
 
 
 def _start_mirror(run: Run, mode: str | None, mirror: str, notifier: Notifier) -> None:
+    """Hand the run to the W&B mirror (a separate process that follows the store; see docs/wandb.md)."""
     if mirror == "off":
         return
-    try:
-        from expertrack import mirror as mirror_pkg
+    from expertrack.mirror import start  # light: wandb is imported only by the mirror's own process
 
-        start = getattr(mirror_pkg, "start", None)
-        if start is not None:
-            start(run.id, run.dir / STORE_FILE, mirror)
-    except Exception as exc:  # outer boundary: W&B is a mirror; its failure costs nothing locally
-        notifier.once("mirror", f"the W&B mirror could not start ({exc}); the run is kept locally")
+    start(run.id, run.dir / STORE_FILE, mirror, mode)  # returns at once and never raises
 
 
 def _config_mapping(config: Any) -> dict[str, Any]:
