@@ -32,6 +32,7 @@ from expertrack.demo.corpus import Corpus, get_batch
 from expertrack.demo.model import GPT, ModelConfig, count_params
 
 VARIANTS = ("dense", "moe", "moe-no-lb")
+VAL_SEED = 10_000
 
 
 @dataclass
@@ -178,7 +179,8 @@ def train(
     names = corpus.names
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     gen = np.random.default_rng(cfg.seed)  # same seed -> same batches in every variant
-    val = _batches(corpus, "val", cfg.eval_batches, cfg, seed=10_000 + cfg.seed)
+    # The validation windows do not depend on the seed, so eval numbers of different seeds are comparable.
+    val = _batches(corpus, "val", cfg.eval_batches, cfg, seed=VAL_SEED)
     lb_coef = cfg.lb_coef if variant == "moe" else 0.0
     z_coef = cfg.z_coef if variant != "dense" else 0.0
     # Router statistics: forward hooks on every `router` Linear feed a RouterStats (expertrack.moe.watch).
