@@ -17,6 +17,7 @@ from expertrack.demo.corpus import Corpus
 from expertrack.demo.train import RunResult, TrainConfig
 
 Echo = Callable[..., None]
+SPECIALIZED = 1.5  # a domain counts as specialised when some expert gets this many times its uniform share
 Bar = Progress
 
 
@@ -142,12 +143,13 @@ def checks(results: Sequence[RunResult], top_k: int = 2) -> list[str]:
         more = nolb.balance["moe/maxvio"] > r.balance["moe/maxvio"]
         less = nolb.balance["moe/load_entropy_norm"] < r.balance["moe/load_entropy_norm"]
         spec = specialization(r.affinity, top_k)
-        above = [f"{d}" for d, v in spec.items() if v > 1.0]
+        # 1.5 x uniform: sampling noise alone rarely gets there over ~10 steps of tokens (tests use the same bar).
+        above = [d for d, v in spec.items() if v > SPECIALIZED]
         lines.append(
             f"seed {seed}: without LB the load is {'less' if more and less else 'NOT less'} balanced "
             f"(MaxVio {r.balance['moe/maxvio']:.2f} -> {nolb.balance['moe/maxvio']:.2f}, load entropy "
             f"{r.balance['moe/load_entropy_norm']:.3f} -> {nolb.balance['moe/load_entropy_norm']:.3f}); "
-            f"balanced MoE specialises above uniform for {len(above)} of {len(spec)} domains"
+            f"in the balanced MoE, {len(above)} of {len(spec)} domains reach {SPECIALIZED} x uniform at some expert"
         )
     return lines
 
