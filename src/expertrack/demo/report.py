@@ -165,7 +165,7 @@ def make_figures(echo: Echo, tracking: Path, run_ids: Sequence[str], out: Path) 
 
     api = expertrack.Api(tracking)
     try:
-        runs: list[Any] = [api.run(run_id) for run_id in run_ids]  # ApiRun is figures' RunLike
+        runs = [api.run(run_id) for run_id in run_ids]
         made = figures.make_all(runs, out, echo=lambda line: None)
     finally:
         api.close()
