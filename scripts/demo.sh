@@ -5,15 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-VPY=.venv/bin/python
-"$VPY" -m pip install -q --upgrade pip
-# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
-"$VPY" -m pip install -q "torch==2.13.0"
-"$VPY" -m pip install -q -e ".[all]"
+bash scripts/setup-venv.sh all
 
 .venv/bin/expertrack demo "$@"
 echo

@@ -4,15 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-VPY=.venv/bin/python
-"$VPY" -m pip install -q --upgrade pip
-# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
-"$VPY" -m pip install -q "torch==2.13.0"
-"$VPY" -m pip install -q -e ".[dev]"
+bash scripts/setup-venv.sh dev
 
 # A real browser for the dashboard tests: Debian's chromium (Playwright's own download cannot work offline).
 if ! command -v chromium >/dev/null 2>&1; then
@@ -28,4 +20,4 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-"$VPY" -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"

@@ -228,17 +228,15 @@ class Store:
 
     def scalar_keys(self, run_id: str) -> list[str]:
         """Names of the run's scalar series, sorted."""
-        rows = self.conn.execute(
-            "SELECT name FROM keys k WHERE run_id = ? AND EXISTS (SELECT 1 FROM scalar_chunks c WHERE c.key_id = k.id)"
-            " ORDER BY name",
-            (run_id,),
-        ).fetchall()
-        return [r[0] for r in rows]
+        return self._keys_in(run_id, "scalar_chunks")
 
     def array_keys(self, run_id: str) -> list[str]:
         """Names of the run's array series, sorted."""
+        return self._keys_in(run_id, "arrays")
+
+    def _keys_in(self, run_id: str, table: str) -> list[str]:
         rows = self.conn.execute(
-            "SELECT name FROM keys k WHERE run_id = ? AND EXISTS (SELECT 1 FROM arrays a WHERE a.key_id = k.id)"
+            f"SELECT name FROM keys k WHERE run_id = ? AND EXISTS (SELECT 1 FROM {table} t WHERE t.key_id = k.id)"
             " ORDER BY name",
             (run_id,),
         ).fetchall()
