@@ -39,7 +39,7 @@ class WrapOptions:
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     parser: str | None = None
-    mirror: str = "auto"
+    mirror: str | None = None  # None: $EXPERTRACK_MIRROR, else auto (as init() decides)
     use_pty: bool = True
 
 

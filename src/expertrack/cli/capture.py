@@ -32,9 +32,9 @@ _PYTHON = re.compile(r"python[\d.]*")
 @click.option(
     "--mirror",
     type=click.Choice(["auto", "wandb", "off"]),
-    default="auto",
-    show_default=True,
-    help="Mirror the run to W&B: when configured (auto), always (wandb), or never (off).",
+    default=None,
+    help="Mirror the run to W&B: when configured (auto), always (wandb), or never (off). "
+    "Default: $EXPERTRACK_MIRROR, else auto.",
 )
 @click.option(
     "--pipe",
@@ -51,7 +51,7 @@ def run(
     tags: tuple[str, ...],
     configs: tuple[str, ...],
     parser: str | None,
-    mirror: str,
+    mirror: str | None,
     pipe: bool,
     command: tuple[str, ...],
 ) -> None:

@@ -56,49 +56,16 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
-        (
-            id_,
-            project,
-            name,
-            group,
-            tags,
-            notes,
-            state,
-            created,
-            ended,
-            heartbeat,
-            code,
-            sig,
-            config,
-            summary,
-            defs,
-            env,
-            host,
-            pid,
-        ) = row
-        record = cls(
-            id_,
-            project,
-            name,
-            group,
-            json.loads(tags),
-            notes,
-            state,
-            created,
-            ended,
-            heartbeat,
-            code,
-            sig,
-            json.loads(config),
-            json.loads(summary),
-            json.loads(defs),
-            json.loads(env),
-            host,
-            pid,
-        )
+        values = list(row)  # columns in _RUN_COLUMNS order, which is the field order above
+        for index in _JSON_COLUMN_INDEXES:
+            values[index] = json.loads(values[index])
+        record = cls(*values)
         if record.state == "running" and _process_gone(record):
             record.state = "crashed"
         return record
+
+
+_JSON_COLUMN_INDEXES = (4, 12, 13, 14, 15)  # tags, config, summary, metric_defs, environment
 
 
 def _process_gone(run: RunRecord) -> bool:
