@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from expertrack.demo.model import GPT, ModelConfig
 from expertrack.moe import RouterStats, watch
 
 
@@ -34,56 +35,6 @@ class Recorder:
 
     def log(self, data: dict[str, Any], step: int) -> None:
         self.logged += 1
-
-
-class MoE(nn.Module):
-    def __init__(self, dim: int, experts: int, top_k: int) -> None:
-        super().__init__()
-        self.top_k = top_k
-        self.router = nn.Linear(dim, experts, bias=False)
-        self.experts = nn.ModuleList(
-            [nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)) for _ in range(experts)]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])  # (T, C)
-        weights, chosen = torch.softmax(self.router(flat), dim=-1).topk(self.top_k, dim=-1)  # (T, k)
-        out = torch.zeros_like(flat)
-        for e, expert in enumerate(self.experts):
-            token, slot = torch.where(chosen == e)
-            out.index_add_(0, token, expert(flat[token]) * weights[token, slot, None])
-        return out.reshape(x.shape)
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, experts: int, top_k: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.moe = MoE(dim, experts, top_k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        q, k, v = self.qkv(self.norm1(x)).split(c, dim=-1)
-        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, D)
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
-        x = x + self.proj(attn)
-        return x + self.moe(self.norm2(x))
-
-
-class TinyMoELM(nn.Module):
-    def __init__(self, vocab: int, dim: int, heads: int, layers: int, experts: int, top_k: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.blocks = nn.ModuleList([Block(dim, heads, experts, top_k) for _ in range(layers)])
-        self.head = nn.Linear(dim, vocab)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.embed(ids)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
 
 
 def train_step(
@@ -178,11 +129,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = TinyMoELM(512, args.dim, 4, args.layers, args.experts, args.top_k).to(device)
+    # the reference experiment's model (nanoGPT-shaped, an MoE MLP in every block), at the sizes asked for
+    config = ModelConfig(
+        block_size=args.seq,
+        n_layer=args.layers,
+        n_head=4,
+        n_embd=args.dim,
+        moe=True,
+        n_experts=args.experts,
+        top_k=args.top_k,
+    )
+    model = GPT(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batches = [
         (
-            torch.randint(0, 512, (args.batch, args.seq), device=device),
+            torch.randint(0, config.vocab_size, (args.batch, args.seq), device=device),
             torch.randint(0, 3, (args.batch,), device=device),
         )
         for _ in range(8)
