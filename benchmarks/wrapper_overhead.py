@@ -1,21 +1,28 @@
 """What wrapping costs a program that prints: ``expertrack run`` against the program alone and a naive W&B wrapper.
 
 A child prints N step lines of the seed's gpt2-cuda format (``step  4/1000: train loss ... tok/s)``) as fast as it
-can and times itself. It runs:
+can and times itself. The Python child writes every line as it prints it (``PYTHONUNBUFFERED=1``, set here for
+every setup: what a Python trainer run for live logs does, and what ``expertrack run`` asks of it on a pipe).
+It runs:
 
-- alone, stdout to /dev/null (the baseline: C-like full buffering, no reader at all);
+- alone, stdout to /dev/null (the baseline, no reader at all);
 - alone on a pseudo-terminal drained by a bare reader (what any pty costs, before any tracking);
-- under ``expertrack run`` (stdout on a pty, the default), to /dev/null, every line parsed and stored;
-- under ``expertrack run --pipe``, the same through a pipe;
+- under ``expertrack run`` in each stdout mode (auto, which is ``lines`` here as output goes to /dev/null, then
+  pty and pipe), to /dev/null, every line parsed and stored;
+- block-buffered (``PYTHONUNBUFFERED`` unset), alone and under ``expertrack run`` (auto asks it to write per line
+  again, the price of seeing each line live) and ``--stdout pipe`` (it keeps its blocks);
+- when a C compiler exists, the same flood as a C program using printf (block-buffered alone; per line under
+  auto, through coreutils' libstdbuf; in blocks under ``--stdout pipe``);
 - a paced child (--work-ms of busy work per line, like a training step) alone and under ``expertrack run``;
 - when wandb is installed, under a naive wrapper (the seed's wandb_train.py design) that reads a pipe and calls
   ``wandb.log`` per line in offline mode; it is slow, so it gets --wandb-lines lines.
 
 For each: the child's own lines/s (what training would feel), lines/s end to end (until the wrapper has exited,
-everything stored), both as ratios to the child alone, and the CPU time per line spent outside the child's loop
-(interpreter start-up, relay, parsing, storing), which, unlike speeds, does not depend on what else the machine
-runs. Goal (issue 3): under expertrack the child keeps at least 70% of its speed alone. Each setup runs --repeat
-times, the setups taking turns, and the median run counts (the machine may be shared).
+everything stored), both as ratios to the setup's baseline (the same child alone), and the CPU time per line
+spent outside the child's loop (interpreter start-up, relay, parsing, storing), which, unlike speeds, does not
+depend on what else the machine runs. Goal (issue 3): under expertrack the child keeps at least 70% of its speed
+alone. Each setup runs --repeat times, the setups taking turns, and the median run counts (the machine may be
+shared).
 
     python benchmarks/wrapper_overhead.py [--lines 200000] [--wandb-lines 10000] [--repeat 3]
 """
@@ -26,6 +33,7 @@ import argparse
 import importlib.util
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +54,31 @@ for step in range(1, n + 1):
 sys.stdout.flush()
 with open(out, "w") as f:
     f.write(f"{time.perf_counter() - start} {time.process_time() - cpu_start}")
+"""
+
+# The same child as a C program: printf, no fflush, so block-buffered into a pipe or /dev/null.
+CHILD_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now(clockid_t clock) {
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    double start = now(CLOCK_MONOTONIC), cpu_start = now(CLOCK_PROCESS_CPUTIME_ID);
+    for (int step = 1; step <= n; step++)
+        printf("step %4d/%d: train loss %f (12.3 ms, 84000 tok/s)\n", step, n, 5.0 / (1 + step * 1e-4));
+    fflush(stdout);
+    FILE *out = fopen(argv[2], "w");
+    fprintf(out, "%f %f", now(CLOCK_MONOTONIC) - start, now(CLOCK_PROCESS_CPUTIME_ID) - cpu_start);
+    fclose(out);
+    return 0;
+}
 """
 
 # The design of the seed's wandb_train.py: read the child's stdout line by line, regex, wandb.log per line.
@@ -91,6 +124,7 @@ class Setup:
     wrapper: list[str]
     lines: int
     work_ms: float = 0.0
+    program: str = "python"  # python, or c (the compiled child)
     env: dict[str, str] | None = None
     baseline: str | None = None  # the setup "vs alone" compares with; None: itself
     repeat: int | None = None  # None: --repeat
@@ -108,7 +142,8 @@ def run_once(setup: Setup, work: Path, env: dict[str, str]) -> Result:
     """The child under the setup's wrapper, output to /dev/null: its own time, the wall time, the CPU around it."""
     timing = work / "child-time"
     timing.unlink(missing_ok=True)
-    child = [sys.executable, str(work / "child.py"), str(setup.lines), str(timing), str(setup.work_ms / 1000)]
+    program = [str(work / "child_c")] if setup.program == "c" else [sys.executable, str(work / "child.py")]
+    child = [*program, str(setup.lines), str(timing), str(setup.work_ms / 1000)]
     before = _children_cpu()
     start = time.perf_counter()
     subprocess.run(
@@ -144,18 +179,44 @@ def check_stored(runs_dir: Path, lines: int) -> None:
             raise SystemExit(f"run {run.id}: {stored} of {lines} lines stored")
 
 
-def setups(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[Setup]:
-    run = [sys.executable, "-c", EXPERTRACK, "run", "--mirror", "off", "--parser", "gpt2-cuda", "--"]
+def setups(args: argparse.Namespace, work: Path, env: dict[str, str], compiled: bool) -> list[Setup]:
+    run = [sys.executable, "-c", EXPERTRACK, "run", "--mirror", "off", "--parser", "gpt2-cuda"]
+    auto = f"expertrack run (auto: {_auto_mode()})"
     n, alone, paced = args.lines, "child alone", f"paced child alone ({args.work_ms} ms/line)"
+    buffered_env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
     chosen = [
         Setup(alone, [], n),
         Setup("child on a bare pty", [sys.executable, str(work / "bare_pty.py")], n, baseline=alone),
-        Setup("expertrack run (pty)", run, n, baseline=alone),
-        Setup("expertrack run --pipe", [*run[:-1], "--pipe", "--"], n, baseline=alone),
+        Setup(auto, [*run, "--"], n, baseline=alone),
+        Setup("expertrack run --stdout pty", [*run, "--stdout", "pty", "--"], n, baseline=alone),
+        Setup("expertrack run --stdout pipe", [*run, "--stdout", "pipe", "--"], n, baseline=alone),
+        Setup("block-buffered child alone", [], n, env=buffered_env),
+        Setup("  expertrack run (auto)", [*run, "--"], n, env=buffered_env, baseline="block-buffered child alone"),
+        Setup(
+            "  expertrack run --stdout pipe",
+            [*run, "--stdout", "pipe", "--"],
+            n,
+            env=buffered_env,
+            baseline="block-buffered child alone",
+        ),
+    ]
+    if compiled:
+        chosen += [
+            Setup("C child alone (printf)", [], n, program="c"),
+            Setup("  C, expertrack run (auto)", [*run, "--"], n, program="c", baseline="C child alone (printf)"),
+            Setup(
+                "  C, expertrack run --stdout pipe",
+                [*run, "--stdout", "pipe", "--"],
+                n,
+                program="c",
+                baseline="C child alone (printf)",
+            ),
+        ]
+    chosen += [
         Setup(paced, [], args.paced_lines, args.work_ms),
         Setup(
-            "paced child, expertrack run",
-            run,
+            "paced child, expertrack run (auto)",
+            [*run, "--"],
             args.paced_lines,
             args.work_ms,
             env={**env, "EXPERTRACK_DIR": str(work / "paced-runs")},  # check_stored looks at the flood's runs only
@@ -169,6 +230,24 @@ def setups(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[Se
             Setup("naive wandb.log per line", naive, args.wandb_lines, env=wandb_env, baseline=alone, repeat=1)
         )
     return chosen
+
+
+def _auto_mode() -> str:
+    """What ``--stdout auto`` becomes for a wrapper whose output goes to /dev/null (not a terminal)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from expertrack.capture.child import find_libstdbuf
+
+    return "lines" if find_libstdbuf() is not None else "pty"
+
+
+def compile_c_child(work: Path) -> bool:
+    """Build the C child; False (its rows are left out) where no C compiler exists."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        return False
+    (work / "child.c").write_text(CHILD_C)
+    subprocess.run([compiler, "-O2", "-o", str(work / "child_c"), str(work / "child.c")], check=True)
+    return True
 
 
 def main() -> None:
@@ -185,8 +264,8 @@ def main() -> None:
         (work / "child.py").write_text(CHILD)
         (work / "bare_pty.py").write_text(BARE_PTY)
         (work / "naive_wandb.py").write_text(NAIVE_WANDB)
-        env = {**os.environ, "EXPERTRACK_DIR": str(work / "runs")}
-        chosen = setups(args, work, env)
+        env = {**os.environ, "EXPERTRACK_DIR": str(work / "runs"), "PYTHONUNBUFFERED": "1"}
+        chosen = setups(args, work, env, compile_c_child(work))
         runs: dict[str, list[Result]] = {setup.name: [] for setup in chosen}
         # round robin, so a change in the machine's load falls on every setup alike
         for round_ in range(args.repeat):

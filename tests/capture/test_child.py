@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from expertrack.capture.child import STDERR, STDOUT, Child, ChildExit, SpawnError, forward_signals
+from expertrack.capture import child as child_module
+from expertrack.capture.child import (
+    STDERR,
+    STDOUT,
+    Child,
+    ChildExit,
+    SpawnError,
+    find_libstdbuf,
+    forward_signals,
+    line_buffered_env,
+    resolve_mode,
+)
 from expertrack.capture.relay import HEADER, STREAMS, FrameReader
 
 # Everything a terminal could "fix": invalid UTF-8, CRLF, carriage-return progress, colours, a missing final
@@ -28,21 +39,19 @@ PAYLOAD = (
 )
 
 
-def run_child(code: str, use_pty: bool = True) -> tuple[dict[str, bytes], ChildExit]:
+def run_child(code: str, mode: str = "pty") -> tuple[dict[str, bytes], ChildExit]:
     """Run ``python -c code`` as a wrapped child; return what each stream delivered and how it ended."""
     got = {STDOUT: bytearray(), STDERR: bytearray()}
-    child = Child([sys.executable, "-c", code], lambda stream, data: got[stream].extend(data), use_pty=use_pty)
+    child = Child([sys.executable, "-c", code], lambda stream, data: got[stream].extend(data), stdout_mode=mode)
     child.start()
     ended = child.wait()
     return {stream: bytes(data) for stream, data in got.items()}, ended
 
 
-@pytest.mark.parametrize("use_pty", [True, False])
-def test_bytes_reach_the_handler_and_our_stdout_unchanged(
-    use_pty: bool, capfdbinary: pytest.CaptureFixture[bytes]
-) -> None:
+@pytest.mark.parametrize("mode", ["pty", "lines", "pipe"])
+def test_bytes_reach_the_handler_and_our_stdout_unchanged(mode: str, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
     code = f"import os; os.write(1, {PAYLOAD!r}); os.write(2, b'err \\xff\\n')"
-    got, ended = run_child(code, use_pty)
+    got, ended = run_child(code, mode)
     passed = capfdbinary.readouterr()
     assert got[STDOUT] == PAYLOAD
     assert passed.out == PAYLOAD
@@ -55,8 +64,82 @@ def test_stdout_is_a_terminal_so_c_stdio_flushes_per_line() -> None:
     got, _ = run_child(code)
     # our own stderr is not a terminal here (pytest captures it), so the child's is a pipe
     assert got[STDOUT] == b"True False\n"
-    got, _ = run_child(code, use_pty=False)
+    got, _ = run_child(code, "pipe")
     assert got[STDOUT] == b"False False\n"
+
+
+def test_lines_mode_asks_the_child_to_flush_each_line_and_pipe_mode_does_not() -> None:
+    code = "import os; print(os.isatty(1), os.environ.get('PYTHONUNBUFFERED'), os.environ.get('LD_PRELOAD', ''))"
+    got, _ = run_child(code, "lines")
+    isatty, unbuffered, preload = got[STDOUT].decode().rstrip("\n").split(" ", 2)
+    assert (isatty, unbuffered) == ("False", "1")
+    library = find_libstdbuf()
+    assert preload == (library or "")
+    got, _ = run_child(code, "pipe")
+    assert got[STDOUT].decode().startswith("False ")
+    assert "libstdbuf" not in got[STDOUT].decode()
+
+
+def test_line_buffered_env_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(child_module, "find_libstdbuf", lambda: "/lib/libstdbuf.so")
+    env = line_buffered_env({"LD_PRELOAD": "/opt/libmine.so", "PYTHONUNBUFFERED": "", "PATH": "/bin"})
+    assert env == {
+        "LD_PRELOAD": "/lib/libstdbuf.so /opt/libmine.so",
+        "PYTHONUNBUFFERED": "",  # set (even empty) by the user: theirs
+        "_STDBUF_O": "L",
+        "PATH": "/bin",
+    }
+    assert line_buffered_env(env) == env  # preloaded once, not twice
+    monkeypatch.setattr(child_module, "find_libstdbuf", lambda: None)
+    assert line_buffered_env({}) == {"PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.parametrize(
+    ("terminal", "library", "expected"),
+    [(True, "/lib/libstdbuf.so", "pty"), (False, "/lib/libstdbuf.so", "lines"), (False, None, "pty")],
+)
+def test_auto_mode_is_a_pty_for_a_terminal_else_a_line_buffered_pipe(
+    monkeypatch: pytest.MonkeyPatch, terminal: bool, library: str | None, expected: str
+) -> None:
+    monkeypatch.setattr(child_module, "_isatty", lambda fd: terminal)
+    monkeypatch.setattr(child_module, "find_libstdbuf", lambda: library)
+    assert resolve_mode("auto") == expected
+    assert resolve_mode("pipe") == "pipe"
+    with pytest.raises(ValueError, match="stdout mode must be one of auto, pty, lines, pipe, not 'tty'"):
+        resolve_mode("tty")
+
+
+@pytest.mark.parametrize("mode", ["pty", "lines", "pipe"])
+def test_a_flood_arrives_whole_and_in_order(mode: str, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    code = "import sys\nfor i in range(100_000): print(f'step {i}: loss={1 / (i + 1)}')\nprint('bye', file=sys.stderr)"
+    got, ended = run_child(code, mode)
+    expected = "".join(f"step {i}: loss={1 / (i + 1)}\n" for i in range(100_000)).encode()
+    assert got[STDOUT] == expected
+    assert capfdbinary.readouterr().out == expected
+    assert got[STDERR] == b"bye\n"
+    assert ended.status == 0
+
+
+@pytest.mark.parametrize("mode", ["pty", "lines", "pipe"])
+def test_stdout_and_stderr_lines_of_a_slow_program_keep_their_order(mode: str) -> None:
+    code = (
+        "import sys, time\n"
+        "for i in range(20):\n"
+        "    print(f'step {i}', flush=True)\n"
+        "    time.sleep(0.01)\n"
+        "    print(f'warning {i}', file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.01)\n"
+    )
+    order: list[tuple[str, bytes]] = []
+    child = Child([sys.executable, "-c", code], lambda stream, data: order.append((stream, data)), stdout_mode=mode)
+    child.start()
+    assert child.wait().status == 0
+    lines, partial = [], {STDOUT: b"", STDERR: b""}
+    for stream, data in order:  # a line may come in pieces (Python writes the text, then "\n")
+        *complete, partial[stream] = (partial[stream] + data).split(b"\n")
+        lines += [(stream, line) for line in complete]
+    expected = [pair for i in range(20) for pair in ((STDOUT, b"step %d" % i), (STDERR, b"warning %d" % i))]
+    assert lines == expected
 
 
 def test_a_large_line_without_newline_passes_whole(capfdbinary: pytest.CaptureFixture[bytes]) -> None:

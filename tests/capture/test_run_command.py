@@ -57,7 +57,7 @@ def only_run(tracking_dir: Path) -> expertrack.ApiRun:
     return runs[0]
 
 
-@pytest.mark.parametrize("mode", [[], ["--pipe"]], ids=["pty", "pipe"])
+@pytest.mark.parametrize("mode", [[], ["--stdout", "pty"], ["--stdout", "pipe"]], ids=["auto", "pty", "pipe"])
 def test_fake_trainer_is_tracked_and_passed_through_unchanged(
     tmp_path: Path, tracking_dir: Path, mode: list[str]
 ) -> None:

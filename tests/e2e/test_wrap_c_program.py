@@ -66,12 +66,14 @@ def trainer(tmp_path: Path) -> Path:
     return binary
 
 
+# auto: a pipe here, with the trainer asked to flush per line (coreutils' libstdbuf), or a pty without libstdbuf
+@pytest.mark.parametrize("mode", ["auto", "pty"])
 def test_c_trainer_is_live_line_by_line_and_tracked_while_running(
-    trainer: Path, tmp_path: Path, tracking_dir: Path
+    trainer: Path, tmp_path: Path, tracking_dir: Path, mode: str
 ) -> None:
     release = tmp_path / "release"
     proc = subprocess.Popen(
-        [EXPERTRACK, "run", "--mirror", "off", "--", str(trainer), str(release)],
+        [EXPERTRACK, "run", "--mirror", "off", "--stdout", mode, "--", str(trainer), str(release)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,14 +1,21 @@
-"""Running a wrapped command: its stdout on a pseudo-terminal, its output passed through byte for byte, its
-signals forwarded, its end reported as an exit code or a signal.
+"""Running a wrapped command: its output passed through byte for byte, its signals forwarded, its end reported as
+an exit code or a signal.
 
-Why a pseudo-terminal for stdout: C stdio (and Python) buffer 4-8 KiB when stdout is a pipe and flush per line
-when it is a terminal. On a pipe, a trainer that prints one line per step would reach us (and the dashboard) in
-bursts of ~60 lines, and a crash would lose the unflushed tail. On a pty every line arrives when it is printed,
-for any program, with no change to it. Output post-processing is switched off on the pty (no OPOST, so no
-"\\n" -> "\\r\\n"), so the bytes we read are the bytes the program wrote. The price is throughput: the program
-now makes one write per line and the kernel's pty path costs microseconds each (benchmarks/wrapper_overhead.py
-measures it); ``use_pty=False`` reads through a pipe instead, for programs that flood output and flush
-themselves.
+How stdout is read (``StdoutMode``), because C stdio (and Python) buffer 4-8 KiB when stdout is a pipe and
+flush per line only when it is a terminal. A trainer printing one line per step would otherwise reach us (and
+the dashboard) in bursts of ~60 lines, and a crash would lose the unflushed tail. So:
+
+- ``pty``: stdout is a pseudo-terminal. Every program flushes per line, colours, progress bars and terminal width
+  work, with no change to the program. Output post-processing is switched off (no OPOST, so no "\\n" ->
+  "\\r\\n"): the bytes we read are the bytes written. The price: the kernel's pty path costs microseconds per
+  write (one kernel worker hop each), about a third of a flooding program's speed.
+- ``lines``: stdout is a pipe, and the program is asked to flush per line: coreutils' ``libstdbuf`` is preloaded
+  with ``_STDBUF_O=L`` (what ``stdbuf -oL`` does; C and C++ stdio, dynamically linked programs) and
+  ``PYTHONUNBUFFERED=1`` is set (Python). Live like a pty for the programs that matter, at a pipe's cost.
+  A statically linked program, or one that sets its own buffering, keeps its own (use ``pty`` for it).
+- ``pipe``: a plain pipe; the program buffers as it likes. The fastest; lines come in blocks.
+- ``auto`` (the default): ``pty`` when our own stdout is a terminal (what a person watches: colours, widths),
+  else ``lines`` (output into a file or another program needs no terminal), or ``pty`` where no libstdbuf exists.
 
 stderr stays a separate channel, so the two streams never mix: a second pty when our own stderr is a terminal
 (colours, progress bars), else a pipe (stderr is unbuffered in C and line-buffered in Python anyway).
@@ -29,19 +36,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import termios
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
 from expertrack.capture.relay import F_SETPIPE_SZ, PIPE_SIZE, READ_SIZE, STDERR, STDOUT, FrameReader, Relay, start_relay
 from expertrack.notify import say as _say
 
-__all__ = ["STDERR", "STDOUT", "Child", "ChildExit", "SpawnError", "forward_signals"]
+__all__ = ["STDERR", "STDOUT", "STDOUT_MODES", "Child", "ChildExit", "SpawnError", "forward_signals", "resolve_mode"]
+
+STDOUT_MODES = ("auto", "pty", "lines", "pipe")
+# Where coreutils installs the library behind ``stdbuf`` (Debian/Ubuntu, older Debian and Arch, Fedora/RHEL,
+# a source build); also looked for beside the ``stdbuf`` program found on PATH.
+_LIBSTDBUF_PLACES = (
+    "/usr/libexec/coreutils/libstdbuf.so",
+    "/usr/lib/coreutils/libstdbuf.so",
+    "/usr/lib64/coreutils/libstdbuf.so",
+    "/usr/local/libexec/coreutils/libstdbuf.so",
+)
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -74,10 +92,10 @@ OutputHandler = Callable[[str, bytes], None]
 class Child:
     """One wrapped command. ``start()``, then ``wait()`` (on the main thread, inside ``forward_signals``)."""
 
-    def __init__(self, argv: Sequence[str], on_output: OutputHandler, *, use_pty: bool = True) -> None:
+    def __init__(self, argv: Sequence[str], on_output: OutputHandler, *, stdout_mode: str = "auto") -> None:
         self.argv = list(argv)
         self.on_output = on_output
-        self.use_pty = use_pty
+        self.stdout_mode = resolve_mode(stdout_mode)  # never "auto"
         self.process: subprocess.Popen[bytes] | None = None
         self._channels: dict[int, str] = {}  # our read end -> stream name
         self._ptys: list[int] = []  # our ends that are pty masters (kept here for window sizes)
@@ -87,13 +105,14 @@ class Child:
 
     def start(self) -> None:
         """Start the command; raises ``SpawnError`` (exit code 127/126) when it cannot run."""
-        out_read, out_write = self._channel(self.use_pty, STDOUT)
+        out_read, out_write = self._channel(self.stdout_mode == "pty", STDOUT)
         err_read, err_write = self._channel(_isatty(2), STDERR)
         try:
             self.process = subprocess.Popen(
                 self.argv,
                 stdout=out_write,
                 stderr=err_write,
+                env=line_buffered_env(os.environ) if self.stdout_mode == "lines" else None,
                 start_new_session=True,
                 preexec_fn=_die_with_parent_hook(),
             )
@@ -110,7 +129,7 @@ class Child:
         finally:
             os.close(out_write)  # the child holds its ends; ours must go so we see end-of-file
             os.close(err_write)
-        self._relay = start_relay(self._channels, self.process.pid)
+        self._relay = start_relay(self._channels, self.process.pid, coalesce=not self._ptys)
         for fd in self._channels:
             if fd not in self._ptys:
                 os.close(fd)  # only the relay reads; a pipe with no reader left gives the child EPIPE
@@ -197,6 +216,41 @@ class Child:
         except Exception as exc:  # outer boundary: tracking may fail, the child's output must keep flowing
             self._handler_broken = True
             _say(f"tracking of the output stopped ({type(exc).__name__}: {exc}); the command keeps running")
+
+
+def resolve_mode(mode: str) -> str:
+    """The stdout mode ``auto`` stands for here and now (see the module docstring); other modes as they are."""
+    if mode not in STDOUT_MODES:
+        raise ValueError(f"stdout mode must be one of {', '.join(STDOUT_MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode
+    if _isatty(1) or find_libstdbuf() is None:
+        return "pty"
+    return "lines"
+
+
+def find_libstdbuf() -> str | None:
+    """The path of coreutils' libstdbuf.so (the library ``stdbuf`` preloads), or None where there is none."""
+    places = list(_LIBSTDBUF_PLACES)
+    stdbuf = shutil.which("stdbuf")
+    if stdbuf is not None:
+        prefix = os.path.dirname(os.path.dirname(os.path.realpath(stdbuf)))
+        places += [os.path.join(prefix, sub, "coreutils", "libstdbuf.so") for sub in ("libexec", "lib", "lib64")]
+    return next((place for place in places if os.path.isfile(place)), None)
+
+
+def line_buffered_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` plus what asks a program to flush its stdout per line: libstdbuf preloaded with ``_STDBUF_O=L``
+    (C/C++ stdio, as ``stdbuf -oL`` does) and ``PYTHONUNBUFFERED=1``; a value the user set is kept."""
+    env = dict(environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    library = find_libstdbuf()
+    if library is not None:
+        preloaded = env.get("LD_PRELOAD", "").split()
+        if library not in preloaded:
+            env["LD_PRELOAD"] = " ".join([library, *preloaded])
+        env.setdefault("_STDBUF_O", "L")
+    return env
 
 
 def _isatty(fd: int) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from expertrack.capture.child import Child, ChildExit, SpawnError, forward_signals
+from expertrack.capture.child import Child, ChildExit, SpawnError, find_libstdbuf, forward_signals
 from expertrack.capture.tracker import OutputTracker
 from expertrack.notify import say
 
@@ -40,13 +40,15 @@ class WrapOptions:
     config: dict[str, Any] = field(default_factory=dict)
     parser: str | None = None
     mirror: str | None = None  # None: $EXPERTRACK_MIRROR, else auto (as init() decides)
-    use_pty: bool = True
+    stdout_mode: str = "auto"  # auto, pty, lines or pipe (see capture/child.py)
 
 
 def wrap(options: WrapOptions) -> int:
     """Run the command to its end while tracking it; return its exit status (127/126 if it cannot start)."""
     tracker = OutputTracker(options.parser, announce=say)
-    child = Child(options.argv, tracker.on_output, use_pty=options.use_pty)
+    if options.stdout_mode == "lines" and find_libstdbuf() is None:
+        say("coreutils' libstdbuf was not found: C programs will print in 4 KiB blocks (use --stdout pty for them)")
+    child = Child(options.argv, tracker.on_output, stdout_mode=options.stdout_mode)
     with forward_signals(child):
         try:
             child.start()

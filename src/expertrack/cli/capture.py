@@ -37,10 +37,14 @@ _PYTHON = re.compile(r"python[\d.]*")
     "Default: $EXPERTRACK_MIRROR, else auto.",
 )
 @click.option(
-    "--pipe",
-    is_flag=True,
-    help="Read the command's stdout through a pipe instead of a pseudo-terminal: faster for programs that "
-    "print tens of thousands of lines a second, but C programs then print in 4 KiB bursts.",
+    "--stdout",
+    "stdout_mode",
+    type=click.Choice(["auto", "pty", "lines", "pipe"]),
+    default="auto",
+    show_default=True,
+    help="How the command's stdout is read: a pseudo-terminal (pty: colours, widths, every line live), a pipe "
+    "with the command asked to flush each line (lines: live, faster), or a plain pipe (pipe: fastest, lines "
+    "come in blocks). auto: pty when expertrack's own stdout is a terminal, else lines.",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
@@ -52,7 +56,7 @@ def run(
     configs: tuple[str, ...],
     parser: str | None,
     mirror: str | None,
-    pipe: bool,
+    stdout_mode: str,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pass its output through unchanged, and track what it prints as metrics.
@@ -77,7 +81,7 @@ def run(
         config=_config_options(configs),
         parser=_checked_parser(parser),
         mirror=mirror,
-        use_pty=not pipe,
+        stdout_mode=stdout_mode,
     )
     sys.exit(wrap(options))
 
