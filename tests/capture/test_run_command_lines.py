@@ -39,6 +39,21 @@ def test_invalid_utf8_and_carriage_returns_do_not_hide_metrics() -> None:
     assert metrics(items, "loss") == [(1, 2.5), (2, 1.5)]  # the last line has no newline: read at the end
 
 
+def test_coloured_lines_are_read_as_the_text_on_screen() -> None:
+    green, bold, reset, title = b"\x1b[32m", b"\x1b[1;38;5;208m", b"\x1b[0m", b"\x1b]0;training\x07"
+    table = b"| parameter | value |\n| " + bold + b"batch size" + reset + b" | 4 |\n"
+    steps = b"".join(
+        green + STEP.format(s=s, loss=2.0 / s).rstrip("\n").encode() + reset + b"\x1b[K\n"
+        for s in range(1, tracker.DETECT_MIN_LINES)
+    )
+    said: list[str] = []
+    feeder = LineFeeder(None, announce=said.append)
+    items = feed_all(feeder, [title + table, steps])
+    assert said == ["parsing output as gpt2-cuda"]
+    assert [value for _, value in metrics(items, "train_loss")][:2] == pytest.approx([2.0, 1.0])
+    assert any(isinstance(i, ConfigItems) and i.values.get("batch size") == 4 for i in items)
+
+
 def test_an_overlong_line_is_skipped_and_the_next_line_is_read() -> None:
     feeder = LineFeeder("generic", announce=print)
     huge = [b"loss=9 " + b"y" * 65536] * 160  # 10 MiB with no newline, arriving in pieces

@@ -13,6 +13,7 @@ the same lines). Both are appended about once a second, not per line.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -38,13 +39,17 @@ MAX_LINE_BYTES = 4 * MAX_LINE_CHARS  # longer lines are never metrics (parsers s
 # Output waiting to be parsed, bounded in bytes (not chunks: a read is often one short line). A burst this large
 # is absorbed at once, so a child that prints faster than we parse keeps its speed; past it, the child waits.
 QUEUE_BYTES = 256 << 20
+# Terminal escape sequences (ECMA-48): CSI (colours, cursor moves: ESC [ ... final byte), OSC (window titles,
+# hyperlinks: ESC ] ... BEL or ESC \), and the two-byte ones (ESC and one byte).
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 
 
 class LineFeeder:
     """Splits stdout bytes into lines and feeds them to the parser, choosing it from the first lines if needed.
 
-    Lines are decoded as UTF-8 with ``errors="replace"`` and lose their trailing "\\n" (a "\\r" stays: parsers
-    read it as a progress bar drawn over). Until a parser is chosen, lines are held and fed once it is.
+    Lines are decoded as UTF-8 with ``errors="replace"``, lose their trailing "\\n" (a "\\r" stays: parsers
+    read it as a progress bar drawn over) and their terminal escape sequences (colours, cursor moves: a
+    coloured ``step 4: ...`` is read as the plain text on screen). Until a parser is chosen, lines are held and fed once it is.
     """
 
     def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:
@@ -79,12 +84,12 @@ class LineFeeder:
         if parser is None:  # still detecting
             for raw in lines:
                 if len(raw) <= MAX_LINE_BYTES:
-                    items += self._line(raw.decode("utf-8", errors="replace"))
+                    items += self._line(_text(raw))
             return items
         feed = parser.feed  # the hot path: one call per line, nothing else
         for raw in lines:
             if len(raw) <= MAX_LINE_BYTES:
-                items += feed(raw.decode("utf-8", errors="replace"))
+                items += feed(_text(raw))
         return items
 
     def poll(self) -> list[Item]:
@@ -96,7 +101,7 @@ class LineFeeder:
         items: list[Item] = []
         if self._partial and not self._skipping:
             self.lines += 1
-            items += self._line(self._partial.decode("utf-8", errors="replace"))
+            items += self._line(_text(self._partial))
         self._partial = b""
         if self._parser is None:
             items += self._choose(final=True)
@@ -129,6 +134,12 @@ class LineFeeder:
         for line in held:
             items += self._parser.feed(line)
         return items
+
+
+def _text(raw: bytes) -> str:
+    """A line as the parsers read it: UTF-8 (bad bytes as U+FFFD), without terminal escape sequences."""
+    line = raw.decode("utf-8", errors="replace")
+    return _ESCAPES.sub("", line) if "\x1b" in line else line
 
 
 def apply_items(run: Run, items: list[Item]) -> None:
