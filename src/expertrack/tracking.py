@@ -105,6 +105,22 @@ class Run:
                 self._queue.append(("m", self._step, time.time(), self._pending))
                 self._pending = {}
 
+    def _log_row(self, values: Mapping[str, Any], step: int, timestamp: float) -> None:
+        """One whole row at ``step``, stamped with ``timestamp`` instead of now: ``import wandb`` keeps the
+        wall times the run was logged at. Steps must increase, as for ``log``."""
+        flat = flatten(values, self.notifier)
+        with self._lock:
+            if self._finished:
+                return
+            if self._pending:
+                self._commit()
+            if step < self._step:
+                self._refuse(flat, step)
+                return
+            if flat and self._queue is not None:
+                self._queue.append(("m", step, float(timestamp), flat))
+            self._step = step + 1
+
     def _commit(self) -> None:
         """Emit the open row at the current step and advance (call with the lock held)."""
         if self._pending:

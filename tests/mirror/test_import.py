@@ -73,6 +73,15 @@ def test_import_then_sync_round_trip(tmp_path: Path, tracking_dir: Path) -> None
             steps, _, values = store.read_scalars("wb42", key)
             local.update({(int(s), key): float(v) for s, v in zip(steps, values)})
     assert_same(local, original)
+    # wall times are the W&B run's, not the import's
+    source = read_run(source_log, strict=True)
+    logged_at = {row["_step"]: row["_timestamp"] for row in source.history}
+    with Store(store_path(tracking_dir), readonly=True) as store:
+        steps, times, _ = store.read_scalars("wb42", "loss")
+        record = store.run("wb42")
+    assert times.tolist() == pytest.approx([logged_at[int(s)] for s in steps], abs=1e-6)
+    assert source.start_time is not None and record.created_at == pytest.approx(source.start_time)
+    assert record.ended_at is not None and source.start_time <= record.ended_at <= max(logged_at.values()) + 60
 
     again = expertrack_cli("import", "wandb", str(source_dir / "wandb"), env=env)
     assert "already in" in again.stdout  # importing twice does not duplicate the run

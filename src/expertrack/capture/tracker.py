@@ -49,7 +49,8 @@ class LineFeeder:
 
     Lines are decoded as UTF-8 with ``errors="replace"``, lose their trailing "\\n" (a "\\r" stays: parsers
     read it as a progress bar drawn over) and their terminal escape sequences (colours, cursor moves: a
-    coloured ``step 4: ...`` is read as the plain text on screen). Until a parser is chosen, lines are held and fed once it is.
+    coloured ``step 4: ...`` is read as the plain text on screen). Until a parser is chosen, lines are held
+    and fed once it is.
     """
 
     def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:

@@ -1,8 +1,9 @@
 """``expertrack import wandb DIR``: W&B offline run directories (their .wandb logs) into the local store.
 
-Each run keeps its W&B id, project, name, group, tags, notes, config, define_metric settings and every numeric
-history value at its step. Values that are not numbers (images, tables, histograms, text) are counted and left
-out. Several directories of one run id (an offline run resumed) become one run, in the order they were written.
+Each run keeps its W&B id, project, name, group, tags, notes, config, define_metric settings, every numeric
+history value at its step with the wall time it was logged at, and its start and end times. Values that are
+not numbers (images, tables, histograms, text) are counted and left out. Several directories of one run id
+(an offline run resumed) become one run, in the order they were written.
 """
 
 from __future__ import annotations
@@ -108,7 +109,11 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
                 continue
             values = _numbers(row, result.skipped)
             if values:
-                run.log(values, step=step)
+                timestamp = row.get("_timestamp")
+                if isinstance(timestamp, (int, float)) and math.isfinite(timestamp):
+                    run._log_row(values, step, timestamp)  # the time it was logged at, not now
+                else:
+                    run.log(values, step=step)
                 keys.update(values)
                 result.steps += 1
                 last_step = step
@@ -116,8 +121,31 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
     for key, value in _summary_overrides(parts).items():
         run.summary[key] = value
     run.finish(exit_code=last.exit_code if last.exit_code is not None else 1)
+    _keep_wall_times(path, run_id, parts)
     result.keys = len(keys)
     return result
+
+
+def _keep_wall_times(path: Path, run_id: str, parts: list[WandbRun]) -> None:
+    """Give the imported run the W&B run's start and end times, not the import's."""
+    from expertrack.store import Store
+
+    started = parts[0].start_time
+    last = parts[-1]
+    times = [t for part in parts for row in part.history if isinstance(t := row.get("_timestamp"), (int, float))]
+    if last.start_time is not None and last.runtime is not None:
+        ended: float | None = last.start_time + last.runtime
+    else:
+        ended = max(times, default=None)
+    if started is None and times:
+        started = min(times)
+    if started is None:
+        return
+    with Store(path) as store, store.conn:
+        store.conn.execute(
+            "UPDATE runs SET created_at = ?, ended_at = COALESCE(?, ended_at) WHERE id = ?",
+            (started, ended if ended is not None and ended >= started else None, run_id),
+        )
 
 
 def _numbers(row: dict[str, Any], skipped: dict[str, int]) -> dict[str, float]:
