@@ -230,7 +230,10 @@ def resolve_mode(mode: str) -> str:
 
 
 def find_libstdbuf() -> str | None:
-    """The path of coreutils' libstdbuf.so (the library ``stdbuf`` preloads), or None where there is none."""
+    """The path of coreutils' libstdbuf.so (the library ``stdbuf`` preloads), or None where there is none (and
+    off Linux: macOS ignores LD_PRELOAD)."""
+    if not sys.platform.startswith("linux"):
+        return None
     places = list(_LIBSTDBUF_PLACES)
     stdbuf = shutil.which("stdbuf")
     if stdbuf is not None:
