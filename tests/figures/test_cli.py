@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from matplotlib.colors import to_hex
 from PIL import Image
@@ -149,6 +150,21 @@ def test_make_all_reports_written_and_skipped_figures(store: Path, tmp_path: Pat
     assert sorted(made.written) == ["domain_eval", "loss_curves"]
     assert sorted(made.skipped) == ["ablation_lb", "router_entropy", "specialization"]
     assert lines[0].startswith(f"figures into {tmp_path}/")
+
+
+def test_a_figure_that_fails_is_reported_and_the_others_are_still_made(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def broken(*args: object) -> None:
+        raise RuntimeError("cannot plot this")
+
+    monkeypatch.setitem(FIGURES, "domain_eval", broken)
+    out = tmp_path / "out"
+    code, output = _figures("--dir", str(store), "--out", str(out), "--format", "svg")
+    assert code == 1, output
+    assert "failed domain_eval: RuntimeError: cannot plot this" in output
+    assert "4 figure(s) written" in output and "1 failed" in output
+    assert (out / "loss_curves.svg").exists() and not (out / "domain_eval.svg").exists()
 
 
 def test_the_cli_lists_the_same_figures_as_the_library():

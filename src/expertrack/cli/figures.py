@@ -112,7 +112,7 @@ def figures(
     Runs are grouped into dense, MoE and MoE-without-load-balancing by config "variant", tags, group or model
     config (override with --dense/--moe/--no-lb); runs of one variant are seeds, drawn as mean and spread.
     A figure whose metrics are missing is skipped with a message; the others are still made. Exits 1 when
-    no figure could be made.
+    no figure could be made or one failed.
     """
     try:
         from expertrack import figures as figs
@@ -129,6 +129,7 @@ def figures(
         made = figs.make_all(selection, out, split_keys(formats), split_keys(only), options, echo=click.echo)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    click.echo(f"{len(made.written)} figure(s) written to {out}/, {len(made.skipped)} skipped")
-    if not made.written:
+    failed = f", {len(made.failed)} failed" if made.failed else ""
+    click.echo(f"{len(made.written)} figure(s) written to {out}/, {len(made.skipped)} skipped{failed}")
+    if not made.written or made.failed:
         raise SystemExit(1)

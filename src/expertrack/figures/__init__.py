@@ -74,10 +74,12 @@ FIGURES: dict[str, Callable[[Selection, FigureOptions], FigureResult]] = {
 
 @dataclass
 class MadeFigures:
-    """What ``make_all`` wrote (per figure, its files) and what it skipped (per figure, why)."""
+    """What ``make_all`` wrote (per figure, its files), what it skipped (per figure, the data it lacked) and what
+    failed (per figure, the error)."""
 
     written: dict[str, list[Path]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -105,8 +107,9 @@ def make_all(
     """Make the chosen figures (all five by default) into ``out_dir``, each with its CSV and JSON sidecar.
 
     ``runs`` is a ``Selection`` or runs from ``expertrack.Api().runs(...)`` (grouped with ``select`` and
-    ``overrides``). A figure whose metrics are missing is skipped with a message naming what is missing;
-    the others are still made. ``echo`` receives one progress line per figure.
+    ``overrides``). A figure whose metrics are missing is skipped with a message naming what is missing, one
+    that fails otherwise (a value it cannot plot, a file it cannot write) is reported in ``failed``; the others
+    are still made. ``echo`` receives one progress line per figure.
     """
     selection = runs if isinstance(runs, Selection) else select(runs, overrides)
     options = options or FigureOptions()
@@ -119,11 +122,16 @@ def make_all(
     for name in names:
         try:
             result = FIGURES[name](selection, options)
+            written = write_result(result, Path(out_dir), formats)
         except MissingDataError as missing:
             made.skipped[name] = str(missing)
             echo(f"skipped {name}: {missing}")
             continue
-        made.written[name] = write_result(result, Path(out_dir), formats)
+        except Exception as error:  # one figure's failure must not cost the others
+            made.failed[name] = f"{type(error).__name__}: {error}"
+            echo(f"failed {name}: {made.failed[name]}")
+            continue
+        made.written[name] = written
         made.notes[name] = result.notes
         echo(f"wrote {name}: " + ", ".join(p.name for p in made.written[name]))
         for note in result.notes:
