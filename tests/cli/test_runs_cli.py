@@ -58,7 +58,7 @@ def test_ls_lists_runs_newest_first_with_state_steps_and_losses(store: Path) -> 
     result = invoke("ls", "--dir", str(store))
     assert result.exit_code == 0, result.output
     header = result.output.splitlines()[0].split()
-    assert header == ["name", "id", "project", "state", "steps", "duration", "train/loss", "val/loss"]
+    assert header == ["name", "id", "project", "state", "step", "duration", "train/loss", "val/loss"]
     rows = table_rows(result.output)
     assert list(rows) == ["moe-nolb", "moe-lb", "dense"]
     runs = {r.name: r for r in expertrack.Api(store).runs()}

@@ -58,7 +58,7 @@ def run_steps(run: ApiRun) -> int | None:
 @click.option("--keys", "-k", multiple=True, help="Metric keys to show, comma-separated (default: the losses).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N runs.")
 def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[str, ...], limit: int) -> None:
-    """List runs, newest first: name, id, project, state, steps, duration and key metrics' last values."""
+    """List runs, newest first: name, id, project, state, last step, duration and key metrics' last values."""
     if existing_store(dir_) is None:
         click.echo(f"no runs in {tracking_dir(dir_)}", err=True)
         return
@@ -72,8 +72,8 @@ def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[st
         return
     columns = split_keys(keys) or _default_keys(runs)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("name", "id", "project", "state", "steps", "duration", *columns):
-        table.add_column(name, no_wrap=True, justify="right" if name in ("steps", "duration") else "left")
+    for name in ("name", "id", "project", "state", "step", "duration", *columns):
+        table.add_column(name, no_wrap=True, justify="right" if name in ("step", "duration") else "left")
     now = time.time()
     for run in runs:
         values = _last_values(run, columns)
