@@ -200,3 +200,19 @@ def test_default_project_is_the_program_or_script_name(argv: list[str], project:
     from expertrack.cli.capture import default_project
 
     assert default_project(argv) == project
+
+
+def test_lines_mode_without_libstdbuf_says_so_and_still_tracks(
+    tracking_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from expertrack.capture import child, wrap
+
+    monkeypatch.setattr(child, "find_libstdbuf", lambda: None)
+    monkeypatch.setattr(wrap, "find_libstdbuf", lambda: None)
+    code = "import os; print('step=1 loss=2.5'); print(repr(os.environ.get('LD_PRELOAD', '')))"
+    options = wrap.WrapOptions([sys.executable, "-c", code], project="p", mirror="off", stdout_mode="lines")
+    assert wrap.wrap(options) == 0
+    out, err = capfd.readouterr()
+    assert out == f"step=1 loss=2.5\n{os.environ.get('LD_PRELOAD', '')!r}\n"  # nothing added to LD_PRELOAD
+    assert err.count("coreutils' libstdbuf was not found") == 1 and "use --stdout pty" in err
+    assert only_run(tracking_dir).scalars("loss")[2].tolist() == [2.5]
