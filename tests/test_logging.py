@@ -221,6 +221,29 @@ def test_publish_writes_the_open_row_without_closing_it() -> None:
     assert stored.scalars("train_loss")[0].tolist() == [5, 6]
 
 
+@pytest.mark.parametrize("sealed", [False, True], ids=["tail-in-memory", "tail-sealed"])
+def test_a_key_logged_again_at_a_published_step_keeps_one_point_the_later_value(
+    sealed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if sealed:  # the published point went into a chunk that is no longer rewritten: readers keep the last
+        monkeypatch.setattr("expertrack.store.chunks.MAX_REWRITES", 1)
+    run = expertrack.init(project="pub")
+    run.log({"train_loss": 1.0}, step=4)
+    run.log({"train_loss": 1.0}, step=5)
+    run.publish()
+    run.flush()
+    run.log({"train_loss": 2.0, "eval_loss": 1.5}, step=5)
+    run.log({"train_loss": 0.5}, step=6)
+    run.finish()
+    stored = read(run)
+    steps, _, values = stored.scalars("train_loss")
+    assert (steps.tolist(), values.tolist()) == ([4, 5, 6], [1.0, 2.0, 0.5])
+    history = stored.history()
+    assert history["_step"].tolist() == [4, 5, 6]
+    assert history["train_loss"].tolist() == [1.0, 2.0, 0.5]
+    assert stored.summary["train_loss"] == 0.5
+
+
 def test_api_on_a_store_being_created_has_no_runs(tracking_dir: Path) -> None:
     import sqlite3
 

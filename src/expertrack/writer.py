@@ -157,7 +157,9 @@ class Writer:
             if series is None:
                 return
         if key not in touched:
-            touched[key] = len(series.values)
+            # a value at the buffer's last step replaces that point: the summary must see it too
+            repeated = bool(series.steps) and series.steps[-1] == step
+            touched[key] = len(series.values) - repeated
         series.append(step, t, float(value))
 
     def _materialise(self, key: str, value: Any) -> Any:

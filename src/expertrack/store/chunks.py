@@ -45,9 +45,15 @@ class SeriesBuffer:
     dirty: bool = False
 
     def append(self, step: int, time: float, value: float) -> None:
-        self.steps.append(step)
-        self.times.append(time)
-        self.values.append(value)
+        """Add a point; a second value at the step of the last point in the buffer replaces it (the row was
+        published, then the same key was logged again at that step: the later value wins, as in wandb)."""
+        if self.steps and self.steps[-1] == step:
+            self.times[-1] = time
+            self.values[-1] = value
+        else:
+            self.steps.append(step)
+            self.times.append(time)
+            self.values.append(value)
         self.dirty = True
 
     def rows(self) -> list[tuple[Any, ...]]:
@@ -92,6 +98,19 @@ INSERT_CHUNK = (
     "INSERT OR REPLACE INTO scalar_chunks (key_id, seq, n, step_min, step_max, steps, times, vals)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def last_per_step(steps: Any, times: Any, values: Any) -> tuple[Any, Any, Any]:
+    """Keep one point per step, the last: a step can repeat across a sealed chunk's end (see ``append``)."""
+    if steps.size < 2:
+        return steps, times, values
+    last = steps[1:] != steps[:-1]
+    if last.all():
+        return steps, times, values
+    import numpy as np
+
+    keep = np.append(last, True)
+    return steps[keep], times[keep], values[keep]
 
 
 def decode(rows: list[tuple[bytes, bytes, bytes]]) -> tuple[Any, Any, Any]:

@@ -219,7 +219,8 @@ class Store:
         return {name: int(n) for name, n in rows}
 
     def read_scalars(self, run_id: str, key: str, after_step: int | None = None) -> tuple[Any, Any, Any]:
-        """(steps, times, values) NumPy arrays of one series, every point; only steps > ``after_step`` if given."""
+        """(steps, times, values) NumPy arrays of one series, a point per step (the last value logged at it);
+        only steps > ``after_step`` if given."""
         sql = (
             "SELECT c.steps, c.times, c.vals FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
             " WHERE k.run_id = ? AND k.name = ?"
@@ -227,7 +228,8 @@ class Store:
         args: tuple[Any, ...] = (run_id, key)
         if after_step is not None:
             sql, args = sql + " AND c.step_max > ?", (*args, after_step)
-        steps, times, values = chunks.decode(self.conn.execute(sql + " ORDER BY c.seq", args).fetchall())
+        rows = self.conn.execute(sql + " ORDER BY c.seq", args).fetchall()
+        steps, times, values = chunks.last_per_step(*chunks.decode(rows))
         if after_step is not None and steps.size and steps[0] <= after_step:
             keep = steps > after_step
             steps, times, values = steps[keep], times[keep], values[keep]
