@@ -177,3 +177,35 @@ def test_minmax_downsampling_keeps_every_extreme(values: list[float], buckets: i
                 continue
             in_bucket = array[picked[(picked >= start) & (picked < start + size)]]
             assert np.nanmax(in_bucket) == np.nanmax(bucket) and np.nanmin(in_bucket) == np.nanmin(bucket)
+
+
+# Processes that each start a run in a new directory at the same moment, as a sweep's seeds do.
+OPEN_AT = """
+import sys, time
+import expertrack
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+run = expertrack.init(project="sweep", dir=sys.argv[1], mirror="off")
+run.log({"loss": 1.0})
+run.finish()
+print(run.dir)
+"""
+
+
+def test_processes_creating_one_store_at_once_all_use_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    for round_ in range(4):
+        directory = tmp_path / f"round{round_}"
+        start = str(time.time() + 1.0)  # every process is up by then, then they open the new store together
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPEN_AT, str(directory), start], stdout=subprocess.PIPE, text=True)
+            for _ in range(5)
+        ]
+        dirs = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+        assert all(proc.returncode == 0 for proc in procs)
+        assert dirs == [str(directory)] * 5  # none fell back to a temporary directory
+        assert len(expertrack.Api(directory).runs()) == 5

@@ -126,9 +126,22 @@ class Store:
             if version > LATEST_VERSION:
                 raise StoreError(f"{self.path} was written by a newer expertrack (schema {version})")
             return
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        self._enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.version = migrate(self.conn)
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL, waiting for other processes: on a new file that several processes open at once (a
+        sweep's seeds started together), SQLite answers "database is locked" at once, without its busy wait."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def close(self) -> None:
         """Close the connection."""
