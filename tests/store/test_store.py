@@ -80,6 +80,13 @@ def test_find_run_by_id_prefix_and_name(tracking_dir: Path) -> None:
         api.run("nope")
     assert [r.id for r in api.runs(project="p")] == ["abc12345", "abd99999"]
     assert [r.id for r in api.runs(filters={"name": "alpha"})] == ["abc12345", "zzz00000"]
+    # a whole name beats an id prefix: `expertrack rm a` must never delete the run whose id starts with "a"
+    short = expertrack.init(project="p", name="a", id="qqq11111")
+    short.finish()
+    assert api.run("a").id == "qqq11111"
+    twice = expertrack.init(project="p", name="ab", id="rrr22222")
+    twice.finish()
+    assert api.run("ab").id == "rrr22222"  # was ambiguous between two id prefixes above
 
 
 def test_filters_on_config_tags_and_group(tracking_dir: Path) -> None:

@@ -172,16 +172,18 @@ class Store:
         return RunRecord.from_row(row)
 
     def find_run(self, ref: str) -> RunRecord:
-        """A run named by id, unique id prefix, or name (the newest of that name wins only if names are unique)."""
+        """A run named by its id, else by its name, else by a unique id prefix; several runs of that name, or
+        several ids of that prefix, raise ``AmbiguousRunError``. A whole name beats an id prefix: the run named
+        ``e`` is never mistaken for the run whose id starts with ``e``."""
         row = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (ref,)).fetchone()
         if row is not None:
             return RunRecord.from_row(row)
-        escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self.conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",)
-        ).fetchall()
+        rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (ref,)).fetchall()
         if not rows:
-            rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (ref,)).fetchall()
+            escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = self.conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",)
+            ).fetchall()
         if len(rows) == 1:
             return RunRecord.from_row(rows[0])
         if not rows:
