@@ -42,7 +42,7 @@ class Api:
         return [ApiRun(store, r) for r in records if _matches(r, filters or {})]
 
     def run(self, ref: str) -> ApiRun:
-        """One run by id, unique id prefix, or name."""
+        """One run by id, name, or unique id prefix (tried in that order)."""
         store = self.store
         if store is None:
             raise RunNotFoundError(f"no runs in {self.path.parent} (no store file there yet)")

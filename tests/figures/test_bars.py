@@ -103,3 +103,17 @@ def test_domain_eval_without_eval_metrics_names_them(tmp_path: Path):
     run.finish()
     with pytest.raises(MissingDataError, match="domain_eval: none of eval/loss, eval/ppl is logged in runs no-eval"):
         domain_eval(select(expertrack.Api(tmp_path).runs()))
+
+
+def test_a_run_that_diverged_is_left_out_of_the_bars_with_a_note(tmp_path: Path):
+    log_run(tmp_path, "dense", 0)
+    log_run(tmp_path, "moe", 0)
+    run = expertrack.init(project="fig", name="moe-s1", config={"variant": "moe", "seed": 1}, dir=tmp_path)
+    run.log({"eval/loss/code": 2.6, "eval/loss": 2.6}, step=19)
+    run.log({"eval/loss/code": float("nan"), "eval/loss": float("nan")}, step=39)  # diverged before the end
+    run.finish()
+    result = domain_eval(select(expertrack.Api(tmp_path).runs()))
+    note = next(n for n in result.notes if n.startswith("eval/loss/code: left out (the run diverged"))
+    assert "moe-s1 (nan from step 39)" in note
+    code = result.table[(result.table.key == "eval/loss/code") & (result.table.series == "MoE")].iloc[0]
+    assert code.n_runs == 1 and code["mean"] == pytest.approx(eval_loss("moe", 0, 0))  # not 2.6

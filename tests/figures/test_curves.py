@@ -182,3 +182,15 @@ def test_y_range_skips_the_initial_drop_of_dense_curves_but_shows_every_sparse_p
     assert dense_ax.get_ylim()[1] < 3.0  # the first 5% (up to 10.0) would flatten the rest
     low, high = sparse_ax.get_ylim()
     assert low < 2.1 and high > 4.0
+
+
+def test_a_diverged_training_loss_is_named_in_a_note(tmp_path: Path):
+    log_run(tmp_path, "dense", 0)
+    run = expertrack.init(project="fig", name="moe-s0", config={"variant": "moe"}, dir=tmp_path)
+    for step in range(10):
+        run.log({"train/loss": 3.0 - 0.1 * step if step < 6 else float("inf")}, step=step)
+    run.finish()
+    result = loss_curves(select(expertrack.Api(tmp_path).runs()))
+    assert any("diverged: moe-s0 train/loss (inf from step 6)" in note for note in result.notes)
+    moe = result.table[(result.table.series == "MoE") & (result.table.panel == "train/loss")]
+    assert moe.step.max() == 5  # the curve stops at the last finite point

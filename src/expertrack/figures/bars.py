@@ -19,8 +19,8 @@ from expertrack.figures.data import (
     MissingDataError,
     domains_of,
     final_value,
+    read_series,
     run_record,
-    run_scalars,
 )
 from expertrack.figures.selection import Selection, Series
 from expertrack.figures.style import FULL_WIDTH, new_figure, paper_style
@@ -135,7 +135,12 @@ def _values(series: Series, metric: Metric, sources: list[dict], derived: dict[s
         key = metric.key if metric.key in keys or metric.exp_of not in keys else metric.exp_of
         if key not in keys:
             continue
-        steps, points = run_scalars(run, key)
+        steps, points, diverged = read_series(run, key)
+        if diverged is not None:  # its last finite value would show a diverged run as a healthy one
+            derived.setdefault(f"{key}: left out (the run diverged; its last value is not finite):", []).append(
+                f"{run.name} ({diverged})"
+            )
+            continue
         if len(points) == 0:
             continue
         value, used = final_value(steps, points, metric.tail)

@@ -24,6 +24,7 @@ from expertrack.figures.data import (
     describe_missing,
     ema,
     missing_report,
+    read_series,
     run_record,
     run_scalars,
     tokens_per_step,
@@ -177,10 +178,16 @@ def loss_curves(selection: Selection, x: str = "step", smooth: float = 0.0) -> F
     rows: list[dict] = []
     sources: list[dict] = []
     panels: dict[str, list[Curve]] = {}
+    diverged: list[str] = []
     for key, title in LOSS_PANELS.items():
 
         def read(run: RunLike, key: str = key) -> tuple[np.ndarray, np.ndarray] | None:
-            return run_scalars(run, key) if key in run.metric_keys() else None
+            if key not in run.metric_keys():
+                return None
+            steps, values, end = read_series(run, key)
+            if end is not None:
+                diverged.append(f"{run.name} {key} ({end})")
+            return steps, values
 
         curves = collect_curves(selection, key, read, x, smooth if key == "train/loss" else 0.0, rows, sources)
         if curves:
@@ -190,6 +197,8 @@ def loss_curves(selection: Selection, x: str = "step", smooth: float = 0.0) -> F
         raise MissingDataError(describe_missing("loss_curves", missing, len(selection.runs())))
     fig = plot_panels(panels, xlabel, "Cross-entropy loss (nats/token)")
     notes = [describe_missing("loss_curves", missing, len(selection.runs()))] if missing else []
+    if diverged:
+        notes.append(f"loss_curves: curves stop at the last finite point of runs that diverged: {', '.join(diverged)}")
     table = pd.DataFrame(rows).rename(columns={"x": x})
     return FigureResult("loss_curves", fig, table, sources, {"x": x, "smooth": smooth}, notes)
 

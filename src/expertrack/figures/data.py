@@ -110,9 +110,22 @@ def tokens_per_step(run: RunLike) -> float | None:
 
 def run_scalars(run: RunLike, key: str) -> tuple[np.ndarray, np.ndarray]:
     """``(steps, values)`` of one scalar metric, non-finite points dropped."""
+    steps, values, _ = read_series(run, key)
+    return steps, values
+
+
+def read_series(run: RunLike, key: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """``(steps, values, diverged)``: the finite points of one scalar metric, and, when the series ends in
+    non-finite values (a run that diverged), what it became and from which step ("nan from step 60")."""
     steps, _, values = run.scalars(key)
+    steps, values = np.asarray(steps), np.asarray(values, float)
     keep = np.isfinite(values)
-    return np.asarray(steps)[keep], np.asarray(values, float)[keep]
+    diverged = None
+    if values.size and not keep[-1]:
+        finite = np.flatnonzero(keep)
+        first_bad = int(finite[-1]) + 1 if finite.size else 0
+        diverged = f"{values[-1]} from step {int(steps[first_bad])}"
+    return steps[keep], values[keep], diverged
 
 
 def final_value(steps: np.ndarray, values: np.ndarray, tail: float = 0.0) -> tuple[float, list[int]]:
