@@ -80,6 +80,22 @@ def test_read_only_directory_falls_back_with_a_message(tmp_path: Path, capsys: p
     assert expertrack.Api(run.dir).run(run.id).scalars("loss")[2].tolist() == [1.0]
 
 
+def test_a_store_in_a_read_only_directory_can_still_be_read(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    run = expertrack.init(project="old", dir=archive)
+    run.log({"loss": 0.5})
+    run.finish()
+    _make_read_only(archive)  # an archived or read-only mounted directory: no -shm file can be created there
+    try:
+        api = expertrack.Api(archive)
+        assert [r.id for r in api.runs()] == [run.id]
+        assert api.run(run.id).scalars("loss")[2].tolist() == [0.5]
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(archive)], check=False)
+        archive.chmod(0o755)
+
+
 def test_unwritable_directory_falls_back_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

@@ -90,6 +90,14 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _read_only_mount(directory: Path) -> bool:
+    """Whether ``directory`` lies on a file system mounted read-only (``os.access`` does not say so for root)."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
 class Store:
     """An open store file. ``Store(path)`` creates and migrates it; ``Store(path, readonly=True)`` only reads."""
 
@@ -101,13 +109,7 @@ class Store:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"no store at {self.path}")
-                self.conn = sqlite3.connect(
-                    f"file:{self.path}?mode=ro",
-                    uri=True,
-                    timeout=BUSY_TIMEOUT_S,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
+                self.conn = self._connect_readonly()
             else:
                 if str(path) != ":memory:":
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +119,26 @@ class Store:
             self._setup()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable expertrack store: {exc}") from exc
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A read-only connection. A WAL store needs its ``-shm`` file, which SQLite creates beside the store, so
+        in a directory nobody may write to (an archive, a read-only mount) the store is opened as immutable:
+        nothing can change it there anyway."""
+
+        def connect(flags: str) -> sqlite3.Connection:
+            conn = sqlite3.connect(
+                f"file:{self.path}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                check_same_thread=False,
+            )  # fmt: skip
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opening is lazy: fail here, not later
+            return conn
+
+        try:
+            return connect("mode=ro")
+        except sqlite3.OperationalError:
+            if os.access(self.path.parent, os.W_OK) and not _read_only_mount(self.path.parent):
+                raise
+            return connect("mode=ro&immutable=1")
 
     def _setup(self) -> None:
         self.conn.execute("PRAGMA foreign_keys = ON")
