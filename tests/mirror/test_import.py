@@ -62,6 +62,8 @@ def test_import_then_sync_round_trip(tmp_path: Path, tracking_dir: Path) -> None
     assert imported.returncode == 0, imported.stderr
     assert "wb42  from-wandb: imported 60 steps, 5 keys into project 'imported'" in imported.stdout
     assert "left out values that are not numbers: img (6), label (6)" in imported.stdout
+    assert (source_dir / "wandb" / "latest-run").is_symlink()
+    assert "whose step an earlier directory" not in imported.stdout  # latest-run is not read as a second piece
 
     with Store(store_path(tracking_dir), readonly=True) as store:
         record = store.run("wb42")
@@ -84,7 +86,8 @@ def test_import_then_sync_round_trip(tmp_path: Path, tracking_dir: Path) -> None
     assert record.ended_at is not None and source.start_time <= record.ended_at <= max(logged_at.values()) + 60
 
     again = expertrack_cli("import", "wandb", str(source_dir / "wandb"), env=env)
-    assert "already in" in again.stdout  # importing twice does not duplicate the run
+    # importing twice does not duplicate the run, and says so once
+    assert again.stdout.count("wb42  from-wandb: skipped: a run with id wb42 is already in") == 1
 
     synced = expertrack_cli("sync", "wb42", env=env)
     assert synced.returncode == 0, synced.stdout + synced.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,18 +46,52 @@ def find_logs(path: str | os.PathLike[str]) -> list[Path]:
     logs = sorted(root.glob("run-*.wandb")) or sorted(root.glob("*/run-*.wandb"))
     if not logs:
         logs = sorted(root.glob("wandb/*/run-*.wandb"))
+    # W&B links latest-run to the newest run directory: each log once, by its real directory's name
+    real: dict[Path, Path] = {}
+    for log in logs:
+        if log.resolve() not in real or not log.parent.is_symlink():
+            real[log.resolve()] = log
+    logs = list(real.values())
     # Run directories are named like offline-run-YYYYMMDD_HHMMSS-ID: their time stamp orders them in time.
     return sorted(logs, key=lambda p: (_STAMP.findall(p.parent.name)[-1:], str(p)))
 
 
 def import_runs(path: str | os.PathLike[str], dir: str | os.PathLike[str] | None = None) -> Iterator[ImportResult]:
     """Import every W&B run found under ``path`` into the store in ``dir``; one result per run id."""
+    stored = _stored_runs(dir)
     groups: dict[str, list[WandbRun]] = {}
     for log in find_logs(path):
+        file_id = log.stem.removeprefix("run-")  # W&B names the log after its run id
+        if file_id in stored:  # already imported: not read again (a long run's log takes seconds to read)
+            name, project = stored[file_id]
+            yield ImportResult(file_id, name, project, files=[log], note=_already_there(file_id, dir))
+            continue
         run = read_run(log)
-        groups.setdefault(run.run_id or log.stem.removeprefix("run-"), []).append(run)
+        groups.setdefault(run.run_id or file_id, []).append(run)
     for run_id, parts in groups.items():
         yield import_run(run_id, parts, dir)
+
+
+def _stored_runs(dir: str | os.PathLike[str] | None) -> dict[str, tuple[str, str]]:
+    """id -> (name, project) of the runs already in the store in ``dir`` (none when there is no store yet)."""
+    from expertrack.errors import StoreError
+    from expertrack.paths import store_path
+    from expertrack.store import Store
+
+    path = store_path(dir)
+    if not path.exists():
+        return {}
+    try:
+        with Store(path, readonly=True) as store:
+            return {r.id: (r.name, r.project) for r in store.runs()}
+    except (StoreError, sqlite3.Error):  # not a usable store yet: import_run's own open says what is wrong
+        return {}
+
+
+def _already_there(run_id: str, dir: str | os.PathLike[str] | None) -> str:
+    from expertrack.paths import store_path
+
+    return f"a run with id {run_id} is already in {store_path(dir).parent}; not imported again"
 
 
 def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] | None = None) -> ImportResult:
@@ -76,7 +111,7 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
     if path.exists():
         with Store(path) as store:
             if store.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-                result.note = f"a run with id {run_id} is already in {path.parent}; not imported again"
+                result.note = _already_there(run_id, dir)
                 return result
     run = expertrack.init(
         project=project,
