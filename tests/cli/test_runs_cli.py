@@ -54,6 +54,16 @@ def table_rows(output: str) -> dict[str, list[str]]:
     return {cells[0]: cells for cells in lines[1:] if cells}
 
 
+def test_ls_cuts_a_long_run_name_not_the_other_columns(store: Path) -> None:
+    long_name = "sweep-" + "-".join(f"lr{i}e-4_wd0.{i}_bs{64 * i}_warmup{100 * i}" for i in range(1, 6))
+    run_id = log_run(store, long_name)
+    result = invoke("ls", "--dir", str(store))
+    first = result.output.splitlines()[1].split()
+    assert first[0].startswith("sweep-lr1e-4") and first[0].endswith("…") and len(first[0]) <= 40
+    assert first[1:5] == [run_id, "moe", "finished", str(STEPS - 1)]
+    assert table_rows(result.output)["dense"][1] == expertrack.Api(store).run("dense").id  # whole ids
+
+
 def test_ls_lists_runs_newest_first_with_state_steps_and_losses(store: Path) -> None:
     result = invoke("ls", "--dir", str(store))
     assert result.exit_code == 0, result.output

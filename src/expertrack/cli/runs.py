@@ -45,6 +45,9 @@ MAX_DEFAULT_KEYS = 3
 STATES = ("running", "finished", "failed", "killed", "crashed")
 
 
+NAME_WIDTH = 40  # ls shows at most this much of a run's name
+
+
 def run_steps(run: ApiRun) -> int | None:
     """The highest step the run logged, or None before its first point."""
     step = run.last_step()
@@ -74,6 +77,9 @@ def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[st
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name in ("name", "id", "project", "state", "step", "duration", *columns):
         table.add_column(name, no_wrap=True, justify="right" if name in ("step", "duration") else "left")
+    # a sweep's long run name is what gets cut (its id names the run), never the ids and values of every row
+    table.columns[0].max_width = NAME_WIDTH
+    table.columns[0].overflow = "ellipsis"
     now = time.time()
     for run in runs:
         values = _last_values(run, columns)
