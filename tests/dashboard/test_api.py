@@ -141,6 +141,8 @@ def test_arrays_for_the_moe_view(tracking_dir: Path) -> None:
     assert between["step"] == 10 and np.array_equal(between["values"], affinity_at(10))
     util = client.get(f"/api/runs/{moe}/array", params={"key": "moe/utilization", "step": 0}).json()
     assert np.allclose(util["values"], utilization_at(0))
+    before = client.get(f"/api/runs/{moe}/array", params={"key": "moe/affinity", "step": -5})
+    assert before.status_code == 404 and "first at step 0" in before.json()["error"]
     layers = client.get(f"/api/runs/{moe}/array_series", params={"key": "moe/router_entropy_norm_layers"}).json()
     assert unpack(layers["steps"]).tolist() == list(AFFINITY_STEPS)
     assert np.allclose(unpack(layers["columns"][1]), [0.7, 0.6, 0.5])

@@ -229,11 +229,13 @@ def array_at(run: Any, key: str, step: int | None) -> dict[str, Any]:
     """The array ``key`` as logged at ``step`` (the latest at or before it; the last when None)."""
     steps, values = _read_arrays(run, key)
     index = len(steps) - 1 if step is None else int(np.searchsorted(steps, step, side="right")) - 1
-    value = np.asarray(values[max(index, 0)], dtype=np.float64)
+    if index < 0:
+        raise HTTPException(404, f"run {run.id!r} logged {key!r} first at step {int(steps[0])}, after step {step}")
+    value = np.asarray(values[index], dtype=np.float64)
     return {
         "key": key,
         "steps": steps[_thin(len(steps), MAX_ARRAY_STEPS)].tolist(),
-        "step": int(steps[max(index, 0)]),
+        "step": int(steps[index]),
         "shape": list(value.shape),
         "values": value.tolist(),
         "domains": moe_domains(run),
