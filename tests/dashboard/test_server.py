@@ -61,3 +61,21 @@ def test_binding_wider_warns_clearly(tracking_dir: Path) -> None:
     output = run_ui(tracking_dir, "0.0.0.0")
     assert "WARNING: expertrack ui is listening on 0.0.0.0" in output
     assert "no login" in output
+
+
+def test_a_port_in_use_is_a_clear_error_and_nothing_claims_to_serve(tracking_dir: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        exe = Path(sys.executable).with_name("expertrack")
+        result = subprocess.run(
+            [str(exe), "ui", "--dir", str(tracking_dir), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert f"try --port {port + 1}" in result.stderr
+    assert "serving" not in result.stdout

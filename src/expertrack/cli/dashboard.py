@@ -31,9 +31,12 @@ def ui(directory: Path | None, port: int, host: str) -> None:
 
     try:
         from expertrack.dashboard.app import plotly_js
-        from expertrack.dashboard.server import serve
+        from expertrack.dashboard.server import ListenError, serve
     except ImportError as exc:
         raise click.ClickException(f"{exc}; the dashboard needs: pip install 'expertrack[dashboard]'") from None
     if plotly_js() is None:
         raise click.ClickException("plotly's bundled plotly.min.js is missing: pip install 'expertrack[dashboard]'")
-    serve(tracking_dir(directory), host=host, port=port)
+    try:
+        serve(tracking_dir(directory), host=host, port=port)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None

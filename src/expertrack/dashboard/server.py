@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -29,14 +32,32 @@ def wide_bind_warning(host: str, port: int) -> str:
     )
 
 
+class ListenError(OSError):
+    """The dashboard cannot listen on the address it was given (the port is taken, the host is not ours)."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port``, or ``ListenError`` saying why not and what to do."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as exc:
+        hint = f" (another expertrack ui? try --port {port + 1})" if exc.errno == errno.EADDRINUSE else ""
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
+
+
 def serve(directory: Path, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
-    """Serve the dashboard for the store in ``directory`` until interrupted."""
+    """Serve the dashboard for the store in ``directory`` until interrupted; ``ListenError`` when the address
+    cannot be had (checked before anything is printed, so "serving" is only said once it is true)."""
     import uvicorn
 
+    sock = listen(host, port)
     loopback = is_loopback(host)
     if not loopback:
         print(wide_bind_warning(host, port), file=sys.stderr, flush=True)
     app = create_app(directory, allowed_hosts=(*LOOPBACK_HOSTS, host.lower()) if loopback else None)
     shown = f"[{host}]" if ":" in host else host
     print(f"expertrack ui: serving {directory} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, ws="none")
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False, ws="none")
+    uvicorn.Server(config).run(sockets=[sock])
