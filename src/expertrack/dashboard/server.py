@@ -36,11 +36,12 @@ class ListenError(OSError):
     """The dashboard cannot listen on the address it was given (the port is taken, the host is not ours)."""
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host``:``port``, or ``ListenError`` saying why not and what to do."""
+def check_address(host: str, port: int) -> None:
+    """``ListenError`` saying why and what to do when ``host``:``port`` cannot be listened on (the port is
+    taken, the address is not this machine's). The probe socket is closed again: uvicorn binds its own."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     try:
-        return socket.create_server((host.strip("[]"), port), family=family)
+        socket.create_server((host.strip("[]"), port), family=family).close()
     except OSError as exc:
         hint = f" (another expertrack ui? try --port {port + 1})" if exc.errno == errno.EADDRINUSE else ""
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -52,12 +53,11 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 8080, log_level:
     cannot be had (checked before anything is printed, so "serving" is only said once it is true)."""
     import uvicorn
 
-    sock = listen(host, port)
+    check_address(host, port)
     loopback = is_loopback(host)
     if not loopback:
         print(wide_bind_warning(host, port), file=sys.stderr, flush=True)
     app = create_app(directory, allowed_hosts=(*LOOPBACK_HOSTS, host.lower()) if loopback else None)
     shown = f"[{host}]" if ":" in host else host
     print(f"expertrack ui: serving {directory} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False, ws="none")
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, ws="none")
