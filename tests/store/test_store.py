@@ -171,7 +171,8 @@ def test_minmax_downsampling_keeps_every_extreme(values: list[float], buckets: i
     picked = minmax_indices(array, buckets)
     assert np.all(np.diff(picked) > 0)  # sorted, unique
     assert picked[0] == 0 and picked[-1] == len(values) - 1
-    assert len(picked) <= max(4 * buckets + 4 * buckets, len(values)) and len(picked) <= len(values)
+    limit = (5 if np.isnan(array).any() else 4) * buckets  # 4 a bucket, and its first NaN
+    assert len(picked) <= max(limit, len(values)) and len(picked) <= len(values)
     finite = array[~np.isnan(array)]
     if finite.size:
         kept = array[picked]
@@ -180,9 +181,11 @@ def test_minmax_downsampling_keeps_every_extreme(values: list[float], buckets: i
         size = -(-len(values) // buckets)
         for start in range(0, len(values), size):  # every bucket keeps its own min and max
             bucket = array[start : start + size]
+            in_bucket = array[picked[(picked >= start) & (picked < start + size)]]
+            if np.isnan(bucket).any():  # a NaN (a diverged step) is never sampled away
+                assert np.isnan(in_bucket).any()
             if np.isnan(bucket).all():
                 continue
-            in_bucket = array[picked[(picked >= start) & (picked < start + size)]]
             assert np.nanmax(in_bucket) == np.nanmax(bucket) and np.nanmin(in_bucket) == np.nanmin(bucket)
 
 
@@ -216,3 +219,11 @@ def test_processes_creating_one_store_at_once_all_use_it(tmp_path: Path) -> None
         assert all(proc.returncode == 0 for proc in procs)
         assert dirs == [str(directory)] * 5  # none fell back to a temporary directory
         assert len(expertrack.Api(directory).runs()) == 5
+
+
+def test_minmax_downsampling_keeps_a_lone_nan_and_its_point_budget() -> None:
+    values = np.arange(1000, dtype=float)
+    values[500] = np.nan  # one diverged step in the middle of a bucket
+    picked = minmax_indices(values, 3)
+    assert 500 in picked.tolist()
+    assert len(picked) <= 5 * 3  # the short last bucket is sampled too, not kept whole

@@ -11,9 +11,11 @@ from typing import Any
 
 
 def minmax_indices(values: Any, buckets: int) -> Any:
-    """Indices (sorted, unique) of the first, min, max and last point of each of ``buckets`` equal-count buckets.
+    """Indices (sorted, unique) of the first, min, max and last point of each of ``buckets`` equal-count buckets,
+    so at most 4 x ``buckets`` points (5 x where a bucket holds a NaN).
 
-    NaN values are ignored when choosing min and max. Returns every index when the series is short enough.
+    NaN values are ignored when choosing min and max; a bucket's first NaN is kept too, so a loss that turns NaN
+    for one step still shows. Returns every index when the series is short enough.
     """
     import numpy as np
 
@@ -23,17 +25,24 @@ def minmax_indices(values: Any, buckets: int) -> Any:
         return np.arange(n)
     size = -(-n // buckets)  # ceil: every bucket but the last is full
     full = (n // size) * size
-    body = values[:full].reshape(-1, size)
+    parts = _bucket_picks(values[:full].reshape(-1, size), 0)
+    if full < n:  # the short last bucket, picked the same way
+        parts += _bucket_picks(values[full:].reshape(1, -1), full)
+    return np.unique(np.concatenate(parts))
+
+
+def _bucket_picks(body: Any, offset: int) -> list[Any]:
+    """First, min, max, last (and first NaN) index of each row of ``body`` [buckets, size], as series indices."""
+    import numpy as np
+
+    size = body.shape[1]
+    starts = np.arange(offset, offset + body.size, size)
     nans = np.isnan(body)
-    if nans.any():  # argmin/argmax would pick the NaN; only then pay for the masked copies
-        mins = np.where(nans, np.inf, body).argmin(axis=1)
-        maxs = np.where(nans, -np.inf, body).argmax(axis=1)
-    else:
-        mins = body.argmin(axis=1)
-        maxs = body.argmax(axis=1)
-    starts = np.arange(0, full, size)
-    parts = [starts, starts + mins, starts + maxs, starts + size - 1]
-    if full < n:  # the short last bucket: keep all of it
-        parts.append(np.arange(full, n))
-    picked = np.unique(np.concatenate(parts))
-    return picked
+    if not nans.any():
+        return [starts, starts + body.argmin(axis=1), starts + body.argmax(axis=1), starts + size - 1]
+    # argmin/argmax would pick the NaN; only here pay for the masked copies
+    mins = np.where(nans, np.inf, body).argmin(axis=1)
+    maxs = np.where(nans, -np.inf, body).argmax(axis=1)
+    with_nan = nans.any(axis=1)
+    first_nan = (starts + nans.argmax(axis=1))[with_nan]
+    return [starts, starts + mins, starts + maxs, starts + size - 1, first_nan]
