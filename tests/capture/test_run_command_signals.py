@@ -110,6 +110,76 @@ def test_a_killed_wrapper_takes_the_child_and_what_it_started_along(tmp_path: Pa
     assert _gone_within(grandchild, 20)
 
 
+# A trainer that saves a checkpoint on SIGTERM (taking a while) and starts a helper process of its own.
+CHECKPOINTER = """
+import os, signal, subprocess, sys, time
+log = open(sys.argv[1], "a", buffering=1)
+def save(signum, frame):
+    log.write("saving\\n")
+    time.sleep(0.5)
+    log.write("saved\\n")
+    sys.exit(3)
+signal.signal(signal.SIGTERM, save)
+helper = subprocess.Popen(["sleep", "60"])
+open(sys.argv[2], "w").write(str(helper.pid))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_killed_wrapper_lets_the_trainer_save_once_and_stops_its_helpers(tmp_path: Path) -> None:
+    log, pid_file = tmp_path / "checkpoint.log", tmp_path / "helper.pid"
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, "-c", CHECKPOINTER, str(log), str(pid_file)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    helper = _wait_for_pid(pid_file)
+    proc.kill()
+    proc.wait()
+    assert _gone_within(helper, 20)  # what the trainer started gets SIGTERM from the relay
+    deadline = time.monotonic() + 20
+    while "saved" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text() == "saving\nsaved\n"  # one SIGTERM (the kernel's): the save was not interrupted
+
+
+def test_signals_still_reach_what_the_command_left_running(tmp_path: Path, tracking_dir: Path) -> None:
+    # the command exits at once; its background job keeps printing, so expertrack keeps following it
+    pid_file = tmp_path / "job.pid"
+    script = f"(while :; do echo step=1 loss=1; sleep 0.1; done) & echo $! > {pid_file}; echo started"
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", "sh", "-c", script],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_for_line(proc, b"started")
+    job = _wait_for_pid(pid_file)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)  # before: the signal went nowhere and expertrack waited for ever
+    assert proc.returncode == 0  # the command itself had exited with 0
+    assert _gone_within(job, 10)
+
+
+def test_a_wrapper_killed_after_the_command_exited_still_stops_what_it_left_running(tmp_path: Path) -> None:
+    pid_file = tmp_path / "job.pid"
+    script = f"(while :; do echo step=1 loss=1; sleep 0.1; done) & echo $! > {pid_file}"
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", "sh", "-c", script],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    job = _wait_for_pid(pid_file)
+    time.sleep(0.5)  # the command has exited; the relay has been told so
+    proc.kill()
+    proc.wait()
+    assert _gone_within(job, 20)  # the relay notices it was orphaned and stops the group
+
+
 # The wrapper as a library call, with a short grace, so a child that ignores SIGTERM is seen being killed.
 STUBBORN = """
 import sys

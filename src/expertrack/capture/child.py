@@ -22,9 +22,10 @@ stderr stays a separate channel, so the two streams never mix: a second pty when
 
 The child runs in its own session (``setsid``): it has its own process group, which receives every Ctrl-C or
 SIGTERM sent to the wrapper exactly once (the terminal sends Ctrl-C to the wrapper's group, not the child's),
-and its reads from a terminal on stdin are not subject to job control. If the wrapper dies, the child gets
-SIGTERM from the kernel (``PR_SET_PDEATHSIG``, Linux) and its whole group gets SIGTERM, then SIGKILL after a
-grace, from the relay, so nothing is left running unseen.
+and its reads from a terminal on stdin are not subject to job control. If the wrapper dies, its whole group
+gets SIGTERM once, then SIGKILL after a grace, from the relay, so nothing is left running unseen. (Not the
+kernel's ``PR_SET_PDEATHSIG``: it fires again each time one of the dying wrapper's threads passes the child on
+to the next, and a second SIGTERM interrupts a trainer's checkpoint handler.)
 
 A relay process (relay.py) drains both channels and passes each chunk through at once; a thread here hands the
 chunks to ``on_output``, which must only enqueue: parsing and storing happen on another thread, off the child's
@@ -62,7 +63,6 @@ _LIBSTDBUF_PLACES = (
 )
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class SpawnError(Exception):
@@ -114,7 +114,6 @@ class Child:
                 stderr=err_write,
                 env=line_buffered_env(os.environ) if self.stdout_mode == "lines" else None,
                 start_new_session=True,
-                preexec_fn=_die_with_parent_hook(),
             )
         except FileNotFoundError as exc:
             self._close_all(out_read, err_read)
@@ -151,9 +150,15 @@ class Child:
             return ChildExit(code=None, signal=-returncode)
         return ChildExit(code=returncode, signal=None)
 
+    @property
+    def running(self) -> bool:
+        """Whether the command itself (the group's leader) has not exited yet."""
+        return self.process is not None and self.process.poll() is None
+
     def send_signal(self, signum: int) -> None:
-        """Send ``signum`` to the child's whole process group (its session), if it is still there."""
-        if self.process is None or self.process.returncode is not None:
+        """Send ``signum`` to the child's whole process group (its session), while any of it is still there:
+        the child may have exited while something it started goes on printing, and Ctrl-C must still stop it."""
+        if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
@@ -270,29 +275,6 @@ def _terminal_size() -> bytes | None:
             with contextlib.suppress(OSError):
                 return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
     return None
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """The child's pre-exec hook: ask the kernel for SIGTERM when the wrapper dies (Linux's PR_SET_PDEATHSIG), so
-    a trainer can still save a checkpoint (the relay sees to the rest of its process group); None elsewhere.
-
-    libc is loaded here, in the parent: between fork and exec the child may only run code that takes no lock
-    another thread could have held at the fork (no imports, little allocation).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-    sigterm = int(signal.SIGTERM)
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0, 0)
-        if os.getppid() != parent:  # the wrapper died before the request took effect
-            os.kill(os.getpid(), sigterm)
-
-    return hook
 
 
 @contextlib.contextmanager

@@ -20,10 +20,10 @@ reached end-of-file, or, once told that the child exited (a byte on the "exited"
 been silent for ``QUIET_AFTER_EXIT_S`` (something the child started still holds them open). It ignores the
 signals the wrapper forwards (the wrapper decides what reaches the child).
 
-If the wrapper dies without cleaning up (``kill -9``), the "exited" pipe closes without that byte. The relay
-then sends SIGTERM to the child's whole process group (the child's own ``PR_SET_PDEATHSIG`` reaches only the
-child, not what it started), keeps passing output through, and sends SIGKILL to whatever is left after
-``ORPHAN_GRACE_S``, time enough for a trainer to save a checkpoint. So nothing keeps training unseen.
+If the wrapper dies without cleaning up (``kill -9``), the "exited" pipe closes without that byte (or, once the
+child has exited, the relay finds itself re-parented). The relay then sends SIGTERM, once, to the child's
+whole process group (what it started too), keeps passing output through, and sends SIGKILL to whatever is left
+after ``ORPHAN_GRACE_S``, time enough for a trainer to save a checkpoint. So nothing keeps training unseen.
 """
 
 from __future__ import annotations
@@ -125,10 +125,15 @@ def _become_relay() -> None:
 
 
 class _Orphaning:
-    """What the relay does when the wrapper is gone: SIGTERM to the child's group, SIGKILL after the grace."""
+    """What the relay does when the wrapper is gone: SIGTERM to the child's group, SIGKILL after the grace.
+
+    The wrapper's death shows as end-of-file on the "exited" pipe while the child runs, or, once the child has
+    exited (something it started may still print), as this process being re-parented.
+    """
 
     def __init__(self, child_group: int) -> None:
         self.child_group = child_group
+        self.parent = os.getppid()  # the wrapper
         self.since: float | None = None
         self.killed = False
 
@@ -138,6 +143,8 @@ class _Orphaning:
 
     def tick(self, now: float) -> bool:
         """True once the grace has run out and the group was killed."""
+        if self.since is None and os.getppid() != self.parent:
+            self.start(now)
         if self.since is not None and not self.killed and now - self.since > ORPHAN_GRACE_S:
             self._signal(signal.SIGKILL)
             self.killed = True

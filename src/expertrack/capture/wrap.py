@@ -1,8 +1,8 @@
 """``expertrack run -- CMD`` as a library call: start the command, create its run, track its output, finish the
 run the way the command ended, and return the exit status a shell would report.
 
-Order matters: the command starts before the run is created, so no tracker thread exists yet when the child is
-forked (its pre-exec hook is then safe), and a command that cannot start leaves no empty run behind. Output the
+Order matters: the command starts before the run is created, so no tracker thread exists yet when the relay is
+forked (it runs Python code), and a command that cannot start leaves no empty run behind. Output the
 command prints meanwhile waits in the tracker's queue.
 """
 
@@ -61,7 +61,8 @@ def wrap(options: WrapOptions) -> int:
             tracker.start(run)
             ended = child.wait()
         finally:
-            child.send_signal(signal.SIGTERM)  # only if our own code failed while it still runs
+            if child.running:  # our own code failed while the command still runs
+                child.send_signal(signal.SIGTERM)
         finish_tracking(tracker, run, ended)
     return ended.status
 
