@@ -201,6 +201,17 @@ def test_missing_command_is_127_and_unexecutable_is_126(tmp_path: Path) -> None:
     assert not_executable.value.exit_code == 126
 
 
+def test_an_executable_script_without_a_shebang_runs_with_sh_as_in_a_shell(tmp_path: Path) -> None:
+    script = tmp_path / "train.sh"
+    script.write_text('echo "step=1 loss=$1"\n')
+    script.chmod(0o755)
+    got = bytearray()
+    child = Child([str(script), "2.5"], lambda stream, data: got.extend(data) if stream == STDOUT else None)
+    child.start()
+    assert child.wait() == ChildExit(0, None)
+    assert bytes(got) == b"step=1 loss=2.5\n"
+
+
 def test_sigterm_to_us_is_forwarded_to_the_child(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     code = (

@@ -35,6 +35,7 @@ path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -107,14 +108,19 @@ class Child:
         """Start the command; raises ``SpawnError`` (exit code 127/126) when it cannot run."""
         out_read, out_write = self._channel(self.stdout_mode == "pty", STDOUT)
         err_read, err_write = self._channel(_isatty(2), STDERR)
+        env = line_buffered_env(os.environ) if self.stdout_mode == "lines" else None
         try:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdout=out_write,
-                stderr=err_write,
-                env=line_buffered_env(os.environ) if self.stdout_mode == "lines" else None,
-                start_new_session=True,
-            )
+            try:
+                self.process = subprocess.Popen(
+                    self.argv, stdout=out_write, stderr=err_write, env=env, start_new_session=True
+                )
+            except OSError as exc:
+                if exc.errno != errno.ENOEXEC:
+                    raise
+                # an executable text file without a #! line: shells (and execvp) run it with /bin/sh
+                self.process = subprocess.Popen(
+                    ["/bin/sh", *self.argv], stdout=out_write, stderr=err_write, env=env, start_new_session=True
+                )
         except FileNotFoundError as exc:
             self._close_all(out_read, err_read)
             reason = "No such file or directory" if "/" in self.argv[0] else "command not found"
@@ -122,7 +128,7 @@ class Child:
         except (PermissionError, IsADirectoryError) as exc:
             self._close_all(out_read, err_read)
             raise SpawnError(f"{self.argv[0]}: cannot execute: {exc.strerror}", 126) from exc
-        except OSError as exc:  # ENOEXEC (no #! line), E2BIG, ...: a shell says "cannot execute" too
+        except OSError as exc:  # E2BIG, ...: a shell says "cannot execute" too
             self._close_all(out_read, err_read)
             raise SpawnError(f"{self.argv[0]}: cannot execute: {exc.strerror or exc}", 126) from exc
         finally:
