@@ -45,6 +45,86 @@ def test_huge_dict_is_stored() -> None:
     assert stored.scalars("m19999")[2].tolist() == [19999.0]
 
 
+def test_an_int_too_large_for_a_float_costs_only_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    run = expertrack.init(project="bad")
+    run.log({"n": 10**400, "loss": 1.0})
+    run.log({"n": 10**400, "loss": 0.5})
+    run.log({"n": 3, "loss": 0.25})
+    run.finish()  # at once: the bad value is absorbed by the very last flush
+    err = capsys.readouterr().err
+    assert err.count("'n'") == 1 and "OverflowError" in err
+    stored = expertrack.Api(run.dir).run(run.id)
+    assert stored.state == "finished"
+    assert stored.scalars("loss")[2].tolist() == [1.0, 0.5, 0.25]
+    assert stored.scalars("n")[0].tolist() == [2] and stored.summary["n"] == 3.0
+
+
+def test_a_failure_in_the_last_flush_still_writes_the_rest(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from expertrack.summary import SummaryState
+
+    original = SummaryState.update
+    calls = []
+
+    def fails_once(self: SummaryState, key: str, values: object) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            raise RuntimeError("an unexpected bug while absorbing")
+        original(self, key, values)
+
+    monkeypatch.setattr(SummaryState, "update", fails_once)
+    run = expertrack.init(project="bad")
+    run.log({"loss": 1.0})
+    run.finish()
+    assert "an unexpected bug" in capsys.readouterr().err
+    stored = expertrack.Api(run.dir).run(run.id)
+    assert stored.state == "finished" and stored.scalars("loss")[2].tolist() == [1.0]
+
+
+def test_a_store_error_in_the_last_flush_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from expertrack.writer import Writer
+
+    original = Writer._write
+    failures = []
+
+    def fails_once(self: Writer) -> None:
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+        original(self)
+
+    run = expertrack.init(project="bad")
+    monkeypatch.setattr(Writer, "_write", fails_once)
+    run.log({"loss": 1.0})
+    run.finish()
+    stored = expertrack.Api(run.dir).run(run.id)
+    assert failures and stored.state == "finished" and stored.scalars("loss")[2].tolist() == [1.0]
+
+
+def test_a_run_deleted_while_training_is_said_once_and_training_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = expertrack.init(project="bad")
+    run.log({"loss": 1.0})
+    run.flush()
+    expertrack.Api(run.dir).delete_run(run.id)  # what `expertrack rm` does
+    for i in range(3):
+        for _ in range(1000):
+            run.log({"loss": float(i), f"new/{i}": 1.0})
+        run.config[f"c{i}"] = i
+        run.summary[f"s{i}"] = i
+        assert run.flush()
+        assert not run._writer.queue and not run._writer._series  # nothing kept in memory for a deleted run
+    run.finish()
+    err = capsys.readouterr().err
+    assert err.count("was deleted") == 1 and "nothing more is stored" in err
+    assert "could not write" not in err
+    assert expertrack.Api(run.dir).runs() == []
+
+
 def test_log_of_a_non_dict_is_a_type_error() -> None:
     run = expertrack.init(project="bad")
     with pytest.raises(TypeError, match="takes a dict"):

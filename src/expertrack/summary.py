@@ -64,8 +64,14 @@ class SummaryState:
             self._modes.clear()
 
     def set_override(self, key: str, value: Any) -> None:
+        """``run.summary[key] = value``: shown instead of the key's aggregate until the key is logged again."""
         with self.lock:
             self.overrides[key] = value
+
+    def forget_override(self, key: str) -> None:
+        """The key was logged after it was set by hand: its aggregates count again, as in wandb."""
+        with self.lock:
+            self.overrides.pop(key, None)
 
     def delete(self, key: str) -> None:
         """Remove a key from the summary: its override, and its aggregates until it is logged again."""
@@ -88,7 +94,7 @@ class SummaryState:
         return found
 
     def snapshot(self) -> dict[str, Any]:
-        """The summary as stored: aggregates per key, user overrides on top."""
+        """The summary as stored: aggregates per key, values set by hand (and not logged since) on top."""
         with self.lock:
             return self._snapshot()
 

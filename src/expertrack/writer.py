@@ -2,7 +2,10 @@
 
 ``Run.log()`` only appends tuples to ``Writer.queue``; this thread turns them into chunk rows, arrays, files and
 summary updates at least once per ``flush_interval`` and on request. Failures are counted and reported once; the
-batch stays in memory and is written by the next flush, so a locked or briefly unwritable store loses nothing.
+batch stays in memory and is written by the next flush, so a locked or briefly unwritable store loses nothing. A
+value that cannot be stored (an int too large for a float) is reported and skipped on its own, never costing the
+records around it. A run whose row was deleted while it trained (``expertrack rm``) is said once and dropped: what
+it logs afterwards is discarded at each flush, so its memory does not grow.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from expertrack.values import check_key
 FLUSH_INTERVAL_S = 0.5  # half the 1 s loss bound DESIGN.md promises, so a flush in progress still meets it
 IDLE_HEARTBEAT_S = 10.0
 MAX_KEYS_PER_RUN = 100_000
+CLOSE_ATTEMPTS = 5  # of the last flush, at close
+CLOSE_RETRY_S = 0.2  # between them
+
+
+class RunDeletedError(Exception):
+    """The run's row is no longer in the store: it was deleted (``expertrack rm``) while the run was logging."""
 
 
 class Writer:
@@ -56,6 +65,8 @@ class Writer:
         self._requested = 0
         self._completed = 0
         self._stopping = False
+        self._close_deadline = 0.0
+        self.deleted = False  # the run's row was deleted from the store: nothing more is stored
         self._thread = threading.Thread(target=self._loop, name="expertrack-writer", daemon=True)
 
     def start(self) -> None:
@@ -71,7 +82,11 @@ class Writer:
             return self._done.wait_for(lambda: self._completed >= ticket or not self._thread.is_alive(), timeout)
 
     def close(self, timeout: float) -> bool:
-        """Write everything queued, stop the thread, close the store; False if ``timeout`` passed first."""
+        """Write everything queued, stop the thread, close the store; False if ``timeout`` passed first.
+
+        A last flush that fails is retried a few times, within ``timeout``.
+        """
+        self._close_deadline = time.monotonic() + timeout
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
@@ -97,25 +112,65 @@ class Writer:
             stopping = self._stopping
             with self._done:
                 ticket = self._requested
-            self._flush_once()
+            written = self._flush_once()
+            attempts = 1
+            # the last chance to store this run: a few more tries while finish() waits (a store that stays
+            # unwritable must not hold the process at exit for the whole deadline)
+            while stopping and not written and attempts < CLOSE_ATTEMPTS and self._before_deadline():
+                time.sleep(CLOSE_RETRY_S)
+                written = self._flush_once()
+                attempts += 1
             with self._done:
                 self._completed = max(self._completed, ticket)
                 self._done.notify_all()
             if stopping:
                 return
 
-    def _flush_once(self) -> None:
+    def _before_deadline(self) -> bool:
+        return time.monotonic() + CLOSE_RETRY_S < self._close_deadline
+
+    def _flush_once(self) -> bool:
+        """Absorb the queue and write; True when everything absorbed is in the store (or was deliberately dropped)."""
+        if self.deleted:
+            self.queue.clear()  # the run is gone from the store: logging stays cheap and memory does not grow
+            return True
+        absorbed = True
         try:
             self._absorb()
+        except Exception as exc:  # the outer boundary; what was absorbed before the failure is still written below
+            self._report(exc)
+            absorbed = False  # the records after the failing one are still queued, for the next attempt
+        try:
             if self._needs_write():
                 self._write()
+            return absorbed
+        except RunDeletedError:
+            self._drop_deleted_run()
+            return True
         except Exception as exc:  # the tracker's outer boundary: never raise into training (DESIGN.md rule 1)
-            self.errors += 1
-            self.notifier.once(
-                f"write-error:{type(exc).__name__}",
-                f"could not write to {self.store.path} ({type(exc).__name__}: {exc}); "
-                "records are kept in memory and retried every second",
-            )
+            self._report(exc)
+            return False
+
+    def _report(self, exc: Exception) -> None:
+        self.errors += 1
+        self.notifier.once(
+            f"write-error:{type(exc).__name__}",
+            f"could not write to {self.store.path} ({type(exc).__name__}: {exc}); "
+            "records are kept in memory and retried every second",
+        )
+
+    def _drop_deleted_run(self) -> None:
+        self.deleted = True
+        self.notifier.once(
+            "run-deleted",
+            f"run {self.run_id} was deleted from the store {self.store.path} while it was running; "
+            "nothing more is stored for it (training goes on)",
+        )
+        self.queue.clear()
+        self._series.clear()
+        self._key_ids.clear()
+        self._misc.clear()
+        self._summary_dirty = False
 
     def _absorb(self) -> None:
         """Move queued records into series buffers and the misc list (memory only; cannot lose data)."""
@@ -126,13 +181,22 @@ class Writer:
             if record[0] == "m":
                 _, step, t, values = record
                 for key, value in values.items():
-                    self._absorb_value(key, step, t, value, touched)
+                    try:
+                        self._absorb_value(key, step, t, value, touched)
+                    except (ArithmeticError, TypeError, ValueError) as exc:  # one bad value costs only itself
+                        self.notifier.once(
+                            f"bad-value:{key}",
+                            f"log(): could not store the value for {key!r} at step {step} "
+                            f"({type(exc).__name__}: {exc}); that value was skipped (other values were stored)",
+                        )
             else:
                 self._misc.append(record)
                 if record[0] == "defs":
                     self.summary.set_defs(record[1])
                     self._summary_dirty = True
                 elif record[0] == "summary":
+                    if len(record) == 3:  # run.summary[key] = value, in order with the values logged around it
+                        self.summary.set_override(record[1], record[2])
                     self._summary_dirty = True
         if touched:
             import numpy as np
@@ -144,12 +208,15 @@ class Writer:
 
     def _absorb_value(self, key: str, step: int, t: float, value: Any, touched: dict[str, int]) -> None:
         kind = type(value)
-        if kind is not float and kind is not int:
+        if kind is int:
+            value = float(value)  # OverflowError past 1.8e308: reported by the caller, before any buffer changes
+        elif kind is not float:
             value = self._materialise(key, value)
             if value is None:
                 return
             if not isinstance(value, float):
                 self._misc.append(("array", key, step, t, value))
+                self._logged_again(key)
                 return
         series = self._series.get(key)
         if series is None:
@@ -160,7 +227,13 @@ class Writer:
             # a value at the buffer's last step replaces that point: the summary must see it too
             repeated = bool(series.steps) and series.steps[-1] == step
             touched[key] = len(series.values) - repeated
-        series.append(step, t, float(value))
+        series.append(step, t, value)
+        self._logged_again(key)
+
+    def _logged_again(self, key: str) -> None:
+        if self.summary.overrides and key in self.summary.overrides:  # rarely true: one lookup per value at most
+            self.summary.forget_override(key)
+            self._summary_dirty = True
 
     def _materialise(self, key: str, value: Any) -> Any:
         """Tensors become floats or NumPy arrays here, off the training thread; NumPy arrays pass through."""
@@ -210,6 +283,14 @@ class Writer:
         now = time.time()
         try:
             with self.store.transaction() as conn:
+                # first, so that a run deleted meanwhile is recognised before an insert fails on its foreign key
+                summary = json.dumps(self.summary.snapshot()) if self._summary_dirty else None
+                updated = conn.execute(
+                    "UPDATE runs SET summary = COALESCE(?, summary), heartbeat_at = ? WHERE id = ?",
+                    (summary, now, self.run_id),
+                )
+                if updated.rowcount == 0:
+                    raise RunDeletedError(self.run_id)
                 for key, series in dirty:
                     if series.key_id < 0:  # first write of this key: continue after any chunks already stored
                         series.key_id = self._key_id(conn, key)
@@ -220,11 +301,6 @@ class Writer:
                     conn.executemany(INSERT_CHUNK, series.rows())
                 for record in self._misc:
                     self._write_misc(conn, record)
-                summary = json.dumps(self.summary.snapshot()) if self._summary_dirty else None
-                conn.execute(
-                    "UPDATE runs SET summary = COALESCE(?, summary), heartbeat_at = ? WHERE id = ?",
-                    (summary, now, self.run_id),
-                )
         except BaseException:
             # rolled back: forget ids created inside the transaction so the retry creates them again
             for key in set(self._key_ids) - known_keys:
@@ -260,7 +336,7 @@ class Writer:
         elif kind == "defs":
             conn.execute("UPDATE runs SET metric_defs = ? WHERE id = ?", (json.dumps(record[1]), self.run_id))
         elif kind == "summary":
-            pass  # overrides live in self.summary; the snapshot written below includes them
+            pass  # overrides live in self.summary; the snapshot written with the heartbeat includes them
         elif kind == "environment":
             conn.execute("UPDATE runs SET environment = ? WHERE id = ?", (record[1], self.run_id))
         elif kind == "file":
