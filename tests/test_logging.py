@@ -252,3 +252,143 @@ def test_api_on_a_store_being_created_has_no_runs(tracking_dir: Path) -> None:
     assert expertrack.Api(tracking_dir).runs() == []
     with pytest.raises(expertrack.RunNotFoundError):
         expertrack.Api(tracking_dir).run("x")
+
+
+def test_tensor_changed_in_place_after_log_is_stored_as_logged() -> None:
+    torch = pytest.importorskip("torch")
+    run = expertrack.init(project="tensors")
+    acc, vec = torch.zeros(()), torch.zeros(2)
+    for step in range(5):
+        acc += step + 1
+        vec.add_(step + 1)
+        run.log({"acc": acc, "vec": vec})
+        acc.zero_()  # the usual running-average reset, right after log()
+        vec.zero_()
+    run.finish()
+    stored = read(run)
+    assert stored.scalars("acc")[2].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert stored.arrays("vec")[1].tolist() == [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [4.0, 4.0], [5.0, 5.0]]
+    assert stored.summary["acc"] == 5.0
+
+
+def test_log_never_reads_a_tensor_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    run = expertrack.init(project="tensors")
+    values = {"loss": torch.tensor(2.0), "dp_loss": torch.tensor([1.0]), "util": torch.ones(3)}
+    host_reads: list[str] = []
+
+    def recording(method: str) -> object:
+        original = getattr(torch.Tensor, method)
+
+        def read_back(self: object, *args: object, **kwargs: object) -> object:
+            if threading.current_thread() is threading.main_thread():
+                host_reads.append(method)
+            return original(self, *args, **kwargs)
+
+        return read_back
+
+    for method in ("item", "cpu", "tolist", "numpy", "__float__", "__bool__", "__index__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, method, recording(method))
+    for _ in range(3):
+        run.log(values)
+    monkeypatch.undo()
+    assert host_reads == []  # a CUDA tensor read here would wait for the device
+    run.finish()
+    assert read(run).scalars("dp_loss")[2].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_one_element_tensors_and_arrays_are_scalars_as_in_wandb() -> None:
+    torch = pytest.importorskip("torch")
+    run = expertrack.init(project="values")
+    run.log(
+        {
+            "dp_loss": torch.tensor([0.5]),  # nn.DataParallel gathers the loss as shape [1]
+            "t11": torch.tensor([[3.5]], requires_grad=True) * 1.0,
+            "n1": np.array([1.5]),
+            "n11": np.array([[2.5]], dtype=np.float32),
+            "two": np.array([1.0, 2.0]),
+        }
+    )
+    run.finish()
+    stored = read(run)
+    for key, value in {"dp_loss": 0.5, "t11": 3.5, "n1": 1.5, "n11": 2.5}.items():
+        assert stored.scalars(key)[2].tolist() == [value], key
+        assert stored.summary[key] == value, key
+        assert stored.history()[key].tolist() == [value], key
+    assert stored.array_keys() == ["two"]
+
+
+def test_summary_set_as_an_attribute_is_stored() -> None:
+    run = expertrack.init(project="summary")
+    expertrack.summary.best = 5  # wandb.summary.best = 5
+    run.summary.best2 = 6
+    run.summary["best3"] = 7
+    assert run.summary.best == 5 and run.summary["best2"] == 6
+    run.finish()
+    stored = read(run).summary
+    assert (stored["best"], stored["best2"], stored["best3"]) == (5, 6, 7)
+
+
+def test_logging_a_key_replaces_the_value_set_by_hand_as_in_wandb() -> None:
+    run = expertrack.init(project="summary")
+    run.log({"loss": 1.0, "acc": 0.5})
+    run.summary["loss"] = 99
+    run.log({"loss": 0.01})  # logged after: the logged value wins
+    run.log({"acc": 0.6})
+    run.summary["acc"] = 0.9  # set after: the value set by hand wins
+    assert run.summary["loss"] == 0.01 and run.summary["acc"] == 0.9
+    run.finish()
+    stored = read(run).summary
+    assert stored["loss"] == 0.01 and stored["acc"] == 0.9
+
+
+def test_disabled_mode_summary_reads_back_like_a_dict(tracking_dir: Path) -> None:
+    run = expertrack.init(project="off", mode="disabled")
+    run.summary["a"] = 1
+    run.summary.b = 2
+    assert run.summary["a"] == 1 and run.summary.b == 2 and dict(run.summary) == {"a": 1, "b": 2}
+    del run.summary["a"]
+    assert "a" not in run.summary
+    run.finish()
+    assert not tracking_dir.exists()
+
+
+def test_resume_keeps_the_summary_set_by_hand_and_the_run_fields(tracking_dir: Path) -> None:
+    run = expertrack.init(project="res", id="resume02", tags=["moe"], group="sweep", notes="first")
+    assert run.resumed is False
+    for v in (3.0, 1.0):
+        run.log({"loss": v})
+    run.summary["best_epoch"] = 4
+    run.summary["loss"] = 0.5  # set by hand over the logged last value
+    run.finish()
+    again = expertrack.init(id="resume02", resume="allow")
+    assert again.resumed is True
+    assert (again.project, again.tags, again.group, again.notes) == ("res", ["moe"], "sweep", "first")
+    assert again.summary["best_epoch"] == 4 and again.summary["loss"] == 0.5
+    again.log({"acc": 0.7})
+    again.finish()
+    stored = expertrack.Api(tracking_dir).run("resume02")
+    assert stored.summary == {"loss": 0.5, "best_epoch": 4, "acc": 0.7}
+    assert (stored.project, stored.tags, stored.group) == ("res", ["moe"], "sweep")
+    third = expertrack.init(id="resume02", resume="allow", tags=["moe", "lb"])
+    third.log({"loss": 0.25})  # logging the key again replaces the value set by hand
+    third.finish()
+    stored = expertrack.Api(tracking_dir).run("resume02")
+    assert stored.tags == ["moe", "lb"] and stored.summary["loss"] == 0.25 and stored.summary["best_epoch"] == 4
+
+
+@pytest.mark.parametrize(
+    ("option", "kept"),
+    [("config_exclude_keys", {"lr": 0.1, "layers": 2}), ("config_include_keys", {"api_key": "s3cret"})],
+)
+def test_config_exclude_and_include_keys(option: str, kept: dict[str, object]) -> None:
+    config = {"lr": 0.1, "layers": 2, "api_key": "s3cret"}
+    run = expertrack.init(project="cfg", config=config, **{option: ["api_key"]})
+    assert dict(run.config) == kept
+    run.finish()
+    assert read(run).config == kept
+
+
+def test_config_exclude_and_include_keys_together_is_an_error() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        expertrack.init(project="cfg", config={"a": 1}, config_exclude_keys=["a"], config_include_keys=["a"])

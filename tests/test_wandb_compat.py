@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import expertrack_cli, run_python
 
@@ -73,3 +76,37 @@ def test_wandb_script_values_through_show(tracking_dir: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     for text in ("w-script", "compat", "finished", "batch_size", "32", "val/loss", "1.5", "final_note"):
         assert text in shown.stdout, text
+
+
+SAME_SCRIPT = """
+import json, sys
+import numpy as np
+import torch
+import {module} as wandb
+
+run = wandb.init(project="same", config={{"lr": 0.1, "api_key": "s3cret"}}, config_exclude_keys=["api_key"])
+acc = torch.zeros(())
+for step in range(3):
+    acc += step + 1
+    wandb.log({{"acc": acc, "dp_loss": torch.tensor([0.5]), "n1": np.array([1.5]), "n11": np.array([[2.5]])}})
+    acc.zero_()                                       # reset right after log(): the logged value must stay
+wandb.summary.best = 5                                # attribute style, module-level and on the run
+run.summary.best2 = 6
+run.summary["loss"] = 99
+wandb.log({{"loss": 0.01}})                          # logged after the value set by hand: it wins
+keys = ["acc", "dp_loss", "n1", "n11", "best", "best2", "loss"]
+print("RESULT", json.dumps({{"summary": {{k: run.summary[k] for k in keys}}, "config": dict(run.config)}}))
+wandb.finish()
+"""
+
+
+def test_values_and_summary_match_wandb_offline(tmp_path: Path, tracking_dir: Path) -> None:
+    pytest.importorskip("wandb")
+    pytest.importorskip("torch")
+    results = {}
+    for module in ("wandb", "expertrack"):
+        env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path), "EXPERTRACK_MIRROR": "off"}
+        proc = run_python(SAME_SCRIPT.format(module=module), env=env)
+        results[module] = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert results["expertrack"] == results["wandb"]
+    assert results["wandb"]["summary"]["acc"] == 3 and results["wandb"]["config"] == {"lr": 0.1}

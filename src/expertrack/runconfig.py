@@ -13,9 +13,7 @@ def to_jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, float)):
-        return (
-            value if type(value) in (int, float) else (int(value) if isinstance(value, int) else float(value))
-        )
+        return value if type(value) in (int, float) else (int(value) if isinstance(value, int) else float(value))
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -123,7 +121,24 @@ class Summary(MutableMapping[str, Any]):
         except KeyError:
             raise AttributeError(f"summary has no key {name!r}") from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``run.summary.best = 5`` sets the key, as ``run.summary["best"] = 5`` does (wandb's attribute style)."""
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        if name.startswith("_"):
+            object.__delattr__(self, name)
+            return
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(f"summary has no key {name!r}") from None
+
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+        """Set several keys at once."""
         for key, value in dict(other, **kwargs).items():
             self[key] = value
 

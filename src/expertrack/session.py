@@ -7,12 +7,14 @@ training: the run is kept in a fresh temporary directory instead, and the messag
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from expertrack.summary import SummaryState
 from expertrack.tracking import Run
 from expertrack.writer import Writer
 
+DEFAULT_PROJECT = "uncategorized"
 _current: Run | None = None
 _ADJECTIVES = [
     "amber",
@@ -89,30 +92,35 @@ def init(
     resume: bool | str | None = None,
     mode: str | None = None,
     mirror: str | None = None,
+    config_exclude_keys: Sequence[str] | None = None,
+    config_include_keys: Sequence[str] | None = None,
     **_wandb_only: Any,
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
 
     ``mode="disabled"`` returns a run that accepts every call and stores nothing. ``mirror`` is ``"auto"``,
     ``"wandb"`` or ``"off"`` (default: ``$EXPERTRACK_MIRROR``, else ``"auto"``; see docs/wandb.md).
+    ``config_exclude_keys`` leaves those top-level keys of ``config`` out; ``config_include_keys`` keeps only those
+    (one or the other, as in wandb; later ``run.config`` changes are not filtered). Resuming (``id`` of a stored
+    run and ``resume="allow"``) keeps the run's project, and its tags, group and notes unless new ones are given.
     """
     global _current
+    config_dict = _filter_config(_config_mapping(config), config_exclude_keys, config_include_keys)
     if _current is not None and not _current._finished:
         _current.finish()
     mode = mode or os.environ.get("EXPERTRACK_MODE") or os.environ.get("WANDB_MODE")
     mirror = mirror or os.environ.get("EXPERTRACK_MIRROR") or "auto"
-    project = project or os.environ.get("EXPERTRACK_PROJECT") or os.environ.get("WANDB_PROJECT") or "uncategorized"
-    tag_list = [str(t) for t in (tags or [])]
-    config_dict = _config_mapping(config)
+    project = project or os.environ.get("EXPERTRACK_PROJECT") or os.environ.get("WANDB_PROJECT")
+    tag_list = None if tags is None else [str(t) for t in tags]
     notifier = Notifier()
     directory = tracking_dir(dir)
     if mode == "disabled":
         run = Run(
             id=id or _new_id(),
             name=name or "disabled",
-            project=project,
+            project=project or DEFAULT_PROJECT,
             group=group,
-            tags=tag_list,
+            tags=tag_list or [],
             notes=notes,
             dir=directory,
             config=config_dict,
@@ -128,10 +136,10 @@ def init(
 
 
 def _start(
-    project: str,
+    project: str | None,
     name: str | None,
     config: dict[str, Any],
-    tags: list[str],
+    tags: list[str] | None,
     group: str | None,
     notes: str | None,
     directory: Path,
@@ -152,30 +160,43 @@ def _start(
         store.close()
         raise ExpertrackError(f"resume='must' but there is no run with id {run_id!r} in {directory}")
     summary = SummaryState()
+    fields = _RunFields(project or DEFAULT_PROJECT, name, group, tags, notes, config)
     if existing is not None:
         assert run_id is not None
-        name, config, start_step = _resume(store, run_id, name, config, summary)
+        fields, start_step = _resume(store, run_id, fields, summary)
     else:
         run_id = run_id or _new_id()
-        name = name or _default_name(store, project)
+        fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
-        _insert(store, run_id, project, name, group, tags, notes, config)
+        _insert(store, run_id, fields)
     writer = Writer(store, run_id, notifier, summary=summary, environment=_environment_json)
     writer.start()
-    run = Run(
+    return Run(
         id=run_id,
-        name=name,
-        project=project,
-        group=group,
-        tags=tags,
-        notes=notes,
+        name=fields.name or run_id,
+        project=fields.project,
+        group=fields.group,
+        tags=fields.tags or [],
+        notes=fields.notes,
         dir=directory,
-        config=config,
+        config=fields.config,
         writer=writer,
         notifier=notifier,
         start_step=start_step,
+        resumed=existing is not None,
     )
-    return run
+
+
+@dataclass
+class _RunFields:
+    """What ``init()`` was given for a run's row; on resume, what the run row holds where nothing was given."""
+
+    project: str
+    name: str | None
+    group: str | None
+    tags: list[str] | None
+    notes: str | None
+    config: dict[str, Any]
 
 
 def _open_store(directory: Path) -> Store:
@@ -198,16 +219,7 @@ def _existing(store: Store, run_id: str | None) -> bool | None:
     return True if row else None
 
 
-def _insert(
-    store: Store,
-    run_id: str,
-    project: str,
-    name: str,
-    group: str | None,
-    tags: list[str],
-    notes: str | None,
-    config: dict[str, Any],
-) -> None:
+def _insert(store: Store, run_id: str, fields: _RunFields) -> None:
     now = time.time()
     with store.transaction() as conn:
         conn.execute(
@@ -215,39 +227,73 @@ def _insert(
             " hostname, pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
             (
                 run_id,
-                project,
-                name,
-                group,
-                json.dumps(tags),
-                notes,
+                fields.project,
+                fields.name,
+                fields.group,
+                json.dumps(fields.tags or []),
+                fields.notes,
                 now,
                 now,
-                dumps(config),
+                dumps(fields.config),
                 socket.gethostname(),
                 os.getpid(),
             ),
         )
 
 
-def _resume(
-    store: Store, run_id: str, name: str | None, config: dict[str, Any], summary: SummaryState
-) -> tuple[str, dict[str, Any], int]:
-    """Reopen a run: merged config, summary statistics rebuilt from its points, the step after its last."""
+def _resume(store: Store, run_id: str, given: _RunFields, summary: SummaryState) -> tuple[_RunFields, int]:
+    """Reopen a run: its stored fields (those given replace them, config merged), summary statistics rebuilt from
+    its points with the values set by hand restored, and the step after its last."""
     record = store.run(run_id)
-    merged = {**record.config, **config}
+    fields = _RunFields(
+        project=record.project,  # a run's identity: an id continues its run, whatever project was asked for
+        name=given.name or record.name,
+        group=given.group if given.group is not None else record.group,
+        tags=given.tags if given.tags is not None else record.tags,
+        notes=given.notes if given.notes is not None else record.notes,
+        config={**record.config, **given.config},
+    )
     for key in store.scalar_keys(run_id):
         values = store.read_scalars(run_id, key)[2]
         if values.size:
             summary.update(key, values)
     summary.set_defs(record.metric_defs)
+    _restore_overrides(summary, record.summary)
     last = store.last_step(run_id)
     with store.transaction() as conn:
         conn.execute(
             "UPDATE runs SET state = 'running', ended_at = NULL, exit_code = NULL, exit_signal = NULL,"
-            " name = ?, config = ?, hostname = ?, pid = ?, heartbeat_at = ? WHERE id = ?",
-            (name or record.name, dumps(merged), socket.gethostname(), os.getpid(), time.time(), run_id),
+            " name = ?, run_group = ?, tags = ?, notes = ?, config = ?, hostname = ?, pid = ?, heartbeat_at = ?"
+            " WHERE id = ?",
+            (
+                fields.name,
+                fields.group,
+                json.dumps(fields.tags),
+                fields.notes,
+                dumps(fields.config),
+                socket.gethostname(),
+                os.getpid(),
+                time.time(),
+                run_id,
+            ),
         )
-    return name or record.name, merged, (last + 1 if last is not None else 0)
+    return fields, (last + 1 if last is not None else 0)
+
+
+def _restore_overrides(summary: SummaryState, stored: dict[str, Any]) -> None:
+    """Keys of the stored summary that its points do not explain were set by hand (``run.summary[k] = v``)."""
+    rebuilt = summary.snapshot()
+    for key, value in stored.items():
+        if key not in rebuilt or not _same(rebuilt[key], value):
+            summary.set_override(key, value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def _environment_json() -> str:
@@ -263,6 +309,19 @@ def _start_mirror(run: Run, mode: str | None, mirror: str, notifier: Notifier) -
     from expertrack.mirror import start  # light: wandb is imported only by the mirror's own process
 
     start(run.id, run.dir / STORE_FILE, mirror, mode)  # returns at once and never raises
+
+
+def _filter_config(
+    config: dict[str, Any], exclude: Sequence[str] | None, include: Sequence[str] | None
+) -> dict[str, Any]:
+    """wandb's ``config_exclude_keys`` / ``config_include_keys``: top-level keys left out, or the only ones kept."""
+    if exclude and include:
+        raise ValueError("init(): pass config_exclude_keys or config_include_keys, not both (as in wandb)")
+    if exclude:
+        return {k: v for k, v in config.items() if k not in set(exclude)}
+    if include:
+        return {k: v for k, v in config.items() if k in set(include)}
+    return config
 
 
 def _config_mapping(config: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from expertrack.notify import Notifier
 from expertrack.runconfig import Config, Summary, dumps
-from expertrack.summary import parse_summary_spec
+from expertrack.summary import SummaryState, parse_summary_spec
 from expertrack.values import flatten
 from expertrack.writer import Writer
 
@@ -41,6 +41,7 @@ class Run:
         writer: Writer | None,
         notifier: Notifier,
         start_step: int = 0,
+        resumed: bool = False,
     ) -> None:
         self.id = id
         self.name = name
@@ -49,8 +50,11 @@ class Run:
         self.tags = tags
         self.notes = notes
         self.dir = dir
+        self.resumed = resumed  # wandb's run.resumed: True when init() continued a stored run
         self.notifier = notifier
         self._writer = writer  # None: a disabled run (mode="disabled"), which accepts calls and stores nothing
+        # a disabled run's summary is a plain dict of the values set on it (wandb's disabled summary reads back)
+        self._summary_state = writer.summary if writer is not None else SummaryState()
         self._queue = writer.queue if writer is not None else None
         self._lock = threading.Lock()
         self._step = start_step
@@ -233,20 +237,20 @@ class Run:
         self._put(("config", dumps(data)))
 
     def _summary_snapshot(self) -> dict[str, Any]:
-        if self._writer is None:
-            return {}
-        self.flush(timeout=5.0)
-        return self._writer.summary.snapshot()
+        self.flush(timeout=5.0)  # the values logged so far, and summary keys set so far, are in the writer's state
+        return self._summary_state.snapshot()
 
     def _summary_set(self, key: str, value: Any) -> None:
-        if self._writer is not None:
-            self._writer.summary.set_override(key, value)
-            self._put(("summary",))
+        if self._queue is None:
+            self._summary_state.set_override(key, value)
+        elif not self._finished:
+            # through the queue, in order with log(): a key logged after this replaces it, one logged before not
+            self._queue.append(("summary", str(key), value))
 
     def _summary_delete(self, key: str) -> None:
-        if self._writer is not None:
-            self._writer.summary.delete(key)
-            self._put(("summary",))
+        self.flush(timeout=5.0)  # a value set or logged just before must be there to delete
+        self._summary_state.delete(key)
+        self._put(("summary",))
 
 
 def _as_step(step: Any) -> int:

@@ -1,8 +1,10 @@
 """Checking and flattening what ``log()`` receives, cheaply, on the caller's thread.
 
-Scalars stay Python objects; arrays are copied to NumPy (tensors are only detached: their conversion to the host
-happens on the writer thread, so the training thread never waits for a device). torch is never imported here:
-tensors are recognised by their type's module name.
+Scalars stay Python objects; arrays are copied to NumPy. Tensors are copied on their own device
+(``detach().clone()``, asynchronous on CUDA) and converted to the host on the writer thread, so the training thread
+never waits for a device, and a tensor changed in place after ``log()`` (``acc.zero_()``) is stored as it was when
+logged. A tensor or array of one element (shape ``[1]``, ``[1, 1]``: ``nn.DataParallel`` returns its loss as
+``[1]``) is a scalar, as in wandb. torch is never imported here: tensors are recognised by their type's module name.
 """
 
 from __future__ import annotations
@@ -62,15 +64,18 @@ def check_key(name: str, notifier: Notifier) -> bool:
 
 
 def convert_value(name: str, value: Any, notifier: Notifier) -> Any:
-    """Turn a non-plain value into a float, a NumPy array, or a detached tensor; None (reported) if unsupported."""
+    """Turn a non-plain value into a float, a NumPy array, or a copied tensor; None (reported) if unsupported."""
     if isinstance(value, (bool, float, int)):
         return float(value)
     module = type(value).__module__
     if module.startswith("torch") and hasattr(value, "detach"):
-        return value.detach()  # converted on the writer thread: no device sync here
+        # a copy on the tensor's device (no host sync; read on the writer thread): the caller may change the
+        # tensor in place after log() returns. One element is a scalar, whatever its shape (numel() is metadata).
+        copy = value.detach()
+        return (copy.reshape(()) if copy.ndim and copy.numel() == 1 else copy).clone()
     if module.startswith("numpy"):
-        if getattr(value, "ndim", None) == 0:
-            return _numpy_scalar(name, value, notifier)
+        if getattr(value, "size", None) == 1:
+            return _numpy_scalar(name, value.reshape(()), notifier)
         if getattr(value, "dtype", None) is not None and value.dtype.kind in "biuf":
             return value.copy()  # the caller may reuse its buffer after log() returns
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
