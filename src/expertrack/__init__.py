@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from expertrack.api import Api, ApiRun
+from expertrack.compat import Audio, Histogram, Html, Image, Settings, Table, Video, alert, login, save, unwatch, watch
 from expertrack.errors import AmbiguousRunError, ExpertrackError, NoRunError, RunNotFoundError, StoreError
 from expertrack.session import current_run, init, require_run
 from expertrack.tracking import Run
@@ -26,18 +27,30 @@ __all__ = [
     "AmbiguousRunError",
     "Api",
     "ApiRun",
+    "Audio",
     "ExpertrackError",
+    "Histogram",
+    "Html",
+    "Image",
     "NoRunError",
     "Run",
     "RunNotFoundError",
+    "Settings",
     "StoreError",
+    "Table",
+    "Video",
+    "alert",
     "config",
     "current_run",
     "define_metric",
     "finish",
     "init",
     "log",
+    "login",
+    "save",
     "summary",
+    "unwatch",
+    "watch",
 ]
 
 
@@ -82,6 +95,12 @@ class _CurrentRunAttribute:
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._target()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._target()[key]
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._target(), name)
 
     def __contains__(self, key: str) -> bool:
         return key in self._target()

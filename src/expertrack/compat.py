@@ -1,0 +1,126 @@
+"""The rest of wandb's module-level surface, so a W&B training script runs unchanged under ``import expertrack as
+wandb``: calls with a local meaning do it (``save`` keeps small files with the run, ``alert`` prints), calls that
+only make sense for W&B's service do nothing (``login``), and calls expertrack does not support say so once and
+go on (``watch``; media objects such as ``Image`` can be built, and ``log`` reports them once as not stored).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from typing import Any
+
+from expertrack.notify import Notifier
+from expertrack.session import current_run
+
+__all__ = [
+    "Audio",
+    "Histogram",
+    "Html",
+    "Image",
+    "Settings",
+    "Table",
+    "Video",
+    "alert",
+    "login",
+    "save",
+    "unwatch",
+    "watch",
+]
+
+SAVE_MAX_BYTES = 16 << 20  # save() keeps files up to this size in the store; checkpoints belong on disk
+_notifier = Notifier()
+
+
+def login(*args: Any, **kwargs: Any) -> bool:
+    """Nothing to log in to: runs are stored locally (the W&B mirror uses wandb's own login). Returns True."""
+    return True
+
+
+def watch(models: Any = None, *args: Any, **kwargs: Any) -> None:
+    """wandb.watch logs gradient and parameter histograms; expertrack does not (said once). For an MoE model's
+    router metrics use ``expertrack.moe.watch``."""
+    _notifier.once(
+        "watch",
+        "watch(): gradient and parameter histograms are not recorded by expertrack (for MoE router metrics "
+        "see expertrack.moe.watch); training goes on",
+    )
+
+
+def unwatch(*args: Any, **kwargs: Any) -> None:
+    """The counterpart of ``watch``: nothing to undo."""
+
+
+def save(glob_str: str, base_path: str | None = None, policy: str = "live") -> list[str]:
+    """Keep the files matching ``glob_str`` with the current run, as they are now (``policy`` is ignored: no
+    later changes are followed). Files over 16 MiB are left out with a message (keep checkpoints on disk).
+    Returns the names stored, relative to ``base_path`` (default: the pattern's directory)."""
+    run = current_run()
+    if run is None:
+        _notifier.once("save-no-run", "save(): no run (call init() first); nothing stored")
+        return []
+    root = base_path if base_path is not None else os.path.dirname(glob_str)
+    stored = []
+    for path in sorted(glob.glob(glob_str, recursive=True)):
+        if not os.path.isfile(path):
+            continue
+        name = os.path.relpath(path, root) if root else path
+        size = os.path.getsize(path)
+        if size > SAVE_MAX_BYTES:
+            _notifier.once(
+                f"save-big:{name}", f"save(): {name} is {size / 2**20:.0f} MiB, over 16 MiB; not stored with the run"
+            )
+            continue
+        with open(path, "rb") as f:
+            run.attach_file(name, f.read())
+        stored.append(name)
+    return stored
+
+
+def alert(title: str, text: str = "", level: Any = None, wait_duration: Any = None) -> None:
+    """W&B sends alerts by e-mail or Slack; here the alert is printed on stderr."""
+    shown = f" [{getattr(level, 'name', level)}]" if level is not None else ""
+    print(f"expertrack: alert{shown}: {title}" + (f": {text}" if text else ""), file=sys.stderr, flush=True)
+
+
+class Settings:
+    """``wandb.Settings(...)``: accepted so ``init(settings=...)`` works; none of its fields apply here."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.__dict__.update(kwargs)
+
+
+class _Media:
+    """W&B media built for ``log``; expertrack keeps numbers and arrays, so ``log`` reports these as not stored."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} (W&B media, not stored by expertrack)>"
+
+
+class Image(_Media):
+    """``wandb.Image``."""
+
+
+class Table(_Media):
+    """``wandb.Table``."""
+
+
+class Histogram(_Media):
+    """``wandb.Histogram`` (log the values as a NumPy array instead: expertrack stores arrays)."""
+
+
+class Video(_Media):
+    """``wandb.Video``."""
+
+
+class Audio(_Media):
+    """``wandb.Audio``."""
+
+
+class Html(_Media):
+    """``wandb.Html``."""
