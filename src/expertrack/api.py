@@ -33,19 +33,30 @@ class Api:
         return self._store
 
     def runs(self, project: str | None = None, filters: dict[str, Any] | None = None) -> list[ApiRun]:
-        """Runs, oldest first. ``filters`` maps field to wanted value: ``state``, ``name``, ``group``, ``tags``
-        (the run has that tag), ``config.<key>`` and ``summary.<key>`` (dotted paths into nested dicts)."""
+        """Runs, oldest first. ``filters`` maps field to wanted value (an exact match): ``id``, ``project``,
+        ``state``, ``name``, ``group``, ``tags`` (the run has that tag), ``config.<key>`` and ``summary.<key>``
+        (dotted paths into nested dicts). wandb's query operators (``$gt``, ``$or``, ...) are refused with a
+        ``ValueError`` rather than matching nothing. ``project`` may be wandb's "entity/project" path."""
+        _check_filters(filters or {})
         store = self.store
         if store is None:
             return []
+        if project is not None:
+            project = project.rsplit("/", 1)[-1]  # wandb's "entity/project": entities are W&B's, not ours
         records = store.runs(project)
         return [ApiRun(store, r) for r in records if _matches(r, filters or {})]
 
     def run(self, ref: str) -> ApiRun:
-        """One run by id, name, or unique id prefix (tried in that order)."""
+        """One run by id, name, or unique id prefix (tried in that order); wandb's "entity/project/id" path
+        names the run by its last part."""
         store = self.store
         if store is None:
             raise RunNotFoundError(f"no runs in {self.path.parent} (no store file there yet)")
+        if "/" in ref:
+            try:
+                return ApiRun(store, store.find_run(ref))
+            except RunNotFoundError:
+                ref = ref.rsplit("/", 1)[-1]
         return ApiRun(store, store.find_run(ref))
 
     def projects(self) -> list[str]:
@@ -150,6 +161,26 @@ class ApiRun:
     def file_names(self) -> list[str]:
         """Names of the files stored with the run."""
         return self._store.file_names(self.id)
+
+
+_FILTER_FIELDS = ("id", "project", "state", "name", "group", "tags", "config", "summary")
+
+
+def _check_filters(filters: dict[str, Any]) -> None:
+    """Refuse what ``_matches`` cannot answer, so a wandb-style query fails loudly instead of matching nothing."""
+    for field, wanted in filters.items():
+        operators = [k for k in (wanted if isinstance(wanted, dict) else {}) if str(k).startswith("$")]
+        if str(field).startswith("$") or operators:
+            raise ValueError(
+                f"runs(filters=...): query operators such as {field if str(field).startswith('$') else operators[0]}"
+                " are not supported; give field: value pairs (exact matches) and filter the runs in Python"
+            )
+        head, _, rest = str(field).partition(".")
+        if head not in _FILTER_FIELDS or (head in ("config", "summary") and not rest):
+            raise ValueError(
+                f"runs(filters=...): unknown field {field!r}; use id, project, state, name, group, tags, "
+                "config.<key> or summary.<key>"
+            )
 
 
 def _matches(record: RunRecord, filters: dict[str, Any]) -> bool:

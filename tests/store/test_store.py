@@ -96,6 +96,16 @@ def test_filters_on_config_tags_and_group(tracking_dir: Path) -> None:
     assert len(api.runs(filters={"config.model.experts": 8})) == 1
     assert len(api.runs(filters={"tags": "dense"})) == 1
     assert len(api.runs(filters={"group": "g", "state": "finished"})) == 2
+    assert len(api.runs("my-team/f")) == 2  # wandb's entity/project path
+    one = api.runs(filters={"tags": "moe"})[0]
+    assert api.run(f"my-team/f/{one.id}").id == one.id  # wandb's entity/project/id path
+    # wandb's query operators and unknown fields are refused, not silently matched against nothing
+    with pytest.raises(ValueError, match=r"query operators such as \$gt are not supported"):
+        api.runs(filters={"config.model.experts": {"$gt": 4}})
+    with pytest.raises(ValueError, match=r"query operators such as \$or"):
+        api.runs(filters={"$or": [{"tags": "moe"}, {"tags": "dense"}]})
+    with pytest.raises(ValueError, match="unknown field 'display_name'"):
+        api.runs(filters={"display_name": "x"})
 
 
 def test_history_samples_keep_spikes(tracking_dir: Path) -> None:
