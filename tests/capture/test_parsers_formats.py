@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 
 from expertrack.capture.parsers import ConfigItems, Item, Metrics, get_parser
+from expertrack.capture.parsers.base import MAX_HELD_STEPLESS
 
 CUDA_STEP = "step %4d/%d | loss %s (%sz)| norm %s (%sz)| lr 3.00e-04 | 412.87 ms | %s%% bf16 MFU | 39684 tok/s"
 
@@ -216,13 +218,78 @@ def test_nanogpt_iter_and_eval_lines() -> None:
 
 
 def test_generic_without_any_step_counts_its_metric_lines() -> None:
-    lines = ["loss=3", "nothing here", "loss=2", "acc: 0.5", "Step: 10", "loss=1", "iter=-1 loss=0.5"]
-    assert metrics(feed_all("generic", lines)) == [
+    lines = ["loss=3", "nothing here", "loss=2", "acc: 0.5", "iter=-1 loss=0.5"]
+    parser = get_parser("generic")
+    assert [parser.feed(line) for line in lines] == [[]] * 5  # held: a step may still come
+    assert metrics(parser.finish()) == [
         (0, {"loss": 3.0}),
         (1, {"loss": 2.0}),
         (2, {"acc": 0.5}),
-        (10, {"loss": 1.0}),
-        (10, {"loss": 0.5}),  # "iter=-1" is no step and never a metric
+        (3, {"loss": 0.5}),  # "iter=-1" is no step and never a metric
+    ]
+
+
+def test_a_program_that_prints_many_lines_without_a_step_is_counted_live() -> None:
+    parser = get_parser("generic")
+    held = [parser.feed(f"epoch: {e}, acc: 0.{e}") for e in range(MAX_HELD_STEPLESS - 1)]
+    assert held == [[]] * (MAX_HELD_STEPLESS - 1)
+    released = metrics(parser.feed("epoch: 99, acc: 0.99"))
+    assert [step for step, _ in released] == list(range(MAX_HELD_STEPLESS))
+    assert metrics(parser.feed("acc: 1.0")) == [(MAX_HELD_STEPLESS, {"acc": 1.0})]
+    assert metrics(parser.feed("step: 500, acc: 1.0")) == [(500, {"acc": 1.0})]
+    assert metrics(parser.feed("acc: 0.5")) == [(500, {"acc": 0.5})]  # then the last step seen
+
+
+def steps_never_decrease(result: list[tuple[int, dict[str, float]]]) -> bool:
+    """What Run.log requires: a step lower than the run's current one is refused."""
+    return all(a[0] <= b[0] for a, b in itertools.pairwise(result))
+
+
+@pytest.mark.parametrize("name", ["generic", "jsonl"])
+def test_a_preamble_without_steps_stays_at_the_first_step(name: str) -> None:
+    """Numbers printed before the first step line must not push the run past step 0, where that line logs."""
+    lines = ["dataset size: 50000", "vocab size: 32000", "model params: 12.3M"]
+    lines += [f"step {s} | loss: {2.3 - s / 10:.2f} | lr: 3e-4" for s in range(3)]
+    if name == "jsonl":
+        lines = ['{"dataset_size": 50000}', '{"vocab_size": 32000}', '{"params": 12.3}']
+        lines += [f'{{"step": {s}, "loss": {2.3 - s / 10:.2f}}}' for s in range(3)]
+    result = metrics(feed_all(name, lines))
+    assert [step for step, _ in result] == [0, 0, 0, 0, 1, 2]
+    assert [values["loss"] for _, values in result if "loss" in values] == [2.3, 2.2, 2.1]
+
+
+def test_a_per_epoch_step_counter_continues_after_the_highest_step() -> None:
+    lines = []
+    for epoch in (1, 2, 3):
+        lines += [f"epoch: {epoch}, step: 0, loss: {epoch}.0", f"step: 100, loss: {epoch}.1"]
+        lines += [f"step: 200, loss: {epoch}.2", f"val_loss: {epoch}.5"]
+    result = metrics(feed_all("generic", lines))
+    assert steps_never_decrease(result)
+    train = [(step, values["loss"]) for step, values in result if "loss" in values]
+    assert train == [
+        (0, 1.0), (100, 1.1), (200, 1.2),
+        (201, 2.0), (301, 2.1), (401, 2.2),
+        (402, 3.0), (502, 3.1), (602, 3.2),
+    ]  # fmt: skip
+    assert [step for step, values in result if "val_loss" in values] == [200, 401, 602]
+
+
+def test_an_epoch_counter_that_advances_alone_shifts_nothing() -> None:
+    lines = ["epoch: 1, step: 0, loss: 3", "step: 250, loss: 2", "Epoch: 2", "step: 251, loss: 1"]
+    assert [step for step, _ in metrics(feed_all("generic", lines))] == [0, 250, 250, 251]
+
+
+def test_a_step_counter_that_goes_back_without_an_epoch_never_overwrites_the_highest_step() -> None:
+    """A second pass over steps 0..200 (no epoch to say why): the run refuses the lower steps and warns; the
+    line at the highest step would be taken as a value of that step and overwrite it, so it gives nothing."""
+    lines = [f"step: {s}, loss: {s / 1000 + 1}" for s in (0, 100, 200)]
+    lines += [f"step: {s}, loss: {s / 1000 + 2}" for s in (0, 100, 200)]
+    lines += ["loss: 9", "step: 300, loss: 3.3", "step: 300, acc: 0.5"]
+    result = metrics(feed_all("generic", lines))
+    assert [(step, values.get("loss")) for step, values in result if step in (200, 300)] == [
+        (200, 1.2),
+        (300, 3.3),
+        (300, None),  # equal steps merge again once the counter passed its highest step
     ]
 
 
@@ -237,6 +304,11 @@ def test_generic_without_any_step_counts_its_metric_lines() -> None:
         ("level: info, v: 1.2.3, t: 12:30:01, d: 2024-01-01, h: 0x1F", {}),
         ("Namespace(lr=0.001, batch_size=32, name='x')", {"lr": 0.001, "batch_size": 32.0}),
         ("ratio: 3/4", {"ratio": 3.0}),
+        ("tokens: 16,384 throughput: 1,234.5 tok/s", {"tokens": 16384.0, "throughput": 1234.5}),
+        ("Number of trainable parameters = 124,439,808", {"parameters": 124439808.0}),
+        ("a=1,b=2,c=-3,d=1,234", {"a": 1.0, "b": 2.0, "c": -3.0, "d": 1234.0}),
+        ("x: 16,38 y: 1,2345 z: 1,234,5 w=7", {"w": 7.0}),  # no thousands groups: no number, not a cut one
+        ("n=1,000,000.5e-3,", {"n": 1000.0005}),
     ],
 )
 def test_generic_pairs(line: str, values: dict[str, float]) -> None:

@@ -118,7 +118,8 @@ def test_the_last_drawing_of_a_progress_line_is_the_finished_line() -> None:
     ],
 )
 def test_nan_and_inf_parse_to_float_nan_and_inf(name: str, line: str, key: str) -> None:
-    items = get_parser(name).feed(line)
+    parser = get_parser(name)
+    items = parser.feed(line) + parser.finish()  # a step-less line waits for a step until the end
     assert len(items) == 1 and isinstance(items[0], Metrics)
     value = items[0].values[key]
     assert math.isnan(value) or math.isinf(value)
@@ -148,5 +149,6 @@ def test_numbers_with_thousands_of_digits_are_no_steps(name: str, line: str) -> 
 def test_huge_config_numbers_stay_text_and_huge_steps_are_no_steps() -> None:
     assert get_parser("llmc").feed(f"| seed | {HUGE} |") == [ConfigItems({"seed": HUGE})]
     for line in (f'{{"step": {HUGE}, "loss": 1}}', '{"step": 1e300, "loss": 1}', f"step={HUGE} loss=1"):
-        items = get_parser("generic").feed(line)
+        parser = get_parser("generic")
+        items = parser.feed(line) + parser.finish()
         assert items == [Metrics(0, {"loss": 1.0})], line  # no valid step: counted as the first line

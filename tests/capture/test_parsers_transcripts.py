@@ -125,3 +125,28 @@ def test_detection_falls_back_to_generic() -> None:
     assert detect([]) == "generic"
     assert detect(["hello", "", "world 42"]) == "generic"
     assert detect(['{"a": "text only"}', "plain"]) == "generic"
+
+
+GRID = [
+    "+------------+-------+",
+    "| hyperparam | value |",
+    "+============+=======+",
+    "| lr         | 0.001 |",
+    "+------------+-------+",
+    "| batch size | 32    |",
+    "+------------+-------+",
+]
+EPOCH_LINES = [f"epoch: 0, step: {i}, loss: {2 - i / 100:.3f}, lr: 0.001" for i in range(60)]
+
+
+@pytest.mark.parametrize("first", [7, 20, 50, None])
+def test_a_table_printers_grid_before_metric_lines_is_no_llmc_table(first: int | None) -> None:
+    """tabulate and PrettyTable draw llm.c's "+---+" borders too; alone, they say nothing about the format."""
+    assert detect((GRID + EPOCH_LINES)[:first]) == "generic"
+
+
+@pytest.mark.parametrize("first", [20, 50, None])
+def test_a_parameter_value_table_loses_to_the_metric_lines_only_generic_reads(first: int | None) -> None:
+    table = ["+-----------+-------+", "| Parameter | Value |", "+-----------+-------+", "| lr | 0.001 |"]
+    assert detect((table + EPOCH_LINES)[:first]) == "generic"
+    assert detect(table) == "llmc"  # llm.c's own table header, nothing else yet

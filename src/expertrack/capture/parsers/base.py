@@ -99,29 +99,94 @@ def coerce_value(text: str) -> Any:
     return text
 
 
-class StepClock:
-    """Step bookkeeping for formats whose lines may or may not carry a step.
+# Step-less lines held before the first line with a step; a program that prints this many is taken to have no
+# steps at all, and they are counted as steps 0, 1, 2, ... (a longer numeric preamble would push the run past its
+# first step lines, which the run then refuses).
+MAX_HELD_STEPLESS = 20
 
-    A line with a step sets it; a line without one takes the last step seen, or, before any was seen,
-    a count of such lines (0, 1, 2, ...), as ``wandb.log`` does without ``step=``.
+
+class StepClock:
+    """Step bookkeeping for formats whose lines may or may not carry a step (docs/parsers.md, "Steps").
+
+    A line with a step sets it; a line without one takes the last step seen. Step-less lines printed before
+    the first step are held, and logged at that step when it comes (``dataset size: 50000`` printed before
+    ``step 0 | loss: 2.3`` belongs at step 0; counting it as step 0 would make step 0 a refused step 1). A
+    program that prints MAX_HELD_STEPLESS of them, or ends, before any step has no steps: its step-less lines
+    are counted 0, 1, 2, ..., as ``wandb.log`` does without ``step=``.
+
+    A step counter that restarts while the epoch advances (``epoch: 2, step: 0`` after ``step: 200``) is a
+    per-epoch counter: its steps continue after the highest one (step 0 of epoch 2 is logged at 201), so
+    later epochs are neither refused nor written over the earlier ones. A counter that goes back without an
+    epoch advancing is left as printed (the run refuses its lower steps and warns), but a line at the highest
+    step while it is behind is dropped: it belongs to another pass over the steps and would overwrite.
     """
 
-    __slots__ = ("_count", "last")
+    __slots__ = ("_behind", "_count", "_epoch", "_epoch_advanced", "_highest", "_offset", "held", "last")
 
     def __init__(self) -> None:
         self.last: int | None = None
-        self._count = 0
+        self.held: list[dict[str, float]] = []  # step-less values waiting for the first step
+        self._count = 0  # steps counted for a program without steps
+        self._highest = -1
+        self._offset = 0  # added to printed steps once a per-epoch counter restarted
+        self._behind = False
+        self._epoch: float | None = None
+        self._epoch_advanced = False  # since the last line with a step
 
-    def seen(self, step: int) -> int:
+    def seen(self, printed: int) -> int | None:
+        """The step a line printed with step ``printed`` is logged at, or None when it must not be logged.
+
+        Call ``epoch_of`` with the line's values first, so that a per-epoch counter's restart is recognised,
+        and ``release`` after, when ``held`` is not empty.
+        """
+        step = printed + self._offset
+        if step > self._highest:
+            self._highest, self._behind = step, False
+        elif step < self._highest:
+            if self._epoch_advanced:
+                self._offset = self._highest + 1 - printed
+                step = self._highest = self._highest + 1
+            else:
+                self._behind = True
+        elif self._behind:
+            return None
+        self._epoch_advanced = False
         self.last = step
         return step
 
-    def implicit(self) -> int:
+    def release(self, step: int) -> list[Item]:
+        """The held step-less values, at ``step``: the first step seen."""
+        items: list[Item] = [Metrics(step, values) for values in self.held]
+        self.held = []
+        return items
+
+    def implicit(self, values: dict[str, float]) -> list[Item]:
+        """The items of a step-less line: at the last step seen, held until the first one, or counted."""
         if self.last is not None:
-            return self.last
-        step = self._count
-        self._count += 1
-        return step
+            return [Metrics(self.last, values)]
+        if self._count:  # a program without steps
+            self._count += 1
+            return [Metrics(self._count - 1, values)]
+        self.held.append(values)
+        return self.finish() if len(self.held) >= MAX_HELD_STEPLESS else []
+
+    def finish(self) -> list[Item]:
+        """The held values of a program that printed no step, counted 0, 1, 2, ..."""
+        items: list[Item] = [Metrics(self._count + index, values) for index, values in enumerate(self.held)]
+        self._count += len(self.held)
+        self.held = []
+        return items
+
+    def epoch_of(self, values: dict[str, float]) -> None:
+        """Note the ``epoch`` field of a line's values, if it has one (any case)."""
+        epoch = values.get("epoch")
+        if epoch is None:
+            epoch = values.get("Epoch", values.get("EPOCH"))
+            if epoch is None:
+                return
+        if self._epoch is not None and epoch > self._epoch:
+            self._epoch_advanced = True
+        self._epoch = epoch
 
 
 MAX_STEP = 2**63 - 1  # a step is stored as a signed 64-bit integer

@@ -2,11 +2,12 @@
 
 ``generic`` reads every ``name=number`` and ``name: number`` pair of a line (several per line, separated by
 spaces, commas, semicolons or "|"), and JSON objects when a line is one. ``jsonl`` reads JSON objects only.
-Only numbers become metrics (a unit glued to the number, as in ``time: 12.3ms`` or ``acc=95%``, is dropped);
-a field named ``step``, ``iter`` or ``iteration`` (any case) is the step, taken as printed, when it holds a
-whole number >= 0 (the first such field of a line wins; step fields are never metrics); so is a leading
-counter such as ``Step 100/1000 |`` or ``iter 100:``.
-A line without a step gets the last step seen, or a count of such lines before any step was seen.
+Only numbers become metrics: a unit glued to the number is dropped (``time: 12.3ms``, ``acc=95%``), thousands
+separators are read (``tokens: 16,384``), and a comma followed by digits that are no thousands group makes no
+number. A field named ``step``, ``iter`` or ``iteration`` (any case) is the step, taken as printed, when it
+holds a whole number >= 0 (the first such field of a line wins; step fields are never metrics); so is a
+leading counter such as ``Step 100/1000 |`` or ``iter 100:``. A line without a step gets the last step seen;
+before the first step, it waits for it (see ``StepClock``, which also continues a per-epoch step counter).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ _LEADING_STEP = re.compile(r"\s*(?:step|iter|iteration)\s+(\d+)(?:\s*/\s*\d+)?(?
 
 _PAIR = re.compile(
     r"(?<![\w./])([A-Za-z_][\w.\-/]*)[\"']?\s*[=:]\s*"  # a name, maybe quoted as in {'loss': 2.3}
-    r"(?:([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[A-Za-z%]*"  # a number, maybe with a unit
+    r"(?:([-+]?(?:\d+\.?\d*|\.\d+|\d{1,3}(?:,\d{3})+(?:\.\d*)?)(?:[eE][-+]?\d+)?)[A-Za-z%]*"  # a number
     r"|([-+]?(?:nan|inf(?:inity)?)))"  # or nan/inf, which take no unit ("level: info" is no number)
-    r"(?=[\s,;|)\]}/\"']|$)",
+    r"(?=[\s;|)\]}/\"']|,(?!\d)|$)",  # a comma then a digit: more number, not the pair's end
     re.IGNORECASE,
 )
 
@@ -57,6 +58,9 @@ class JsonlParser(Parser):
         parsed = json_object(line)
         return [] if parsed is None else _emit(self._clock, *parsed)
 
+    def finish(self) -> list[Item]:
+        return self._clock.finish()
+
 
 class GenericParser(Parser):
     """Fallback parser: name=value and name: value pairs anywhere, and JSON objects."""
@@ -71,22 +75,30 @@ class GenericParser(Parser):
             line = finished_line(line)
         if "=" not in line and ":" not in line:
             return []
-        if len(line) > MAX_LINE_CHARS:
-            return []
-        if line.lstrip()[:1] == "{":
-            parsed = json_object(line)
-            if parsed is not None:
-                return _emit(self._clock, *parsed)
-        leading = _LEADING_STEP.match(line)
-        step = to_count(leading[1]) if leading else None
-        values: dict[str, float] = {}
-        for key, number, special in _PAIR.findall(line):
-            value = float(number or special)
-            if key.lower() in STEP_FIELDS:  # a step field is never a metric, even when it is no valid step
-                step = step_from(value) if step is None else step
-                continue
-            values[key] = value
-        return _emit(self._clock, step, values)
+        return _emit(self._clock, *generic_metrics(line))
+
+    def finish(self) -> list[Item]:
+        return self._clock.finish()
+
+
+def generic_metrics(line: str) -> tuple[int | None, dict[str, float]]:
+    """The step (None when the line has none) and the metrics that ``generic`` reads in one finished line."""
+    if len(line) > MAX_LINE_CHARS:
+        return None, {}
+    if line.lstrip()[:1] == "{":
+        parsed = json_object(line)
+        if parsed is not None:
+            return parsed
+    leading = _LEADING_STEP.match(line)
+    step = to_count(leading[1]) if leading else None
+    values: dict[str, float] = {}
+    for key, number, special in _PAIR.findall(line):
+        value = float(number.replace(",", "") if "," in number else number or special)
+        if key.lower() in STEP_FIELDS:  # a step field is never a metric, even when it is no valid step
+            step = step_from(value) if step is None else step
+            continue
+        values[key] = value
+    return step, values
 
 
 def json_object(line: str) -> tuple[int | None, dict[str, float]] | None:
@@ -127,9 +139,14 @@ def _add_number(name: str, value: Any, out: dict[str, float]) -> None:
 
 
 def _emit(clock: StepClock, step: int | None, values: dict[str, float]) -> list[Item]:
-    if step is not None:
-        clock.seen(step)
-        return [Metrics(step, values)] if values else []
-    if not values:
+    if values:
+        clock.epoch_of(values)
+    if step is None:
+        return clock.implicit(values) if values else []
+    logged = clock.seen(step)
+    if logged is None:
         return []
-    return [Metrics(clock.implicit(), values)]
+    items = clock.release(logged) if clock.held else []
+    if values:
+        items.append(Metrics(logged, values))
+    return items

@@ -69,8 +69,9 @@ _MAX_HELD_EVALUATIONS = 1_000
 
 # Detection: lines every trainer of the family prints, lines only the seed's trainer prints, and lines
 # only llm.c's own trainers print.
+BORDER = re.compile(r"\+-{5,}\+", re.ASCII)  # the table's border: llm.c's, but also every table printer's
 FAMILY_SIGNATURES = (
-    re.compile(r"\+-{5,}\+", re.ASCII),
+    BORDER,
     re.compile(r"val loss\s+\S+$", re.ASCII),
 )
 GPT2_CUDA_SIGNATURES = (

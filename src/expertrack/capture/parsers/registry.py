@@ -7,7 +7,7 @@ from pathlib import Path
 
 from expertrack.capture.parsers import llmc, nanogpt
 from expertrack.capture.parsers.base import MAX_LINE_CHARS, Parser, finished_line
-from expertrack.capture.parsers.generic import GenericParser, JsonlParser, json_object
+from expertrack.capture.parsers.generic import GenericParser, JsonlParser, generic_metrics, json_object
 from expertrack.capture.parsers.llmc import Gpt2CudaParser, LlmcParser
 from expertrack.capture.parsers.nanogpt import NanoGPTParser
 from expertrack.capture.parsers.rules import load_rules
@@ -43,13 +43,17 @@ def get_parser(name_or_path: str) -> Parser:
 def detect(first_lines: list[str]) -> str:
     """The built-in parser that best reads these first lines of output; "generic" when none fits.
 
-    Each family counts the lines that only it prints (llm.c's bordered table, nanoGPT's "iter N: loss",
-    JSON objects with a number); the family with most wins, ties going to the earlier in parser_names().
-    Within the llm.c family, "gpt2-cuda" is named when the seed trainer's own lines outnumber llm.c's
-    (both names parse the same way).
+    Each family counts the lines that only it prints (llm.c's table header and step lines, nanoGPT's
+    "iter N: loss", JSON objects with a number). A "+---+" border counts for llm.c only beside another llm.c
+    line: any table printer (tabulate, PrettyTable) draws one. Lines that the generic parser reads metrics
+    from and no family parser reads at all count for "generic": a family wins only with more lines than
+    that, so a table printed before ``epoch: 0, loss: 1.9`` lines does not hide them. Ties between families
+    go to the earlier in parser_names(). Within the llm.c family, "gpt2-cuda" is named when the seed
+    trainer's own lines outnumber llm.c's (both names parse the same way).
     """
     scores = {"llmc-family": 0, "nanogpt": 0, "jsonl": 0}
-    seed_lines = llmc_lines = considered = 0
+    seed_lines = llmc_lines = borders = generic_only = considered = 0
+    readers = (LlmcParser(), NanoGPTParser())
     for raw in first_lines:
         line = finished_line(raw) if "\r" in raw else raw
         if not line.strip() or len(line) > MAX_LINE_CHARS:
@@ -59,14 +63,25 @@ def detect(first_lines: list[str]) -> str:
         upstream = _matches(llmc.LLMC_SIGNATURES, line)
         seed_lines += seed
         llmc_lines += upstream
-        scores["llmc-family"] += seed or upstream or _matches(llmc.FAMILY_SIGNATURES, line)
+        family = seed or upstream or _matches(llmc.FAMILY_SIGNATURES, line)
+        if llmc.BORDER.match(line):
+            borders += 1
+        else:
+            scores["llmc-family"] += family
         scores["nanogpt"] += _matches(nanogpt.SIGNATURES, line)
+        json = False
         if line.lstrip().startswith("{"):
             parsed = json_object(line)
-            scores["jsonl"] += parsed is not None and bool(parsed[1])
+            json = parsed is not None and bool(parsed[1])
+            scores["jsonl"] += json
+        read_by_family = [bool(reader.feed(line)) for reader in readers]  # every reader sees every line, in order
+        if not json and not any(read_by_family) and generic_metrics(line)[1]:
+            generic_only += 1
+    if scores["llmc-family"]:
+        scores["llmc-family"] += borders
     best = max(scores, key=lambda family: scores[family])  # max() keeps the first of equal scores
-    if scores[best] == 0:
-        return GenericParser.name
+    if scores[best] <= generic_only:
+        return GenericParser.name  # nothing recognised, or fewer lines than those only generic reads
     if best == "jsonl" and scores["jsonl"] * 2 < considered:
         return GenericParser.name  # a few JSON objects among free text: generic reads both
     if best == "llmc-family":

@@ -92,12 +92,18 @@ class RulesParser(Parser):
             match = rule.regex.search(line)
             if match is None:
                 continue
-            item = self._config(rule, match) if rule.kind == "config" else self._metrics(rule, match)
-            if item is not None:
-                items.append(item)
+            if rule.kind == "config":
+                item = self._config(rule, match)
+                if item is not None:
+                    items.append(item)
+            else:
+                items += self._metrics(rule, match)
         return items
 
-    def _metrics(self, rule: Rule, match: re.Match[str]) -> Item | None:
+    def finish(self) -> list[Item]:
+        return self._clock.finish()
+
+    def _metrics(self, rule: Rule, match: re.Match[str]) -> list[Item]:
         values: dict[str, float] = {}
         for group, metric in rule.names:
             text = match[group]
@@ -106,13 +112,18 @@ class RulesParser(Parser):
                 values[metric] = value
         printed = match[rule.step_group] if rule.step_group else None
         step = None if printed is None else step_from(to_float(printed))
+        clock = self._clock
         if step is not None:
-            step = self._clock.seen(max(step + rule.step_offset, 0))
+            logged = clock.seen(max(step + rule.step_offset, 0))
+            if logged is None:
+                return []
+            items = clock.release(logged) if clock.held else []
+            return [*items, Metrics(logged, values)] if values else items
         if not values:
-            return None
-        if step is None:
-            step = max(self._clock.implicit() + rule.step_offset, 0)
-        return Metrics(step, values)
+            return []
+        if clock.last is not None:
+            return [Metrics(max(clock.last + rule.step_offset, 0), values)]
+        return clock.implicit(values)
 
     @staticmethod
     def _config(rule: Rule, match: re.Match[str]) -> Item | None:
