@@ -62,6 +62,36 @@ def test_an_overlong_line_is_skipped_and_the_next_line_is_read() -> None:
     assert feeder.lines == 2
 
 
+def test_a_progress_bar_redrawn_past_the_line_limit_gives_its_last_drawing() -> None:
+    """tqdm/Lightning redraw a bar with "\\r" until its newline: parsers read only the last drawing."""
+    bar = "\rEpoch 0: 37%|####| {i}/4000 [00:10<00:00, 150.00it/s, v_num=0, train_loss={loss:.3f}]"
+    redraws = "".join(bar.format(i=i, loss=1 - i / 10_000) for i in range(4000)).encode()
+    assert len(redraws) > tracker.MAX_LINE_BYTES
+    chunks = [redraws[i : i + 4096] for i in range(0, len(redraws), 4096)]
+    end = bar.format(i=4000, loss=0.5).encode() + b"\r\n" + b"step=1 loss=0.25\n"
+    for pieces in (chunks, [redraws]):  # read live in small pieces, or by reparse in one
+        feeder = LineFeeder("generic", announce=print)
+        items = feed_all(feeder, [*pieces, end])
+        assert metrics(items, "train_loss") == [(1, 0.5)]  # held until the first step, then at it
+        assert metrics(items, "loss") == [(1, 0.25)]
+        assert feeder.lines == 2
+
+
+def test_a_line_over_the_limit_after_its_last_carriage_return_is_still_skipped() -> None:
+    feeder = LineFeeder("generic", announce=print)
+    items = feed_all(feeder, [b"loss=1\r", b"loss=9 " + b"y" * tracker.MAX_LINE_BYTES, b"\nstep=3 loss=0.25\n"])
+    assert metrics(items, "loss") == [(3, 0.25)]
+
+
+def test_a_table_grid_before_generic_metric_lines_does_not_choose_llmc() -> None:
+    grid = b"+-----+-------+\n| hyperparam | value |\n+=====+=======+\n| lr | 0.001 |\n+-----+-------+\n"
+    lines = b"".join(b"epoch: 0, step: %d, loss: %.3f, lr: 0.001\n" % (i, 2 - i / 100) for i in range(60))
+    said: list[str] = []
+    items = feed_all(LineFeeder(None, announce=said.append), [grid, lines])
+    assert said == ["parsing output as generic"]
+    assert [s for s, _ in metrics(items, "loss")] == list(range(60))
+
+
 def test_the_parser_is_detected_once_enough_lines_show_the_format() -> None:
     said: list[str] = []
     feeder = LineFeeder(None, announce=said.append)

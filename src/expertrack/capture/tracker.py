@@ -49,8 +49,9 @@ class LineFeeder:
 
     Lines are decoded as UTF-8 with ``errors="replace"``, lose their trailing "\\n" (a "\\r" stays: parsers
     read it as a progress bar drawn over) and their terminal escape sequences (colours, cursor moves: a
-    coloured ``step 4: ...`` is read as the plain text on screen). Until a parser is chosen, lines are held
-    and fed once it is.
+    coloured ``step 4: ...`` is read as the plain text on screen). A line over MAX_LINE_BYTES is cut to the text
+    after its last "\\r" (a progress bar redrawn thousands of times: parsers read only its last drawing) and
+    skipped only when that is still too long. Until a parser is chosen, lines are held and fed once it is.
     """
 
     def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:
@@ -76,21 +77,22 @@ class LineFeeder:
             data, self._skipping = data[newline + 1 :], False
             self.lines += 1
         lines = (self._partial + data).split(b"\n") if self._partial else data.split(b"\n")
-        self._partial = lines.pop()
-        if len(self._partial) > MAX_LINE_BYTES:
-            self._partial, self._skipping = b"", True
+        partial = lines.pop()
+        if len(partial) > MAX_LINE_BYTES:
+            partial = _drawn_last(partial)
+            if len(partial) > MAX_LINE_BYTES:
+                partial, self._skipping = b"", True
+        self._partial = partial
         self.lines += len(lines)
         items: list[Item] = []
         parser = self._parser
-        if parser is None:  # still detecting
-            for raw in lines:
-                if len(raw) <= MAX_LINE_BYTES:
-                    items += self._line(_text(raw))
-            return items
-        feed = parser.feed  # the hot path: one call per line, nothing else
+        feed = self._line if parser is None else parser.feed  # the hot path: one call per line, nothing else
         for raw in lines:
-            if len(raw) <= MAX_LINE_BYTES:
-                items += feed(_text(raw))
+            if len(raw) > MAX_LINE_BYTES:
+                raw = _drawn_last(raw)
+                if len(raw) > MAX_LINE_BYTES:
+                    continue
+            items += feed(_text(raw))
         return items
 
     def poll(self) -> list[Item]:
@@ -135,6 +137,16 @@ class LineFeeder:
         for line in held:
             items += self._parser.feed(line)
         return items
+
+
+def _drawn_last(raw: bytes) -> bytes:
+    """An overlong line cut to its last drawing: the text after its last "\\r" (kept, with any trailing ones).
+
+    A progress bar redrawn thousands of times before its newline grows past MAX_LINE_BYTES, yet parsers read
+    only what follows the last "\\r" (``finished_line``); trailing "\\r"s are line-ending noise, not a redraw.
+    """
+    cut = raw.rstrip(b"\r").rfind(b"\r")
+    return raw if cut < 0 else raw[cut:]
 
 
 def _text(raw: bytes) -> str:
