@@ -209,3 +209,20 @@ def test_store_file_that_is_not_a_database(tmp_path: Path, capsys: pytest.Captur
     assert expertrack.Api(run.dir).run(run.id).scalars("loss")[2].tolist() == [1.0]
     with pytest.raises(expertrack.StoreError, match="not a usable expertrack store"):
         expertrack.Api(target).runs()
+
+
+def test_another_programs_sqlite_file_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    target = tmp_path / "runs"
+    target.mkdir()
+    with sqlite3.connect(target / "store.db") as conn:  # someone else's database, with a schema version set
+        conn.execute("CREATE TABLE runs (x)")
+        conn.execute("PRAGMA user_version = 1")
+    with pytest.raises(expertrack.StoreError, match="is an SQLite database, but not an expertrack store"):
+        expertrack.Api(target).runs()
+    run = expertrack.init(project="bad", dir=target)
+    run.log({"loss": 1.0})
+    run.finish()
+    assert "not an expertrack store" in capsys.readouterr().err
+    assert run.dir != target and expertrack.Api(run.dir).run(run.id).scalars("loss")[2].tolist() == [1.0]

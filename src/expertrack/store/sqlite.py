@@ -147,10 +147,19 @@ class Store:
             version = self.version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version > LATEST_VERSION:
                 raise StoreError(f"{self.path} was written by a newer expertrack (schema {version})")
+            if version:
+                self._check_ours()
             return
         self._enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.version = migrate(self.conn)
+        self._check_ours()
+
+    def _check_ours(self) -> None:
+        """``StoreError`` for an SQLite file that has a schema version but not expertrack's tables."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+        if not {"id", "project", "state", "created_at"} <= columns:
+            raise StoreError(f"{self.path} is an SQLite database, but not an expertrack store (no runs table of ours)")
 
     def _enable_wal(self) -> None:
         """Switch to WAL, waiting for other processes: on a new file that several processes open at once (a
