@@ -106,3 +106,7 @@ def test_run_left_running_by_a_dead_process_reads_as_crashed(tracking_dir: Path)
     run = expertrack.Api(tracking_dir).run(run_id)
     assert run.state == "crashed"
     assert run.scalars("x")[2].tolist() == [1.0]
+    from expertrack.cli.common import format_duration, run_duration
+
+    duration = run_duration(run, time.time())  # up to its last heartbeat, not "-"
+    assert duration is not None and 0 <= duration < 30 and format_duration(duration) != "-"

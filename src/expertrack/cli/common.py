@@ -151,14 +151,15 @@ def format_duration(seconds: float | None) -> str:
 
 
 def run_duration(run: ApiRun, now: float) -> float | None:
-    """Seconds from creation to end, or to ``now`` for a run still running."""
+    """Seconds from creation to end, to ``now`` for a run still running, or to its last sign of life (the
+    writer's heartbeat) for one that crashed."""
     start = epoch(run.created_at)
     if start is None:
         return None
     end = epoch(run.ended_at)
     if end is None:
-        end = now if run.state == "running" else None
-    return None if end is None else end - start
+        end = now if run.state == "running" else epoch(getattr(run, "heartbeat_at", None))
+    return None if end is None else max(0.0, end - start)
 
 
 def format_value(value: Any) -> str:
