@@ -223,6 +223,20 @@ def test_export_jsonl_keeps_nan_and_inf_and_leaves_missing_keys_out(tmp_path: Pa
     assert rows[2] == {"_step": 2, "_timestamp": rows[2]["_timestamp"], "a": -math.inf, "b": 2.5}
 
 
+def test_export_csv_tells_a_logged_nan_from_a_key_not_logged(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    run = expertrack.init(project="p", name="odd", dir=str(directory), mirror="off")
+    run.log({"a": 1.0, "b": float("nan")})
+    run.log({"a": float("inf")})
+    run.log({"a": -float("inf"), "b": 2.5})
+    run.finish()
+    result = invoke("export", "odd", "--dir", str(directory), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [(r["a"], r["b"]) for r in rows] == [("1.0", "nan"), ("inf", ""), ("-inf", "2.5")]
+    back = pd.read_csv(io.StringIO(result.output))  # pandas reads both as NaN, as before
+    assert math.isnan(back["b"][0]) and math.isnan(back["b"][1]) and back["a"][1] == math.inf
+
+
 def test_export_parquet_to_a_file(store: Path, tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     target = tmp_path / "dense.parquet"

@@ -237,8 +237,9 @@ def _mirror_line(api: Api, run_id: str) -> str | None:
 def export(run_ref: str, dir_: Path | None, fmt: str, output: str, keys: tuple[str, ...]) -> None:
     """Export a run's scalar history, one row per step: CSV, Parquet or JSON lines.
 
-    Columns are _step, _timestamp and one per metric key. In JSON lines a row holds only the keys logged
-    at that step, and NaN / Infinity are written as Python's json module does.
+    Columns are _step, _timestamp and one per metric key. In CSV an empty cell is a key not logged at that
+    step and a logged NaN is written nan; in JSON lines a row holds only the keys logged at that step, and NaN /
+    Infinity are written as Python's json module does.
     """
     if fmt == "parquet":
         _require_pyarrow()
@@ -250,7 +251,7 @@ def export(run_ref: str, dir_: Path | None, fmt: str, output: str, keys: tuple[s
     else:
         frame = run.history(keys=selected)
         if fmt == "csv":
-            data = frame.to_csv(index=False).encode()
+            data = _csv(run, frame, selected).encode()
         else:
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
@@ -284,6 +285,20 @@ def _select_keys(available: list[str], wanted: list[str]) -> list[str]:
             raise RunLookupError(f"no metric key matches {pattern!r}; the run has: {', '.join(available) or 'none'}")
         selected.extend(m for m in matches if m not in selected)
     return [k for k in available if k in selected]
+
+
+def _csv(run: ApiRun, frame: Any, keys: list[str]) -> str:
+    """The history as CSV, a logged NaN written ``nan`` so that it differs from a key not logged (empty)."""
+    import numpy as np
+
+    for key in keys:
+        steps, _, values = run.scalars(key)
+        nan_steps = steps[np.isnan(values)]
+        if nan_steps.size:
+            column = frame[key].astype(object)
+            column[frame["_step"].isin(nan_steps)] = "nan"
+            frame[key] = column
+    return str(frame.to_csv(index=False))
 
 
 def _jsonl(run: ApiRun, keys: list[str]) -> str:
