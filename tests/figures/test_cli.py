@@ -184,3 +184,16 @@ def test_cli_group_keeps_one_experiment_apart_from_another(tmp_path: Path):
     assert set(pd.read_csv(out / "domain_eval.csv").n_runs) == {1}
     code, output = _figures("--dir", str(tmp_path), "--group", "third")
     assert code == 2 and "no runs in group 'third'" in output
+
+
+def test_heatmap_run_is_named_like_any_run(store: Path, tmp_path: Path):
+    moe = [r for r in expertrack.Api(store).runs() if r.config["variant"] == "moe"][-1]  # not the default first
+    out = tmp_path / "heat"
+    code, output = _figures(
+        "--dir", str(store), "--out", str(out), "--only", "2", "--format", "svg", "--heatmap-run", moe.id[:3]
+    )
+    assert code == 0, output
+    sources = json.loads((out / "specialization.json").read_text())
+    assert [r["run_id"] for r in sources["runs"]] == [moe.id] and sources["parameters"]["run"] == moe.name
+    code, output = _figures("--dir", str(store), "--out", str(out), "--only", "2", "--heatmap-run", "no-such-run")
+    assert code == 2 and "no run matches 'no-such-run'" in output

@@ -78,7 +78,11 @@ def _overrides(api: Any, runs: list[Any], dense: list[str], moe: list[str], no_l
     show_default=True,
     help="EMA weight for the training loss; the raw curve stays faint behind.",
 )
-@click.option("--heatmap-run", default=None, help="Run of the specialisation heatmap (default: first MoE run).")
+@click.option(
+    "--heatmap-run",
+    default=None,
+    help="Run of the specialisation heatmap: name, id or id prefix (default: the first MoE run).",
+)
 @click.option("--layer", type=int, default=None, help="Heatmap layer (default: every layer).")
 @click.option("--step", type=int, default=None, help="Heatmap step: the last logged at or before it (default: last).")
 @click.option(
@@ -121,6 +125,11 @@ def figures(
     api = open_api(dir_)
     runs = _choose_runs(api, project, group, split_keys(run_refs))
     overrides = _overrides(api, runs, split_keys(dense), split_keys(moe), split_keys(no_lb))
+    if heatmap_run is not None:  # named like any RUN (unknown or ambiguous: exit 2); added if not selected
+        chosen = resolve_run(api, heatmap_run)
+        if chosen.id not in {r.id for r in runs}:
+            runs.append(chosen)
+        heatmap_run = chosen.id
     options = figs.FigureOptions(
         x=x_axis, smooth=smooth, heatmap_run=heatmap_run, layer=layer, step=step, normalize=normalize
     )
