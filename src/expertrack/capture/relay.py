@@ -138,8 +138,10 @@ class _Orphaning:
         self.killed = False
 
     def start(self, now: float) -> None:
-        self.since = now
-        self._signal(signal.SIGTERM)
+        """SIGTERM to the group, once: both signs of the wrapper's death may be seen."""
+        if self.since is None:
+            self.since = now
+            self._signal(signal.SIGTERM)
 
     def tick(self, now: float) -> bool:
         """True once the grace has run out and the group was killed."""
