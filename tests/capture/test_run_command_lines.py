@@ -185,3 +185,16 @@ def test_the_console_keeps_lines_whole_when_streams_interleave() -> None:
     assert merged == b"step 1\nwarning: slow\nstep 2\nprogress 50%\r"
     assert stdout == b"step 1\nstep 2\n"
     assert console.take() == (b"", b"")
+
+
+def test_a_slow_program_without_steps_shows_its_first_points_within_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from expertrack.capture.parsers import base
+
+    now = [1000.0]
+    monkeypatch.setattr(base.time, "monotonic", lambda: now[0])
+    feeder = LineFeeder("generic", announce=print)
+    assert feeder.feed(b"loss=2.5 acc=0.1\n") == []  # held: a step line may still come and own it
+    assert feeder.poll() == []
+    now[0] += base.HELD_STEPLESS_S
+    assert metrics(feeder.poll(), "loss") == [(0, 2.5)]  # quiet long enough: counted as step 0
+    assert metrics(feeder.feed(b"loss=2.0\n"), "loss") == [(1, 2.0)]  # and on, one step a line

@@ -96,8 +96,11 @@ class LineFeeder:
         return items
 
     def poll(self) -> list[Item]:
-        """Items released because detection's waiting time ran out while no new line came (call when idle)."""
-        return self._choose(final=False) if self._parser is None and self._held else []
+        """Items released because a waiting time ran out while no new line came (call when idle): detection's,
+        or the parser's own (step-less lines waiting for a first step)."""
+        if self._parser is None:
+            return self._choose(final=False) if self._held else []
+        return self._parser.poll()
 
     def finish(self) -> list[Item]:
         """Items from the last, unterminated line and whatever the parser held back."""

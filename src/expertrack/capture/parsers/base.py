@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +51,11 @@ class Parser:
 
     def finish(self) -> list[Item]:
         """Signal the end of output and return anything held back; the default holds nothing."""
+        return []
+
+    def poll(self) -> list[Item]:
+        """Called while the output is quiet (about once a second): anything held back that has waited long
+        enough to be logged as it is; the default holds nothing."""
         return []
 
 
@@ -103,6 +109,7 @@ def coerce_value(text: str) -> Any:
 # steps at all, and they are counted as steps 0, 1, 2, ... (a longer numeric preamble would push the run past its
 # first step lines, which the run then refuses).
 MAX_HELD_STEPLESS = 20
+HELD_STEPLESS_S = 5.0  # ... or that waits this long for a step (checked by ``poll``, while the output is quiet)
 
 
 class StepClock:
@@ -111,8 +118,9 @@ class StepClock:
     A line with a step sets it; a line without one takes the last step seen. Step-less lines printed before
     the first step are held, and logged at that step when it comes (``dataset size: 50000`` printed before
     ``step 0 | loss: 2.3`` belongs at step 0; counting it as step 0 would make step 0 a refused step 1). A
-    program that prints MAX_HELD_STEPLESS of them, or ends, before any step has no steps: its step-less lines
-    are counted 0, 1, 2, ..., as ``wandb.log`` does without ``step=``.
+    program that prints MAX_HELD_STEPLESS of them, or prints none for HELD_STEPLESS_S after the first, or ends,
+    before any step has no steps: its step-less lines are counted 0, 1, 2, ..., as ``wandb.log`` does without
+    ``step=`` (so a slow program's first points still show within seconds).
 
     A step counter that restarts while the epoch advances (``epoch: 2, step: 0`` after ``step: 200``) is a
     per-epoch counter: its steps continue after the highest one (step 0 of epoch 2 is logged at 201), so
@@ -121,11 +129,22 @@ class StepClock:
     step while it is behind is dropped: it belongs to another pass over the steps and would overwrite.
     """
 
-    __slots__ = ("_behind", "_count", "_epoch", "_epoch_advanced", "_highest", "_offset", "held", "last")
+    __slots__ = (
+        "_behind",
+        "_count",
+        "_epoch",
+        "_epoch_advanced",
+        "_highest",
+        "_offset",
+        "held",
+        "held_since",
+        "last",
+    )
 
     def __init__(self) -> None:
         self.last: int | None = None
         self.held: list[dict[str, float]] = []  # step-less values waiting for the first step
+        self.held_since = 0.0  # time.monotonic() of the first held line
         self._count = 0  # steps counted for a program without steps
         self._highest = -1
         self._offset = 0  # added to printed steps once a per-epoch counter restarted
@@ -167,8 +186,16 @@ class StepClock:
         if self._count:  # a program without steps
             self._count += 1
             return [Metrics(self._count - 1, values)]
+        if not self.held:
+            self.held_since = time.monotonic()
         self.held.append(values)
         return self.finish() if len(self.held) >= MAX_HELD_STEPLESS else []
+
+    def expire(self) -> list[Item]:
+        """The held values, counted as steps, once they have waited HELD_STEPLESS_S for a step (else nothing)."""
+        if self.held and time.monotonic() - self.held_since >= HELD_STEPLESS_S:
+            return self.finish()
+        return []
 
     def finish(self) -> list[Item]:
         """The held values of a program that printed no step, counted 0, 1, 2, ..."""

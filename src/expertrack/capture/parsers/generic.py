@@ -61,6 +61,9 @@ class JsonlParser(Parser):
     def finish(self) -> list[Item]:
         return self._clock.finish()
 
+    def poll(self) -> list[Item]:
+        return self._clock.expire()
+
 
 class GenericParser(Parser):
     """Fallback parser: name=value and name: value pairs anywhere, and JSON objects."""
@@ -79,6 +82,9 @@ class GenericParser(Parser):
 
     def finish(self) -> list[Item]:
         return self._clock.finish()
+
+    def poll(self) -> list[Item]:
+        return self._clock.expire()
 
 
 def generic_metrics(line: str) -> tuple[int | None, dict[str, float]]:

@@ -103,6 +103,9 @@ class RulesParser(Parser):
     def finish(self) -> list[Item]:
         return self._clock.finish()
 
+    def poll(self) -> list[Item]:
+        return self._clock.expire()
+
     def _metrics(self, rule: Rule, match: re.Match[str]) -> list[Item]:
         values: dict[str, float] = {}
         for group, metric in rule.names:
