@@ -392,3 +392,15 @@ def test_config_exclude_and_include_keys(option: str, kept: dict[str, object]) -
 def test_config_exclude_and_include_keys_together_is_an_error() -> None:
     with pytest.raises(ValueError, match="not both"):
         expertrack.init(project="cfg", config={"a": 1}, config_exclude_keys=["a"], config_include_keys=["a"])
+
+
+@pytest.mark.parametrize(
+    ("code", "state", "exit_code"), [(None, "finished", 0), (-1, "failed", 255), ("bye", "failed", 1)]
+)
+def test_system_exit_inside_a_with_block_records_the_status_the_process_gets(
+    tracking_dir: Path, code: object, state: str, exit_code: int
+) -> None:
+    with pytest.raises(SystemExit), expertrack.init(project="with") as run:
+        raise SystemExit(code)
+    stored = expertrack.Api(tracking_dir).run(run.id)
+    assert (stored.state, stored.exit_code) == (state, exit_code)

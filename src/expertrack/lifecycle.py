@@ -99,7 +99,7 @@ class _ExitWitness:
     def __del__(self) -> None:
         exiting = sys._getframe().f_back is None and threading.get_ident() == threading.main_thread().ident
         if exiting and _exit["status"] is None:  # the first wins: a SystemExit in an atexit callback changes nothing
-            _exit["status"] = _exit_status(self.code)
+            _exit["status"] = exit_status(self.code)
 
     def __reduce__(self) -> tuple[type, tuple[()]]:
         return (str, ())  # a pickled copy of the exception carries no witness into another process
@@ -152,7 +152,7 @@ def _on_unwind(code: CodeType, offset: int, exception: BaseException) -> None:
         _watch(exception)
 
 
-def _exit_status(code: object) -> int:
+def exit_status(code: object) -> int:
     """The exit status CPython makes of ``SystemExit.code``: None is 0, a non-int is printed and gives 1."""
     if code is None:
         return 0

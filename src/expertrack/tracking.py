@@ -219,8 +219,9 @@ class Run:
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(exit_code=130, signal=2)
         elif issubclass(exc_type, SystemExit):
-            code = exc.code if isinstance(exc, SystemExit) else None
-            self.finish(exit_code=code if isinstance(code, int) else (0 if code is None else 1))
+            from expertrack.lifecycle import exit_status
+
+            self.finish(exit_code=exit_status(exc.code if isinstance(exc, SystemExit) else None))
         else:
             self.finish(exit_code=1)
 
