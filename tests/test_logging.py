@@ -112,12 +112,12 @@ def test_config_summary_and_define_metric() -> None:
     run.define_metric("hidden", summary="none")
     for i, (val, acc) in enumerate([(3.0, 0.1), (1.0, 0.5), (2.0, 0.3)]):
         run.log({"val/loss": val, "acc": acc, "hidden": i, "train/loss": val * 2})
-    assert run.summary["val/loss"] == 1.0
+    assert run.summary["val/loss"] == {"min": 1.0}
     run.summary["best_epoch"] = 1
     run.finish()
     stored = read(run)
     assert stored.config == {"lr": 0.1, "model": {"layers": 2}, "batch": 8, "seed": 3}
-    assert stored.summary["val/loss"] == 1.0
+    assert stored.summary["val/loss"] == {"min": 1.0}
     assert stored.summary["acc"] == {"max": 0.5, "mean": pytest.approx(0.3)}
     assert "hidden" not in stored.summary
     assert stored.summary["train/loss"] == 4.0
@@ -154,7 +154,7 @@ def test_resume_continues_steps_and_summary(tracking_dir: Path) -> None:
     again.finish()
     stored = expertrack.Api(tracking_dir).run("resume01")
     assert stored.scalars("loss")[0].tolist() == [0, 1, 2, 3]
-    assert stored.summary["loss"] == 2.0
+    assert stored.summary["loss"] == {"min": 2.0}
     assert stored.config == {"lr": 1, "epochs": 2}
     assert stored.state == "finished"
 

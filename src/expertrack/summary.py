@@ -35,6 +35,7 @@ class SummaryState:
         self.defs: list[dict[str, Any]] = []
         self.overrides: dict[str, Any] = {}
         self._modes: dict[str, list[str]] = {}
+        self._defined: set[str] = set()  # keys a define_metric(summary=...) matched
         self.lock = threading.Lock()  # the writer updates, the training thread may read run.summary
 
     def update(self, key: str, values: Any) -> None:
@@ -62,6 +63,7 @@ class SummaryState:
         with self.lock:
             self.defs = defs
             self._modes.clear()
+            self._defined.clear()
 
     def set_override(self, key: str, value: Any) -> None:
         """``run.summary[key] = value``: shown instead of the key's aggregate until the key is logged again."""
@@ -89,6 +91,7 @@ class SummaryState:
             for d in reversed(self.defs):
                 if d.get("summary") is not None and (d["name"] == key or fnmatch.fnmatchcase(key, d["name"])):
                     found = parse_summary_spec(d["summary"])
+                    self._defined.add(key)
                     break
             self._modes[key] = found
         return found
@@ -105,7 +108,8 @@ class SummaryState:
             if modes == ["none"]:
                 continue
             picked = {m: _aggregate(m, st) for m in modes}
-            out[key] = picked[modes[0]] if len(modes) == 1 else picked
+            # as wandb: a key define_metric gave a summary holds {"min": ...}; any other, its last value
+            out[key] = picked if key in self._defined else picked[modes[0]]
         out.update(self.overrides)
         return out
 

@@ -328,6 +328,6 @@ def test_ls_shows_the_last_value_even_when_the_summary_keeps_the_minimum(tmp_pat
     for value in (3.0, 1.0, 2.0):
         run.log({"val/loss": value, "train/loss": value * 10})
     run.finish()
-    assert expertrack.Api(directory).run("best").summary["val/loss"] == 1.0
+    assert expertrack.Api(directory).run("best").summary["val/loss"] == {"min": 1.0}
     row = table_rows(invoke("ls", "--dir", str(directory)).output)["best"]
     assert row[-2:] == ["20", "2"], "train/loss and val/loss as last logged"

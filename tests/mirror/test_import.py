@@ -69,7 +69,7 @@ def test_import_then_sync_round_trip(tmp_path: Path, tracking_dir: Path) -> None
         record = store.run("wb42")
         assert (record.project, record.name, record.group, record.notes) == ("imported", "from-wandb", "grp", "n")
         assert record.tags == ["a", "b"] and record.config == {"lr": 0.01, "arch": {"layers": 2}}
-        assert record.summary["best"] == 0.5 and record.summary["val/acc"] == 0.5  # define_metric's max
+        assert record.summary["best"] == 0.5 and record.summary["val/acc"] == {"max": 0.5}  # define_metric's max
         local = {}
         for key in store.scalar_keys("wb42"):
             steps, _, values = store.read_scalars("wb42", key)

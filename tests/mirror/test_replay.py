@@ -84,7 +84,7 @@ def test_replay_sends_every_step_once_in_order_with_metadata(tracking_dir: Path)
     assert sent[(10, "moe/util/0")] == 0.25 and sent[(10, "moe/util/1")] == 0.75
     assert isinstance(sent[(10, "moe/affinity")], FakeImage)
     assert all("_timestamp" in row for _, row in run.logged)
-    assert run.summary["best"] == 0.5 and run.summary["val/loss"] == pytest.approx(2 / 20)
+    assert run.summary["best"] == 0.5 and run.summary["val/loss"] == {"min": pytest.approx(2 / 20)}
     assert run.exit_code == 0
     with Store(store_path(tracking_dir)) as store:
         assert mirror_status(store, run_id) == f"complete (entity/proj/{run_id})"
