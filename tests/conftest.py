@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def tracking_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh tracking directory for the test, also exported as EXPERTRACK_DIR for child processes."""
+    """A fresh tracking directory for the test, also exported as EXPERTRACK_DIR for child processes.
+
+    Temporary files (a run that falls back to a temporary directory, tests that make their own) go below the
+    test's own directory too, here and in child processes, so the machine's /tmp is not filled by test runs.
+    """
     directory = tmp_path / "runs"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.setenv("EXPERTRACK_DIR", str(directory))
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("EXPERTRACK_MODE", raising=False)

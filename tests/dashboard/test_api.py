@@ -284,3 +284,13 @@ def test_the_server_never_writes_the_store(tracking_dir: Path) -> None:
     assert after["store.db"] == before["store.db"]
     # A WAL reader may create SQLite's -wal/-shm bookkeeping files, but never puts a page in the log.
     assert after.get("store.db-wal", b"") == b""
+
+
+def test_a_crashed_run_row_carries_its_last_sign_of_life(tracking_dir: Path) -> None:
+    from tests.conftest import run_python
+
+    code = "import os, expertrack\nrun = expertrack.init(project='p')\nrun.log({'x': 1.0})\nrun.flush()\nos._exit(0)"
+    run_python(code, env={"EXPERTRACK_DIR": str(tracking_dir)})
+    (row,) = client_for(tracking_dir).get("/api/runs").json()["runs"]
+    assert row["state"] == "crashed" and row["ended_at"] is None
+    assert row["heartbeat_at"] >= row["created_at"]  # the page shows a duration up to it, not "-"

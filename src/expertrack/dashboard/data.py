@@ -120,6 +120,7 @@ class RowCache:
             "state": run.state,
             "created_at": timestamp(run.created_at),
             "ended_at": timestamp(run.ended_at),
+            "heartbeat_at": timestamp(run.heartbeat_at),  # a crashed run's last sign of life
             **facts,
             "config": flatten(dict(run.config or {})),
             "metrics": {k: s.as_dict() for k, s in stats.items() if s is not None},

@@ -124,7 +124,7 @@ export function fmtDate(epochSeconds) {
 
 export function runDuration(run) {
   if (!run.created_at) return null;
-  const end = run.ended_at ?? (run.state === "running" ? Date.now() / 1000 : null);
+  const end = run.ended_at ?? (run.state === "running" ? Date.now() / 1000 : run.heartbeat_at ?? null);
   return end === null ? null : end - run.created_at;
 }
 
