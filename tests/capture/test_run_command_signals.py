@@ -145,18 +145,21 @@ def test_a_killed_wrapper_lets_the_trainer_save_once_and_stops_its_helpers(tmp_p
     assert log.read_text() == "saving\nsaved\n"  # one SIGTERM (the kernel's): the save was not interrupted
 
 
-def test_signals_still_reach_what_the_command_left_running(tmp_path: Path, tracking_dir: Path) -> None:
-    # the command exits at once; its background job keeps printing, so expertrack keeps following it
+def _start_background_job(tmp_path: Path, stdout: int) -> tuple[subprocess.Popen[bytes], int]:
+    """`expertrack run` of a command that starts a printing background job, says "started" and exits at once;
+    returns the wrapper and the job's pid."""
     pid_file = tmp_path / "job.pid"
     script = f"(while :; do echo step=1 loss=1; sleep 0.1; done) & echo $! > {pid_file}; echo started"
     proc = subprocess.Popen(
-        [EXPERTRACK, "run", "--mirror", "off", "--", "sh", "-c", script],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        [EXPERTRACK, "run", "--mirror", "off", "--", "sh", "-c", script], cwd=tmp_path, stdout=stdout, stderr=stdout
     )
+    return proc, _wait_for_pid(pid_file)
+
+
+def test_signals_still_reach_what_the_command_left_running(tmp_path: Path, tracking_dir: Path) -> None:
+    # the command exits at once; its background job keeps printing, so expertrack keeps following it
+    proc, job = _start_background_job(tmp_path, subprocess.PIPE)
     wait_for_line(proc, b"started")
-    job = _wait_for_pid(pid_file)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)  # before: the signal went nowhere and expertrack waited for ever
@@ -165,15 +168,7 @@ def test_signals_still_reach_what_the_command_left_running(tmp_path: Path, track
 
 
 def test_a_wrapper_killed_after_the_command_exited_still_stops_what_it_left_running(tmp_path: Path) -> None:
-    pid_file = tmp_path / "job.pid"
-    script = f"(while :; do echo step=1 loss=1; sleep 0.1; done) & echo $! > {pid_file}"
-    proc = subprocess.Popen(
-        [EXPERTRACK, "run", "--mirror", "off", "--", "sh", "-c", script],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    job = _wait_for_pid(pid_file)
+    proc, job = _start_background_job(tmp_path, subprocess.DEVNULL)
     time.sleep(0.5)  # the command has exited; the relay has been told so
     proc.kill()
     proc.wait()

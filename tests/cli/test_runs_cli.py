@@ -208,14 +208,18 @@ def test_export_keys_take_globs_and_unknown_keys_fail(store: Path) -> None:
     assert "no metric key matches 'nope/*'" in bad.output and "train/loss" in bad.output
 
 
-def test_export_jsonl_keeps_nan_and_inf_and_leaves_missing_keys_out(tmp_path: Path) -> None:
-    directory = tmp_path / "store"
+def log_odd_run(directory: Path) -> None:
+    """A run named "odd": NaN, +inf and -inf values, and a key missing at step 1."""
     run = expertrack.init(project="p", name="odd", dir=str(directory), mirror="off")
     run.log({"a": 1.0, "b": float("nan")})
     run.log({"a": float("inf")})
     run.log({"a": -float("inf"), "b": 2.5})
     run.finish()
-    result = invoke("export", "odd", "--dir", str(directory), "--format", "jsonl")
+
+
+def test_export_jsonl_keeps_nan_and_inf_and_leaves_missing_keys_out(tmp_path: Path) -> None:
+    log_odd_run(tmp_path / "store")
+    result = invoke("export", "odd", "--dir", str(tmp_path / "store"), "--format", "jsonl")
     rows = [json.loads(line) for line in result.output.splitlines()]
     assert [r["_step"] for r in rows] == [0, 1, 2]
     assert rows[0]["a"] == 1.0 and math.isnan(rows[0]["b"])
@@ -224,13 +228,8 @@ def test_export_jsonl_keeps_nan_and_inf_and_leaves_missing_keys_out(tmp_path: Pa
 
 
 def test_export_csv_tells_a_logged_nan_from_a_key_not_logged(tmp_path: Path) -> None:
-    directory = tmp_path / "store"
-    run = expertrack.init(project="p", name="odd", dir=str(directory), mirror="off")
-    run.log({"a": 1.0, "b": float("nan")})
-    run.log({"a": float("inf")})
-    run.log({"a": -float("inf"), "b": 2.5})
-    run.finish()
-    result = invoke("export", "odd", "--dir", str(directory), "--format", "csv")
+    log_odd_run(tmp_path / "store")
+    result = invoke("export", "odd", "--dir", str(tmp_path / "store"), "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(result.output)))
     assert [(r["a"], r["b"]) for r in rows] == [("1.0", "nan"), ("inf", ""), ("-inf", "2.5")]
     back = pd.read_csv(io.StringIO(result.output))  # pandas reads both as NaN, as before
