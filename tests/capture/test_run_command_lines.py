@@ -4,6 +4,7 @@ line splitting across chunks, bad bytes, overlong lines, and when the parser is 
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -191,7 +192,7 @@ def test_a_slow_program_without_steps_shows_its_first_points_within_seconds(monk
     from expertrack.capture.parsers import base
 
     now = [1000.0]
-    monkeypatch.setattr(base.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(base, "time", SimpleNamespace(monotonic=lambda: now[0]))  # this module's clock only
     feeder = LineFeeder("generic", announce=print)
     assert feeder.feed(b"loss=2.5 acc=0.1\n") == []  # held: a step line may still come and own it
     assert feeder.poll() == []

@@ -1,9 +1,9 @@
 """Running a wrapped command: its output passed through byte for byte, its signals forwarded, its end reported as
 an exit code or a signal.
 
-How stdout is read (``StdoutMode``), because C stdio (and Python) buffer 4-8 KiB when stdout is a pipe and
-flush per line only when it is a terminal. A trainer printing one line per step would otherwise reach us (and
-the dashboard) in bursts of ~60 lines, and a crash would lose the unflushed tail. So:
+How stdout is read (the stdout mode, one of ``STDOUT_MODES``), because C stdio (and Python) buffer 4-8 KiB
+when stdout is a pipe and flush per line only when it is a terminal. A trainer printing one line per step would
+otherwise reach us (and the dashboard) in bursts of ~60 lines, and a crash would lose the unflushed tail. So:
 
 - ``pty``: stdout is a pseudo-terminal. Every program flushes per line, colours, progress bars and terminal width
   work, with no change to the program. Output post-processing is switched off (no OPOST, so no "\\n" ->
@@ -109,18 +109,18 @@ class Child:
         out_read, out_write = self._channel(self.stdout_mode == "pty", STDOUT)
         err_read, err_write = self._channel(_isatty(2), STDERR)
         env = line_buffered_env(os.environ) if self.stdout_mode == "lines" else None
+
+        def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, stdout=out_write, stderr=err_write, env=env, start_new_session=True)
+
         try:
             try:
-                self.process = subprocess.Popen(
-                    self.argv, stdout=out_write, stderr=err_write, env=env, start_new_session=True
-                )
+                self.process = spawn(self.argv)
             except OSError as exc:
                 if exc.errno != errno.ENOEXEC:
                     raise
                 # an executable text file without a #! line: shells (and execvp) run it with /bin/sh
-                self.process = subprocess.Popen(
-                    ["/bin/sh", *self.argv], stdout=out_write, stderr=err_write, env=env, start_new_session=True
-                )
+                self.process = spawn(["/bin/sh", *self.argv])
         except FileNotFoundError as exc:
             self._close_all(out_read, err_read)
             reason = "No such file or directory" if "/" in self.argv[0] else "command not found"
