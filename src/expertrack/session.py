@@ -26,7 +26,7 @@ from expertrack.runconfig import Config, dumps, to_jsonable
 from expertrack.store import Store
 from expertrack.summary import SummaryState
 from expertrack.tracking import Run
-from expertrack.writer import Writer
+from expertrack.writer import Writer, queue_bound
 
 DEFAULT_PROJECT = "uncategorized"
 _current: Run | None = None
@@ -128,7 +128,8 @@ def init(
             notifier=notifier,
         )
     else:
-        run = _start(project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier)
+        bound = queue_bound(_wandb_only.get("settings"))
+        run = _start(project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier, bound)
         _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
@@ -146,6 +147,7 @@ def _start(
     run_id: str | None,
     resume: bool | str | None,
     notifier: Notifier,
+    max_queued_points: int,
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
@@ -169,7 +171,9 @@ def _start(
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
         _insert(store, run_id, fields)
-    writer = Writer(store, run_id, notifier, summary=summary, environment=_environment_json)
+    writer = Writer(
+        store, run_id, notifier, summary=summary, environment=_environment_json, max_queued_points=max_queued_points
+    )
     writer.start()
     return Run(
         id=run_id,

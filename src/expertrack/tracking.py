@@ -64,6 +64,9 @@ class Run:
         self.config = Config(config, self._config_changed)
         self.summary = Summary(self._summary_snapshot, self._summary_set, self._summary_delete)
         self._on_finish: list[Any] = []
+        self._killed = False  # finished by a signal: what the loop still logs before the process ends is not news
+        if writer is not None:
+            writer.before_flush = self.publish
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
@@ -79,7 +82,8 @@ class Run:
         values = flatten(data, self.notifier)
         with self._lock:
             if self._finished:
-                self.notifier.once("log-after-finish", f"log() after finish() on run {self.name!r}; not stored")
+                if not self._killed:
+                    self.notifier.once("log-after-finish", f"log() after finish() on run {self.name!r}; not stored")
                 return
             if step is not None:
                 if type(step) is not int:
@@ -106,7 +110,7 @@ class Run:
         """
         with self._lock:
             if self._pending and self._queue is not None and not self._finished:
-                self._queue.append(("m", self._step, time.time(), self._pending))
+                self._enqueue(self._step, time.time(), self._pending)
                 self._pending = {}
 
     def _log_row(self, values: Mapping[str, Any], step: int, timestamp: float) -> None:
@@ -122,16 +126,34 @@ class Run:
                 self._refuse(flat, step)
                 return
             if flat and self._queue is not None:
-                self._queue.append(("m", step, float(timestamp), flat))
+                self._enqueue(step, float(timestamp), flat)
             self._step = step + 1
 
     def _commit(self) -> None:
         """Emit the open row at the current step and advance (call with the lock held)."""
-        if self._pending:
-            if self._queue is not None:
-                self._queue.append(("m", self._step, time.time(), self._pending))
+        pending = self._pending
+        if pending:
+            writer = self._writer
+            if writer is not None:
+                # inlined _enqueue: this is log()'s hot path
+                if writer.logged_points - writer.settled_points < writer.max_queued_points:
+                    writer.logged_points += len(pending)
+                    writer.queue.append(("m", self._step, time.time(), pending))
+                else:
+                    writer.drop(len(pending))
             self._pending = {}
         self._step += 1
+
+    def _enqueue(self, step: int, timestamp: float, values: dict[str, Any]) -> None:
+        """Queue one row for the writer, or count it dropped past the writer's bound (call with the lock held)."""
+        writer = self._writer
+        if writer is None:
+            return
+        if writer.logged_points - writer.settled_points < writer.max_queued_points:
+            writer.logged_points += len(values)
+            writer.queue.append(("m", step, timestamp, values))
+        else:
+            writer.drop(len(values))
 
     def _refuse(self, values: dict[str, Any], step: int) -> None:
         key = next(iter(values), "<empty>")
@@ -178,9 +200,13 @@ class Run:
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
     def flush(self, timeout: float = FINISH_DEADLINE_S) -> bool:
-        """Write everything logged so far to the store; False if ``timeout`` passed first."""
-        # an open row (commit=False, or an explicit step) is written when committed, as in wandb
-        return self._writer.flush(timeout) if self._writer is not None else True
+        """Write everything logged so far to the store, the open row of ``log(x, step=N)`` included (it stays
+        open: values logged later at that step replace these); False if ``timeout`` passed first or the store
+        could not be written (the message says why)."""
+        if self._writer is None:
+            return True
+        self.publish()
+        return self._writer.flush(timeout)
 
     def finish(
         self,
@@ -199,6 +225,7 @@ class Run:
             if self._pending:
                 self._commit()
             self._finished = True
+            self._killed = bool(signal)
         state = "killed" if signal else ("failed" if exit_code else "finished")
         self._put(("end", state, exit_code if exit_code is not None else 0, signal, time.time()), force=True)
         for callback in self._on_finish:
@@ -207,7 +234,7 @@ class Run:
             self.notifier.once(
                 "finish-timeout",
                 f"finish(): the store did not answer within {timeout:.0f} s; "
-                f"{len(self._writer.queue)} records of run {self.name!r} were not written",
+                f"{self._writer.unwritten_points():,} points of run {self.name!r} were not written",
             )
 
     def __enter__(self) -> Run:
