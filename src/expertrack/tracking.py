@@ -22,6 +22,7 @@ from expertrack.values import flatten
 from expertrack.writer import Writer
 
 FINISH_DEADLINE_S = 30.0
+KILLED_LOG_PAUSE_S = 0.05
 
 
 class Run:
@@ -84,21 +85,26 @@ class Run:
             if self._finished:
                 if not self._killed:
                     self.notifier.once("log-after-finish", f"log() after finish() on run {self.name!r}; not stored")
-                return
-            if step is not None:
-                if type(step) is not int:
-                    step = _as_step(step)
-                if step < self._step:
-                    self._refuse(values, step)
                     return
-                if step > self._step:
+            else:
+                if step is not None:
+                    if type(step) is not int:
+                        step = _as_step(step)
+                    if step < self._step:
+                        self._refuse(values, step)
+                        return
+                    if step > self._step:
+                        self._commit()
+                        self._step = step
+                    if commit is None:
+                        commit = False
+                self._pending.update(values)
+                if commit is None or commit:
                     self._commit()
-                    self._step = step
-                if commit is None:
-                    commit = False
-            self._pending.update(values)
-            if commit is None or commit:
-                self._commit()
+                return
+        # a signal ended the run and the process ends once the writer is done: a loop still logging here would
+        # only take CPU from that last flush (the signal's default action would have stopped it already)
+        time.sleep(KILLED_LOG_PAUSE_S)
 
     def publish(self) -> None:
         """Write the open row's values now, keeping the row open at the same step.
