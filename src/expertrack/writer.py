@@ -41,6 +41,9 @@ from expertrack.values import check_key
 FLUSH_INTERVAL_S = 0.5  # half the 1 s loss bound (LOSS_BOUND_S), so a flush in progress still meets it
 LOSS_BOUND_S = 1.0  # what a kill -9 may lose while the writer keeps up: README, docs and tests use this number
 IDLE_HEARTBEAT_S = 10.0
+# The run's row (summary, heartbeat, dropped count) is rewritten at most this often, and at every flush() and the
+# last: it carries the environment and a summary entry per key, several pages that every 0.5 s flush rewrote
+ROW_UPDATE_S = 2.0
 MAX_KEYS_PER_RUN = 100_000
 MAX_QUEUED_POINTS = 1_000_000  # about 50-100 MB at worst: a queued row costs ~100 bytes a point, a buffered one 48
 CLOSE_ATTEMPTS = 5  # of the last flush, at close
@@ -108,6 +111,8 @@ class Writer:
         self._last_ok = True
         self._summary_dirty = False
         self._last_write = 0.0
+        self._row_written = 0.0
+        self._row_requested = False  # this flush was asked for (flush(), finish()): the run's row is written too
         self._wake = threading.Event()
         self._done = threading.Condition()
         self._requested = 0
@@ -181,6 +186,7 @@ class Writer:
                 ticket = self._requested
             # a requested flush (or the last) takes what is queued now; a cadence flush a time slice of it
             requested = stopping or ticket > self._completed
+            self._row_requested = requested
             written = self._flush_once(len(self.queue) if requested else None)
             attempts = 1
             # the last chance to store this run: a few more tries while finish() waits (a store that stays
@@ -433,13 +439,7 @@ class Writer:
         try:
             with self.store.transaction() as conn:
                 # first, so that a run deleted meanwhile is recognised before an insert fails on its foreign key
-                summary = json.dumps(self.summary.snapshot()) if self._summary_dirty else None
-                updated = conn.execute(
-                    "UPDATE runs SET summary = COALESCE(?, summary), heartbeat_at = ?, dropped_points = ? WHERE id = ?",
-                    (summary, now, self.dropped_points, self.run_id),
-                )
-                if updated.rowcount == 0:
-                    raise RunDeletedError(self.run_id)
+                row_due = self._row_update(conn, now, seal)
                 for buffer in series:
                     if buffer.key_id < 0:
                         buffer.key_id = self._key_id(conn, buffer.name)
@@ -454,7 +454,25 @@ class Writer:
                     self._series[key].key_id = -1
             raise
         self._committed(seal, seqs)
+        if row_due:
+            self._summary_dirty = False
+            self._row_written = now
         self._last_write = now
+
+    def _row_update(self, conn: Any, now: float, seal: bool) -> bool:
+        """Rewrite the run's row when due (returns whether it did); ``RunDeletedError`` when the row is gone."""
+        due = self._row_requested or bool(self._misc) or seal or now - self._row_written >= ROW_UPDATE_S
+        if due:
+            summary = json.dumps(self.summary.snapshot()) if self._summary_dirty else None
+            found = conn.execute(
+                "UPDATE runs SET summary = COALESCE(?, summary), heartbeat_at = ?, dropped_points = ? WHERE id = ?",
+                (summary, now, self.dropped_points, self.run_id),
+            ).rowcount
+        else:
+            found = conn.execute("SELECT COUNT(*) FROM runs WHERE id = ?", (self.run_id,)).fetchone()[0]
+        if not found:
+            raise RunDeletedError(self.run_id)
+        return due
 
     def _seal(self, conn: Any, series: list[SeriesBuffer]) -> list[int]:
         """Every unsealed point as chunks, and this writer's pieces deleted, in one transaction."""
@@ -481,7 +499,6 @@ class Writer:
             self._piece_seqs.extend(seqs)
         self._pieces.clear()
         self._misc.clear()
-        self._summary_dirty = False
         self.settled_points += self._absorbed
         self._absorbed = 0
 
