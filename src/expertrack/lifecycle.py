@@ -76,6 +76,12 @@ def install(run: Run) -> None:
     _runs.append(run)
     run._on_finish.append(_forget)
     if _installed:
+        forked = bool(_owner_pid) and _owner_pid[0] != os.getpid()
+        if forked and signal.getsignal(signal.SIGTERM) is _on_sigterm and _on_main_thread():
+            # a forked process starting its own run: the parent's finisher thread did not come along, and the
+            # parent's runs are the parent's to end (their connections must not be used across a fork)
+            _runs[:] = [run]
+            _start_finisher()
         return
     _installed = True
     atexit.register(_at_exit)
@@ -85,9 +91,13 @@ def install(run: Run) -> None:
         if hasattr(builtins, name):
             setattr(builtins, name, _Quitter(getattr(builtins, name)))
     _watch_unwinding()
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    if _on_main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         _start_finisher()
         signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _start_finisher() -> None:

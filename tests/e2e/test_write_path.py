@@ -169,3 +169,42 @@ def test_four_processes_writing_one_run_store_every_point_in_step_order(tracking
         assert values_own.tolist() == [float(i) for i in range(steps)]
         assert steps_own.tolist() == [i * ranks + rank for i in range(steps)]
     assert run.point_count("all/loss") == ranks * steps
+
+
+FORK_AFTER_INIT = """
+import os, signal, time, expertrack
+parent = expertrack.init(project="fork", name="parent")
+parent.log({"x": 1.0})
+parent.flush()
+read_fd, write_fd = os.pipe()
+pid = os.fork()
+if pid == 0:  # a worker started by fork that logs its own run
+    child = expertrack.init(project="fork", name="child")
+    os.write(write_fd, child.id.encode() + b"\\n")
+    while True:
+        child.log({"y": 1.0})
+        time.sleep(0.001)
+child_id = os.read(read_fd, 100).decode().strip()
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)
+print(child_id, os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1, flush=True)
+parent.finish()
+"""
+
+
+def test_sigterm_to_a_forked_process_ends_its_own_run_killed(tracking_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_AFTER_INIT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EXPERTRACK_DIR": str(tracking_dir), "EXPERTRACK_MIRROR": "off"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    child_id, child_signal = proc.stdout.split()
+    assert int(child_signal) == signal.SIGTERM
+    api = expertrack.Api(tracking_dir)
+    child = api.run(child_id)
+    assert (child.state, child.exit_signal) == ("killed", signal.SIGTERM)
+    assert child.scalars("y")[2].size > 0
+    assert api.runs(project="fork")[0].name == "parent" and api.runs(project="fork")[0].state == "finished"
