@@ -35,6 +35,7 @@ from typing import Any
 from expertrack.notify import Notifier
 from expertrack.store import Store
 from expertrack.store.chunks import INSERT_CHUNK, INSERT_PIECE, SEAL_FLUSHES, SEAL_POINTS, Piece, SeriesBuffer
+from expertrack.store.sqlite import BUSY_TIMEOUT_S
 from expertrack.summary import SummaryState
 from expertrack.values import check_key
 
@@ -45,10 +46,12 @@ IDLE_HEARTBEAT_S = 10.0
 # last: it carries the environment and a summary entry per key, several pages that every 0.5 s flush rewrote
 ROW_UPDATE_S = 2.0
 MAX_KEYS_PER_RUN = 100_000
-MAX_QUEUED_POINTS = 1_000_000  # about 50-100 MB at worst: a queued row costs ~100 bytes a point, a buffered one 48
+# about 60 MB while the writer absorbs (48 bytes a buffered point), 130 MB at worst (~130 a point in log()'s dicts)
+MAX_QUEUED_POINTS = 1_000_000
 CLOSE_ATTEMPTS = 5  # of the last flush, at close
 CLOSE_RETRY_S = 0.2  # between them
 SQLITE_FULL = 13
+SQLITE_BUSY = 5
 
 
 def queue_bound(settings: Any = None) -> int:
@@ -66,6 +69,14 @@ def queue_bound(settings: Any = None) -> int:
     if bound <= 0:
         raise ValueError(f"max_queued_points must be a positive integer, not {given!r}")
     return bound
+
+
+def _is_busy(exc: Exception) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked" (sqlite_errorcode is there from Python 3.11)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == SQLITE_BUSY if code is not None else "database is locked" in str(exc)
 
 
 class RunDeletedError(Exception):
@@ -109,6 +120,8 @@ class Writer:
         self._unsealed_points = 0
         self._flushes_since_seal = 0
         self._last_ok = True
+        self._busy_since: float | None = None  # when the store was first found locked by another process
+        self._busy_timeout_ms = -1
         self._summary_dirty = False
         self._last_write = 0.0
         self._row_written = 0.0
@@ -170,12 +183,12 @@ class Writer:
     # ---- the thread ---------------------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        next_flush = time.monotonic() + self.flush_interval  # counted from the start: the environment takes time
         if self._environment is not None:
             try:
                 self.queue.appendleft(("environment", self._environment()))
             except Exception as exc:  # outer boundary: the environment is nice to have, never worth a crash
                 self.notifier.once("environment", f"could not record the environment: {exc}")
-        next_flush = time.monotonic() + self.flush_interval
         while True:
             # a fixed cadence (not "interval after the last flush"), so slow flushes do not stretch the loss window
             self._wake.wait(max(0.0, next_flush - time.monotonic()))
@@ -243,8 +256,10 @@ class Writer:
             absorbed = False  # the records after the failing one are still queued, for the next attempt
         try:
             if self._needs_write():
+                self._wait_for_lock_at_most(BUSY_TIMEOUT_S if self._row_requested else self.flush_interval)
                 self._write()
             self._last_ok = True
+            self._busy_since = None
             return absorbed
         except RunDeletedError:
             self._drop_deleted_run()
@@ -254,7 +269,25 @@ class Writer:
             self._report(exc)
             return False
 
+    def _wait_for_lock_at_most(self, seconds: float) -> None:
+        """How long a write waits for another process's write lock. A cadence flush waits one interval and
+        tries again at the next, so that while the lock is held it goes on moving the queue into compact buffers
+        (48 bytes a point instead of ~130 as log()'s dicts); flush() and the last flush wait the full 30 s."""
+        ms = int(seconds * 1000)
+        if ms != self._busy_timeout_ms:
+            self.store.conn.execute(f"PRAGMA busy_timeout = {ms}")
+            self._busy_timeout_ms = ms
+
     def _report(self, exc: Exception) -> None:
+        if _is_busy(exc):
+            # another process holds the write lock: silent while that is ordinary contention, said once it has
+            # lasted as long as any single wait would (the store's busy timeout)
+            now = time.monotonic()
+            self._busy_since = self._busy_since or now
+            held = now - self._busy_since
+            if held < BUSY_TIMEOUT_S and not self._row_requested:
+                return
+            exc = sqlite3.OperationalError(f"{exc}: another process has held the write lock for {held:.0f} s")
         self.errors += 1
         if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
             self._last_error = f"disk full: {exc}"
