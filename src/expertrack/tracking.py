@@ -207,8 +207,8 @@ class Run:
 
     def flush(self, timeout: float = FINISH_DEADLINE_S) -> bool:
         """Write everything logged so far to the store, the open row of ``log(x, step=N)`` included (it stays
-        open: values logged later at that step replace these); False if ``timeout`` passed first or the store
-        could not be written (the message says why)."""
+        open: values logged later at that step replace these); False if ``timeout`` passed first, the store
+        could not be written (the message says why), or the run has finished (its writer is stopped)."""
         if self._writer is None:
             return True
         self.publish()
