@@ -111,3 +111,22 @@ def seed_runs(directory: Path, lrs: tuple[float, ...] = (1e-3, 3e-3), seeds: int
                     run.log({"train/loss": seed_value(step, lr, seed)}, step=step)
                 ids.append(run.id)
     return ids
+
+
+def lb_loss_run(directory: Path, name: str = "with-lb") -> str:
+    """A run logging its load-balancing loss beside the main loss (``train/lb_loss`` sorts before ``train/loss``)."""
+    with expertrack.init(project="study", name=name, dir=directory, config={"lr": 1e-3}, mirror="off") as run:
+        for step in range(10):
+            metrics = {"train/lb_loss": 0.01, "train/loss": 2.0 - step / 10}
+            if step % 5 == 0:
+                metrics["val/loss"] = 2.5 - step / 10
+            run.log(metrics, step=step)
+        return run.id
+
+
+def diverging_run(directory: Path, name: str = "diverged", nan_at: int = 30, steps: int = 40) -> str:
+    """A run whose train/loss turns NaN at step ``nan_at`` (and stays so): the NaN alert rule's case."""
+    with expertrack.init(project="study", name=name, dir=directory, config={"lr": 1.0}, mirror="off") as run:
+        for step in range(steps):
+            run.log({"train/loss": 3.0 - step / 100 if step < nan_at else float("nan")}, step=step)
+        return run.id
