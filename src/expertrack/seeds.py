@@ -7,6 +7,7 @@ without matplotlib.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +21,14 @@ def align(curves: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
     Runs logged at the same x are stacked as they are; otherwise each is interpolated onto the union of their x
     values inside the range all runs cover, so nothing is extrapolated past the end of a shorter run.
     """
-    pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves if len(x)]
-    if not pairs:
+    raw = [(np.asarray(x), y) for x, y in curves if len(x)]
+    if not raw:
         return np.empty(0), np.empty((0, 0))
-    first = pairs[0][0]
-    if all(len(x) == len(first) and np.array_equal(x, first) for x, _ in pairs):
-        return first, np.vstack([y for _, y in pairs])
+    first = raw[0][0]
+    # seeds of one setup usually log at the same steps: compare them as logged (integers), before any conversion
+    if all(len(x) == len(first) and np.array_equal(x, first) for x, _ in raw):
+        return first.astype(float), np.vstack([np.asarray(y, float) for _, y in raw])
+    pairs = [(x.astype(float), np.asarray(y, float)) for x, y in raw]
     lo = max(x[0] for x, _ in pairs)
     hi = min(x[-1] for x, _ in pairs)
     grid = np.unique(np.concatenate([x[(x >= lo) & (x <= hi)] for x, _ in pairs]))
@@ -38,12 +41,20 @@ def aggregate(curves: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray
     return (grid, *_moments(stack))
 
 
-def _moments(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _moments(stack: np.ndarray, finite: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and s.d. over runs (rows), ignoring NaN; ``finite`` says the stack has none (NumPy's NaN-aware
+    reductions copy and mask the whole stack: about 5x slower on the dashboard's 4 x 100,000-point groups)."""
     if stack.shape[0] == 0:
         return np.empty(0), np.empty(0)
     if stack.shape[0] == 1:
         return stack[0], np.zeros_like(stack[0])
-    with np.errstate(invalid="ignore"):
+    if finite is None:
+        finite = bool(np.isfinite(stack).all())
+    if finite:
+        return stack.mean(axis=0), stack.std(axis=0, ddof=1)
+    # a step where only one run has a value has no s.d.: NaN there, without NumPy's warning about it
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(stack, axis=0), np.nanstd(stack, axis=0, ddof=1)
 
 
@@ -73,5 +84,7 @@ def spread(curves: Sequence[tuple[Any, Any]]) -> Spread:
     if stack.shape[0] == 0:
         empty = np.empty(0)
         return Spread(empty, empty, empty, empty, empty, 0)
-    mean, std = _moments(stack)
-    return Spread(grid, mean, std, np.nanmin(stack, axis=0), np.nanmax(stack, axis=0), stack.shape[0])
+    finite = bool(np.isfinite(stack).all())
+    mean, std = _moments(stack, finite)
+    low, high = (stack.min(axis=0), stack.max(axis=0)) if finite else (np.nanmin(stack, 0), np.nanmax(stack, 0))
+    return Spread(grid, mean, std, low, high, stack.shape[0])

@@ -214,7 +214,8 @@ class Handlers:
         refs = self._refs(request)
         buckets = _number(request, "buckets", int, minimum=1, maximum=MAX_BUCKETS) or 1000
         with self.api() as api:
-            runs = [_data().find_run(api, ref) for ref in refs]
+            listed = {run.id: run for run in api.runs()}  # one query for the page's ids, not one per run
+            runs = [listed.get(ref) or _data().find_run(api, ref) for ref in refs]
             return PackedJSON(groups.grouped_series(runs, key, by, band, buckets, self.series_cache()))
 
     def series_cache(self) -> Any:
