@@ -114,10 +114,11 @@ def seed_runs(directory: Path, lrs: tuple[float, ...] = (1e-3, 3e-3), seeds: int
 
 
 def lb_loss_run(directory: Path, name: str = "with-lb") -> str:
-    """A run logging its load-balancing loss beside the main loss (``train/lb_loss`` sorts before ``train/loss``)."""
+    """A run logging its load-balancing loss beside the main loss (``train/lb_loss`` sorts before ``train/loss``),
+    and a system metric."""
     with expertrack.init(project="study", name=name, dir=directory, config={"lr": 1e-3}, mirror="off") as run:
         for step in range(10):
-            metrics = {"train/lb_loss": 0.01, "train/loss": 2.0 - step / 10}
+            metrics = {"train/lb_loss": 0.01, "train/loss": 2.0 - step / 10, "system/gpu_memory_gb": 10.0 + step}
             if step % 5 == 0:
                 metrics["val/loss"] = 2.5 - step / 10
             run.log(metrics, step=step)

@@ -60,7 +60,10 @@ export class MoeView {
     this.affinity = null; // last answer of /array for AFFINITY
     this.cache = new Map(); // step -> affinity answer
     this.seenRunStep = null;
-    this.runSelect = el("select", { id: "moe-run", onchange: () => this.setRun(this.runSelect.value) });
+    this.runSelect = el("select", { id: "moe-run", onchange: () => {
+      this.setRun(this.runSelect.value);
+      history.replaceState(null, "", `#/moe/${encodeURIComponent(this.runSelect.value)}`); // a link to this run
+    } });
     this.layerSelect = el("select", { id: "moe-layer", onchange: () => this.drawAffinity() });
     this.normSelect = el("select", { id: "moe-norm", onchange: () => this.drawAffinity() },
       el("option", { value: "counts", text: "token counts" }),
