@@ -111,6 +111,12 @@ def test_a_shared_url_reproduces_the_view_on_a_fresh_page(
                              s.value = '0.5'; s.dispatchEvent(new Event('input')); }""")
     page.click("#compare-toggle")
     wait_for_groups(page, 2)
+    # the min-max band has arrived (seeds 0 and 2 of lr 0.001: its top at step 0 is seed 2's 4.3)
+    page.wait_for_function(
+        """() => { const c = [...document.querySelectorAll('.chart')].find(c => c.dataset.key === 'train/loss');
+                   const t = c.querySelector('.plot').data.find(t => t.meta === 'band-high:lr-0.001');
+                   return t && Math.abs(t.y[0] - 4.3) < 1e-9; }"""
+    )
     url = page.url
     assert "group=group" in url and "band=minmax" in url and "smooth=0.5" in url and "compare=1" in url
     before = chart_traces(page)

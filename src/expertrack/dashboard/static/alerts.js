@@ -4,6 +4,9 @@
 
 import { getJSON, HttpError, plotlyText } from "./util.js";
 
+// A running run moves on every poll; its alerts are asked for again at most this often.
+const REFRESH_MS = 5000;
+
 export class Alerts {
   constructor() {
     this.cache = new Map(); // runId -> {mark, list, promise}
@@ -15,11 +18,12 @@ export class Alerts {
     const mark = `${run.last_step}|${run.state}`;
     let entry = this.cache.get(run.id);
     if (!entry) {
-      entry = { mark: null, list: [], promise: null };
+      entry = { mark: null, list: [], promise: null, at: 0 };
       this.cache.set(run.id, entry);
     }
-    if (entry.mark !== mark && !entry.promise) {
+    if (entry.mark !== mark && !entry.promise && Date.now() - entry.at >= REFRESH_MS) {
       entry.mark = mark;
+      entry.at = Date.now();
       entry.promise = fetchAlerts(run.id)
         .then((list) => {
           const changed = JSON.stringify(list) !== JSON.stringify(entry.list);

@@ -477,6 +477,8 @@ export class Charts {
 
   tick() {
     for (const chart of this.charts.values()) chart.update(this.runs);
+    // every poll, not only on a redraw: a throttled look at a run that just finished still happens later
+    if (!this.grouping()) for (const run of this.runs) this.alertsOf(run);
   }
 
   redrawAll(resetZoom = false) {
