@@ -4,8 +4,11 @@ Reading a 1,000,000-point series out of the store costs ~50-70 ms on a busy 2-co
 chunk blobs and copying them into arrays); reducing it to a chart's buckets costs ~2 ms. A finished run never
 changes, and a chart is asked for again on every zoom, resize and page load, so the decoded arrays are kept,
 keyed by run and key and checked against the run's ``signature`` (state, end, heartbeat: the writer bumps the
-heartbeat on every flush), so a run that logged since is read afresh. Live updates (``after=``) bypass the
-cache: they read only the chunks holding new steps. Least recently used series go first past ``max_bytes``.
+heartbeat on every flush), so a run that logged since is read afresh. A run still running is not read whole
+again: only its points from the last cached step on (the value at that step may have been replaced), appended
+to what is held; points before it never change while a run runs (``reparse`` rewrites only ended runs). Live
+updates of a single run's chart (``after=``) bypass the cache. Least recently used series go first past
+``max_bytes``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,11 @@ class SeriesCache:
                 self.hits += 1
                 steps, times, values = item[1]
                 return steps, times, values
-        steps, times, values = run.scalars(key)  # outside the lock: two threads may read one series at once
+        # outside the lock: two threads may read one series at once
+        if item is not None and item[0][0] == "running" and mark[0] == "running" and len(item[1][0]):
+            steps, times, values = _extended(run, key, *item[1])
+        else:
+            steps, times, values = run.scalars(key)
         size = steps.nbytes + times.nbytes + values.nbytes
         with self._lock:
             self.misses += 1
@@ -61,3 +68,17 @@ class SeriesCache:
                 _, (_, _, dropped) = self._items.popitem(last=False)
                 self.used -= dropped
         return steps, times, values
+
+
+def _extended(
+    run: Any, key: str, steps: np.ndarray, times: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The held points of a running run, with its points from the last held step on read from the store."""
+    last = int(steps[-1])
+    new_steps, new_times, new_values = run.scalars(key, after_step=last - 1)
+    keep = len(steps) - 1 if len(new_steps) and int(new_steps[0]) == last else len(steps)
+    return (
+        np.concatenate([steps[:keep], new_steps]),
+        np.concatenate([times[:keep], new_times]),
+        np.concatenate([values[:keep], new_values]),
+    )
