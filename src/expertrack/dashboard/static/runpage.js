@@ -7,6 +7,7 @@ import { fetchAlerts } from "./alerts.js";
 
 // System metrics (GPU memory, utilisation, ...) are logged under this namespace; the run page charts them.
 const SYSTEM_PREFIX = "system/";
+const ALERTS_REFRESH_MS = 5000;
 
 const MAX_CONSOLE_CHARS = 2_000_000;
 // CSI and OSC escape sequences (colours, cursor moves, titles): shown as text they would be noise.
@@ -131,7 +132,7 @@ export class RunPage {
   }
 
   async drawAlerts(run) {
-    this.alertsCard.hidden = true;
+    this.alertsAt = Date.now();
     let alerts;
     try {
       alerts = await fetchAlerts(run.id);
@@ -205,7 +206,11 @@ export class RunPage {
     if (!run || !this.detail) return;
     this.stateCell.replaceChildren(stateBadge(run.state));
     this.durationCell.textContent = fmtDuration(runDuration(run));
-    if (run.state === "running" || this.detail.state === "running") this.tailConsole();
+    if (run.state === "running" || this.detail.state === "running") {
+      this.tailConsole();
+      // a live run's new alerts appear without a reload; asked at most every ALERTS_REFRESH_MS
+      if (Date.now() - (this.alertsAt || 0) >= ALERTS_REFRESH_MS) this.drawAlerts(run);
+    }
     this.detail.state = run.state;
   }
 }
