@@ -177,6 +177,14 @@ def test_alerts_are_marked_on_the_chart_and_listed_on_the_run_page(
     assert marker["x"] == [30]  # at the step the loss turned NaN, on the last finite value before it
     assert marker["y"] == [pytest.approx(3.0 - 29 / 100)]
     watched.screenshot("alert-marker")
+    page.select_option("#group-by", "group")  # grouped: the group's alerts sit on its mean
+    page.wait_for_function(
+        """() => { const c = [...document.querySelectorAll('.chart')].find(c => c.dataset.key === 'train/loss');
+                   const d = c && c.querySelector('.plot').data;
+                   return d && d.some(t => t.meta === 'alert:group:(none)'); }"""
+    )
+    marker = chart_traces(page)["alert:group:(none)"]
+    assert marker["x"] == [30] and marker["y"] == [pytest.approx(3.0 - 29 / 100)]
     page.goto(f"{server.url}/#/run/{run_id}")
     page.wait_for_selector("#run-alerts")
     cells = page.locator("#run-alerts tr").nth(1).locator("td").all_text_contents()

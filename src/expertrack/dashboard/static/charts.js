@@ -161,7 +161,7 @@ class Chart {
   traces() {
     const { state } = this.charts.app;
     const { x, smoothing } = state.chart;
-    if (this.charts.grouping()) return groupTraces(this.groups || [], (values) => smooth(values, smoothing));
+    if (this.charts.grouping()) return this.groupedTraces(smoothing);
     const out = [];
     const runs = this.charts.runs.filter((r) => this.series.has(r.id));
     for (const run of runs) {
@@ -218,6 +218,20 @@ class Chart {
       this.plotted = true;
       this.plot.on("plotly_relayout", (event) => this.onRelayout(event));
     }
+  }
+
+  // Each group's mean and band, and the alerts its runs raised on this key, marked on the group's mean.
+  groupedTraces(smoothing) {
+    const groups = this.groups || [];
+    const out = groupTraces(groups, (values) => smooth(values, smoothing));
+    const byId = this.charts.app.state.byId;
+    for (const g of groups) {
+      const alerts = g.runs.flatMap((id) => (byId.has(id) ? this.charts.alertsOf(byId.get(id)) : []))
+        .filter((a) => a.key === this.key);
+      const line = { steps: g.steps, values: g.mean };
+      if (alerts.length) out.push(alertMarkers(alerts, { id: `group:${g.label}` }, line, (a) => a.step, plotlyText(g.label)));
+    }
+    return out;
   }
 
   pointsInfo(traces) {
@@ -478,7 +492,7 @@ export class Charts {
   tick() {
     for (const chart of this.charts.values()) chart.update(this.runs);
     // every poll, not only on a redraw: a throttled look at a run that just finished still happens later
-    if (!this.grouping()) for (const run of this.runs) this.alertsOf(run);
+    for (const run of this.runs) this.alertsOf(run);
   }
 
   redrawAll(resetZoom = false) {
