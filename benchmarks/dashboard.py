@@ -359,13 +359,13 @@ def main() -> None:
     print(f"| server start-up until it answers | | {startup * 1e3:.0f} | | | < 1000 | | | | |")
     print(f"| baseline: Api.scalars reading (a)'s 1,000,000 points, in process | | | {read_ms:.1f} | | | | | | |")
     print(f"| baseline: `python -c 'import expertrack'` | | | {import_s * 1e3:.0f} | | | | | | |")
+    for name, ms in PEERS:
+        print(f"| peer, published in issue 17, not run here: {name}, (a) | | | {ms:.0f} | | | | | | |")
     big_row = rows[0]
     print(
         f"\n(a) against the store read alone, measured in this run (a busy machine slows both alike): cold "
         f"{big_row.first * 1e3 / read_ms:.2f}x, warm {big_row.median * 1e3 / read_ms:.2f}x"
     )
-    for name, ms in PEERS:
-        print(f"| peer, published in issue 17, not run here: {name}, (a) | | | {ms:.0f} | | | | | | |")
 
 
 if __name__ == "__main__":
