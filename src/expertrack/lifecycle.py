@@ -49,6 +49,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from expertrack.tracking import Run
 
 _runs: list[Run] = []
+_finishing: weakref.WeakSet[Run] = weakref.WeakSet()  # runs whose finish() began: a SIGTERM waits for it to end
 _installed = False
 _exit: dict[str, Any] = {"exception": None, "status": None}  # how the interpreter is stopping, seen by our hooks
 _original_exit = sys.exit
@@ -109,6 +111,7 @@ def _start_finisher() -> None:
 
 
 def _forget(run: Run) -> None:
+    _finishing.add(run)
     if run in _runs:
         _runs.remove(run)
     from expertrack import session
@@ -222,6 +225,6 @@ def _finish_on_signal() -> None:
     """On the finisher thread: wait for a SIGTERM, finish every run as killed, then end the process with it."""
     _terminate.wait()
     signum = _terminate_signal[0] if _terminate_signal else signal.SIGTERM
-    for run in list(_runs):
+    for run in [*_runs, *_finishing]:  # a run the program was finishing: its finish() returns when that one has
         run.finish(exit_code=128 + signum, signal=signum)
     os.kill(os.getpid(), signum)  # the handler restored the default disposition: this ends the process

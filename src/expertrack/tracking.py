@@ -65,6 +65,7 @@ class Run:
         self.config = Config(config, self._config_changed)
         self.summary = Summary(self._summary_snapshot, self._summary_set, self._summary_delete)
         self._on_finish: list[Any] = []
+        self._ended = threading.Event()  # set when finish() has returned: a second finish() waits for the first
         self._killed = False  # finished by a signal: what the loop still logs before the process ends is not news
         if writer is not None:
             writer.before_flush = self.publish
@@ -223,15 +224,26 @@ class Run:
     ) -> None:
         """End the run: finished (exit code 0 or None), failed (non-zero), or killed (``signal`` given).
 
-        Waits at most ``timeout`` seconds for the writer, and never for the network.
+        Waits at most ``timeout`` seconds for the writer, and never for the network. Called while another
+        thread is finishing the run (a SIGTERM during a finish), it returns when that finish has.
         """
         with self._lock:
-            if self._finished:
-                return
-            if self._pending:
-                self._commit()
-            self._finished = True
-            self._killed = bool(signal)
+            owner = not self._finished  # the first caller ends the run; any other waits for it to have ended
+            if owner:
+                if self._pending:
+                    self._commit()
+                self._finished = True
+                self._killed = bool(signal)
+        if not owner:
+            self._ended.wait(timeout)
+            return
+        try:
+            self._end(exit_code, signal, timeout)
+        finally:
+            self._ended.set()
+
+    def _end(self, exit_code: int | None, signal: int | None, timeout: float) -> None:
+        """Queue the end record and close the writer (``finish`` has marked the run finished)."""
         state = "killed" if signal else ("failed" if exit_code else "finished")
         self._put(("end", state, exit_code if exit_code is not None else 0, signal, time.time()), force=True)
         for callback in self._on_finish:

@@ -208,3 +208,46 @@ def test_sigterm_to_a_forked_process_ends_its_own_run_killed(tracking_dir: Path)
     assert (child.state, child.exit_signal) == ("killed", signal.SIGTERM)
     assert child.scalars("y")[2].size > 0
     assert api.runs(project="fork")[0].name == "parent" and api.runs(project="fork")[0].state == "finished"
+
+
+FINISH_ON_A_LOCKED_STORE = """
+import sys, expertrack
+run = expertrack.init(project="late")
+run.log({"x": 1.0})
+run.flush()
+print(run.id, flush=True)
+sys.stdin.readline()  # the test now holds the store's write lock
+print("finishing", flush=True)
+run.finish()  # waits for the lock, while a SIGTERM arrives
+"""
+
+
+def test_sigterm_during_finish_lets_that_finish_complete(tracking_dir: Path) -> None:
+    import sqlite3
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FINISH_ON_A_LOCKED_STORE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EXPERTRACK_DIR": str(tracking_dir), "EXPERTRACK_MIRROR": "off"},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    locker = sqlite3.connect(tracking_dir / "store.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "finishing"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        # the process must not end while its finish waits for the store: give it the time it would need to die
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    locker.execute("COMMIT")
+    locker.close()
+    assert proc.wait(timeout=60) == -signal.SIGTERM  # then it ends as SIGTERM ends it
+    run = expertrack.Api(tracking_dir).run(run_id)
+    assert run.state in ("finished", "killed")  # whichever call ended it first; never left crashed
+    assert run.scalars("x")[2].tolist() == [1.0]
