@@ -7,6 +7,9 @@ shipped: add the next one.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+
+from expertrack.errors import StoreError
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -94,24 +97,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the database to the latest schema; safe when several processes open a new store at once."""
+def migrate(conn: sqlite3.Connection, check_ours: Callable[[], None] | None = None) -> int:
+    """Bring the database to the latest schema; safe when several processes open a new store at once.
+
+    Each migration runs in its own ``BEGIN IMMEDIATE`` transaction with its ``user_version`` bump: one process
+    migrates while the others wait on the lock and then see the new version, and a migration that fails leaves
+    the store at the last one that succeeded. ``check_ours`` is called inside the first transaction for a store
+    that already has tables (another process may have created it meanwhile), to refuse a foreign database.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version >= LATEST_VERSION:
-        return int(version)
-    conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait on the lock, then see the new version
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, _name, sql in MIGRATIONS:
+    for number, _name, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > LATEST_VERSION:
+                raise StoreError(f"the store was moved to a newer schema ({version}) while it was being opened")
+            has_tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            if version == 0 and has_tables and check_ours is not None:
+                check_ours()
             if number > version:
                 for statement in _statements(sql):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return LATEST_VERSION
+                version = number
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(version)
 
 
 def _statements(sql: str) -> list[str]:

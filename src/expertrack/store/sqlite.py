@@ -144,19 +144,34 @@ class Store:
         self.conn.execute("PRAGMA foreign_keys = ON")
         if self.readonly:
             self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
-            version = self.version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > LATEST_VERSION:
-                raise StoreError(f"{self.path} was written by a newer expertrack (schema {version})")
-            if version:
-                self._check_ours()
+        # Readers and writers refuse the same files, before anything is changed: a writer must not switch
+        # another program's database to WAL, add tables to it, or write rows a newer schema would misread.
+        self.version = self._check_usable()
+        if self.readonly:
             return
         self._enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.version = migrate(self.conn)
+        self.version = migrate(self.conn, self._check_ours)
         self._check_ours()
 
+    def _check_usable(self) -> int:
+        """The file's schema version; ``StoreError`` naming the file when it comes from a newer expertrack or is
+        another program's SQLite database (tables, but not ours)."""
+        # one statement, so the version and the tables come from the same snapshot of a store being created
+        version, tables = self.conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM sqlite_master)"
+        ).fetchone()
+        if version > LATEST_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer expertrack (schema {version}; this one knows up to "
+                f"{LATEST_VERSION}): upgrade expertrack to use it"
+            )
+        if version or tables:
+            self._check_ours()
+        return int(version)
+
     def _check_ours(self) -> None:
-        """``StoreError`` for an SQLite file that has a schema version but not expertrack's tables."""
+        """``StoreError`` for an SQLite file that has tables or a schema version but not expertrack's tables."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
         if not {"id", "project", "state", "created_at"} <= columns:
             raise StoreError(f"{self.path} is an SQLite database, but not an expertrack store (no runs table of ours)")
