@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -185,38 +184,45 @@ def _header(run: ApiRun) -> list[tuple[str, Any]]:
 
 
 def _metrics_table(run: ApiRun) -> Table:
-    """Scalar keys with their point counts, last step, last value and range."""
+    """Scalar keys with their point counts, last step, last value and range, from one pass over the run."""
     table = Table(title="[bold]metrics[/bold]", title_justify="left", box=None, header_style="bold")
     for name in ("key", "points", "last step", "last", "min", "max"):
         table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
-    for key in run.metric_keys():
-        steps, _times, values = run.scalars(key)
-        if len(values) == 0:
+    for key, seen in run.scalar_overview().items():
+        if seen.last_step is None:
             add_plain_row(table, key, "0", "-", "-", "-", "-")
             continue
-        finite = [float(v) for v in values if not math.isnan(float(v))]
-        low, high = (min(finite), max(finite)) if finite else (None, None)
-        last = (format_value(int(steps[-1])), format_value(values[-1]), format_value(low), format_value(high))
-        add_plain_row(table, key, str(run.point_count(key)), *last)
+        last = (format_value(seen.last_step), format_value(seen.last), format_value(seen.min), format_value(seen.max))
+        add_plain_row(table, key, str(seen.points), *last)
     if not table.rows:
         add_plain_row(table, "(none)", "", "", "", "", "")
     return table
 
 
 def _arrays_table(run: ApiRun) -> Table | None:
-    """Array keys with the number of steps logged and the shape and dtype of one value; None if none."""
-    keys = run.array_keys()
-    if not keys:
+    """Array keys with the number of steps logged and the last step's shape and dtype; None if none. Read from
+    the arrays' index: a huge array costs `show` nothing."""
+    arrays = run.array_overview()
+    if not arrays:
         return None
     table = Table(title="[bold]arrays[/bold]", title_justify="left", box=None, header_style="bold")
     for name in ("key", "steps", "last step", "shape", "dtype"):
         table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
-    for key in keys:
-        steps, values = run.arrays(key)
-        shape = "x".join(str(n) for n in values.shape[1:]) or "scalar"
-        last = str(int(steps[-1])) if len(steps) else "-"
-        add_plain_row(table, key, str(len(steps)), last, shape, str(values.dtype))
+    for key, seen in arrays.items():
+        shape = "x".join(str(n) for n in seen.shape) or "scalar"
+        add_plain_row(table, key, str(seen.steps), str(seen.last_step), shape, _dtype_name(seen.dtype))
     return table
+
+
+def _dtype_name(dtype: str) -> str:
+    """``<f4`` as NumPy names it (float32), without importing NumPy for it."""
+    kinds = {"f": "float", "i": "int", "u": "uint", "b": "bool", "c": "complex"}
+    kind, size = dtype[1:2], dtype[2:]
+    if kind == "b":
+        return "bool"
+    if kind in kinds and size.isdigit():
+        return f"{kinds[kind]}{int(size) * 8}"
+    return dtype
 
 
 def _mirror_line(api: Api, run_id: str) -> str | None:

@@ -92,6 +92,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        3,
+        "arrays split: the index (step, time, dtype, shape, size) apart from the payload (array_data)",
+        # Why: in one WITHOUT ROWID table an 80 MB payload lay in the index's own b-tree, so listing a run's
+        # keys or its last step dragged it through the page cache (a 10M-element array: 25.7 s per /api/runs).
+        # The payload now lives in a rowid table of its own, found through its primary key when it is read.
+        # (Number 2 is taken by the write path's migration; numbers are renumbered at merge if needed.)
+        """
+        CREATE TABLE array_data (
+            key_id  INTEGER NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+            step    INTEGER NOT NULL,
+            data    BLOB NOT NULL,                      -- C-order bytes
+            PRIMARY KEY (key_id, step)
+        );
+        INSERT INTO array_data (key_id, step, data) SELECT key_id, step, data FROM arrays;
+        CREATE TABLE arrays_index (
+            key_id  INTEGER NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+            step    INTEGER NOT NULL,
+            time    REAL NOT NULL,
+            dtype   TEXT NOT NULL,                      -- NumPy dtype string, e.g. '<f4'
+            shape   TEXT NOT NULL,                      -- JSON list of ints
+            nbytes  INTEGER NOT NULL,                   -- size of the payload in array_data
+            PRIMARY KEY (key_id, step)
+        ) WITHOUT ROWID;
+        INSERT INTO arrays_index (key_id, step, time, dtype, shape, nbytes)
+            SELECT key_id, step, time, dtype, shape, length(data) FROM arrays;
+        DROP TABLE arrays;
+        ALTER TABLE arrays_index RENAME TO arrays;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
