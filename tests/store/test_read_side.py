@@ -147,3 +147,18 @@ def test_migration_3_moves_existing_arrays_apart(tmp_path: Path) -> None:
     expertrack.Api(tmp_path).delete_run("r1")
     with sqlite3.connect(path) as check:  # deleting the run takes the payloads along
         assert check.execute("SELECT COUNT(*) FROM array_data").fetchone()[0] == 0
+
+
+def test_a_reader_upgrades_an_older_store_before_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(MIGRATIONS[0][2])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO runs (id, project, name, state, created_at) VALUES ('r1', 'p', 'n', 'finished', 1.0)")
+    conn.execute("INSERT INTO keys (id, run_id, name) VALUES (7, 'r1', 'moe/util')")
+    conn.execute("INSERT INTO arrays VALUES (7, 3, 2.0, '<f4', '[3, 4]', ?)", (V1_ARRAY.tobytes(),))
+    conn.close()
+    result = CliRunner().invoke(cli, ["show", "r1", "--dir", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0 and "moe/util" in result.output
+    steps, values = expertrack.Api(tmp_path).run("r1").arrays("moe/util")
+    assert steps.tolist() == [3] and np.array_equal(values[0], V1_ARRAY)

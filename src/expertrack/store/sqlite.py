@@ -148,11 +148,32 @@ class Store:
         # another program's database to WAL, add tables to it, or write rows a newer schema would misread.
         self.version = self._check_usable()
         if self.readonly:
+            if 0 < self.version < LATEST_VERSION:
+                self._upgrade_for_reading()
             return
         self._enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.version = migrate(self.conn, self._check_ours)
         self._check_ours()
+
+    def _upgrade_for_reading(self) -> None:
+        """Readers of a store an older expertrack wrote bring it to this schema first (the migrations keep every
+        record; see docs/storage.md), through a short writable connection; where the file cannot be written
+        (an archive, a read-only mount), a ``StoreError`` says what to do instead of misreading it."""
+        old = self.version
+        try:
+            Store(self.path).close()
+        except (StoreError, OSError) as exc:
+            self.conn.close()
+            raise StoreError(
+                f"{self.path} has schema {old}, older than this expertrack's {LATEST_VERSION}, and cannot be "
+                f"upgraded here ({exc}); copy it somewhere writable and open it there once"
+            ) from exc
+        self.conn.close()
+        self.conn = self._connect_readonly()
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
+        self.version = self._check_usable()
 
     def _check_usable(self) -> int:
         """The file's schema version; ``StoreError`` naming the file when it comes from a newer expertrack or is
