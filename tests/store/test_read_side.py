@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 import expertrack
+from expertrack.cli.common import format_value
 from expertrack.cli.main import cli
 from expertrack.dashboard.app import create_app
 from expertrack.store import Store
@@ -80,7 +81,9 @@ def test_show_asks_the_same_questions_for_10_or_1000_keys(tmp_path: Path, observ
         run_id = make_run(tmp_path / str(keys), keys)
         observed.statements.clear()
         output = show(tmp_path / str(keys), run_id)
-        assert f"k{keys - 1:05d}" in output
+        rows = [line.split() for line in output.splitlines() if line.split()[:1] == [f"k{keys - 1:05d}"]]
+        # the summary's line, then the metrics table's (past 500 rows written as plain text, same columns)
+        assert rows[-1][1:] == ["3", "2", format_value(2.0 * (keys - 1)), "0", format_value(2.0 * (keys - 1))]
         counts.append(len(observed.statements))
     assert counts[0] == counts[1], counts
 

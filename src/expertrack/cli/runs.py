@@ -29,6 +29,7 @@ from expertrack.cli.common import (
     make_console,
     open_api,
     print_pairs,
+    print_rows,
     resolve_run,
     run_duration,
     split_keys,
@@ -153,11 +154,11 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
     if show_env:
         print_pairs(console, "environment variables", sorted((environment.get("env") or {}).items()))
     console.print()
-    console.print(_metrics_table(run))
-    arrays = _arrays_table(run)
-    if arrays is not None:
+    print_rows(console, "metrics", ("key", "points", "last step", "last", "min", "max"), _metrics_rows(run))
+    arrays = _arrays_rows(run)
+    if arrays:
         console.print()
-        console.print(arrays)
+        print_rows(console, "arrays", ("key", "steps", "last step", "shape", "dtype"), arrays)
     print_pairs(console, "files", [(name, format_bytes(len(run.file(name) or b""))) for name in run.file_names()])
     mirror = _mirror_line(api, run.id)
     if mirror:
@@ -183,35 +184,26 @@ def _header(run: ApiRun) -> list[tuple[str, Any]]:
     ]
 
 
-def _metrics_table(run: ApiRun) -> Table:
+def _metrics_rows(run: ApiRun) -> list[list[str]]:
     """Scalar keys with their point counts, last step, last value and range, from one pass over the run."""
-    table = Table(title="[bold]metrics[/bold]", title_justify="left", box=None, header_style="bold")
-    for name in ("key", "points", "last step", "last", "min", "max"):
-        table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
+    rows = []
     for key, seen in run.scalar_overview().items():
         if seen.last_step is None:
-            add_plain_row(table, key, "0", "-", "-", "-", "-")
+            rows.append([key, "0", "-", "-", "-", "-"])
             continue
         last = (format_value(seen.last_step), format_value(seen.last), format_value(seen.min), format_value(seen.max))
-        add_plain_row(table, key, str(seen.points), *last)
-    if not table.rows:
-        add_plain_row(table, "(none)", "", "", "", "", "")
-    return table
+        rows.append([key, str(seen.points), *last])
+    return rows
 
 
-def _arrays_table(run: ApiRun) -> Table | None:
-    """Array keys with the number of steps logged and the last step's shape and dtype; None if none. Read from
-    the arrays' index: a huge array costs `show` nothing."""
-    arrays = run.array_overview()
-    if not arrays:
-        return None
-    table = Table(title="[bold]arrays[/bold]", title_justify="left", box=None, header_style="bold")
-    for name in ("key", "steps", "last step", "shape", "dtype"):
-        table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
-    for key, seen in arrays.items():
+def _arrays_rows(run: ApiRun) -> list[list[str]]:
+    """Array keys with the number of steps logged and the last step's shape and dtype. Read from the arrays'
+    index: a huge array costs `show` nothing."""
+    rows = []
+    for key, seen in run.array_overview().items():
         shape = "x".join(str(n) for n in seen.shape) or "scalar"
-        add_plain_row(table, key, str(seen.steps), str(seen.last_step), shape, _dtype_name(seen.dtype))
-    return table
+        rows.append([key, str(seen.steps), str(seen.last_step), shape, _dtype_name(seen.dtype)])
+    return rows
 
 
 def _dtype_name(dtype: str) -> str:
