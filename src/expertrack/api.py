@@ -135,6 +135,17 @@ class ApiRun:
             return steps, [a for _s, _t, a in items]
         return steps, np.stack([a for _s, _t, a in items])
 
+    def array_steps(self, key: str) -> list[int]:
+        """The steps at which array ``key`` was logged, without reading any array (empty when it never was)."""
+        return self._store.array_steps(self.id, key)
+
+    def array(self, key: str, step: int) -> Any:
+        """The array ``key`` as logged at exactly ``step``; KeyError when it was not logged there."""
+        value = self._store.read_array(self.id, key, step)
+        if value is None:
+            raise KeyError(f"run {self.name!r} has no array {key!r} at step {step}")
+        return value
+
     def history(self, keys: list[str] | None = None, samples: int | None = None) -> Any:
         """A pandas DataFrame with ``_step``, ``_timestamp`` and one column per scalar key, one row per step.
 

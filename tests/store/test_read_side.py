@@ -165,3 +165,16 @@ def test_a_reader_upgrades_an_older_store_before_reading_it(tmp_path: Path) -> N
     assert result.exit_code == 0 and "moe/util" in result.output
     steps, values = expertrack.Api(tmp_path).run("r1").arrays("moe/util")
     assert steps.tolist() == [3] and np.array_equal(values[0], V1_ARRAY)
+
+
+def test_an_array_at_one_step_reads_that_payload_only(tmp_path: Path) -> None:
+    run = expertrack.init(project="p", dir=tmp_path, mirror="off")
+    for step in range(3):
+        run.log({"moe/util": np.full(4, float(step))})
+    run.finish()
+    with sqlite3.connect(tmp_path / "store.db") as conn:  # the other steps' payloads cannot be decoded any more
+        conn.execute("UPDATE array_data SET data = x'00' WHERE step < 2")
+    client = TestClient(create_app(tmp_path), base_url="http://127.0.0.1:8080")
+    answer = client.get(f"/api/runs/{run.id}/array?key=moe/util&step=5").json()
+    assert (answer["step"], answer["values"], answer["steps"]) == (2, [2.0] * 4, [0, 1, 2])
+    assert expertrack.Api(tmp_path).run(run.id).array("moe/util", 2).tolist() == [2.0] * 4

@@ -395,6 +395,30 @@ class Store:
             out.append((step, t, np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))))
         return out
 
+    def array_steps(self, run_id: str, key: str) -> list[int]:
+        """The steps at which an array key was logged, ascending, from the index alone (no payload read)."""
+        rows = self.conn.execute(
+            "SELECT a.step FROM arrays a JOIN keys k ON a.key_id = k.id WHERE k.run_id = ? AND k.name = ?"
+            " ORDER BY a.step",
+            (run_id, key),
+        )
+        return [r[0] for r in rows]
+
+    def read_array(self, run_id: str, key: str, step: int) -> Any:
+        """The array logged under ``key`` at exactly ``step`` (a NumPy array), or None: one payload read."""
+        import numpy as np
+
+        row = self.conn.execute(
+            "SELECT a.dtype, a.shape, d.data FROM arrays a JOIN keys k ON a.key_id = k.id"
+            " JOIN array_data d ON d.key_id = a.key_id AND d.step = a.step"
+            " WHERE k.run_id = ? AND k.name = ? AND a.step = ?",
+            (run_id, key, step),
+        ).fetchone()
+        if row is None:
+            return None
+        dtype, shape, data = row
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))
+
     def delete_scalars(self, run_id: str) -> None:
         """Remove every scalar point of a run (used by ``reparse`` before rebuilding them)."""
         with self.transaction():
