@@ -1,0 +1,73 @@
+"""The ``import wandb`` stand-in: making a training script's ``import wandb`` resolve to expertrack, on request.
+
+The stand-in is a package named ``wandb`` in a directory of its own (``expertrack/_stand_in``), put first on the
+module search path of the training process only:
+
+* ``expertrack run --as-wandb -- CMD`` runs CMD with that directory first on ``PYTHONPATH``;
+* ``EXPERTRACK_AS_WANDB=1`` in the environment does the same at interpreter start-up, for launchers that cannot
+  be wrapped (a one-line ``.pth`` file installed with expertrack calls :func:`activate`).
+
+The W&B mirror is a separate process that needs the real wandb: :func:`without_stand_in` is the environment it
+is started with, and :func:`real_wandb_importable` looks for the real package past the stand-in. What the
+stand-in provides, and what it cannot honour: docs/integrations.md.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+ENV_AS_WANDB = "EXPERTRACK_AS_WANDB"
+STAND_IN_DIR = Path(__file__).resolve().parent / "_stand_in"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``$EXPERTRACK_AS_WANDB`` asks for the stand-in."""
+    return environ.get(ENV_AS_WANDB, "").strip().lower() in _TRUE
+
+
+def activate() -> None:
+    """Put the stand-in first on ``sys.path`` when ``$EXPERTRACK_AS_WANDB`` asks for it (called at start-up)."""
+    if requested() and str(STAND_IN_DIR) not in sys.path:
+        sys.path.insert(0, str(STAND_IN_DIR))
+
+
+def _is_stand_in(entry: str) -> bool:
+    try:
+        return Path(entry or ".").resolve() == STAND_IN_DIR
+    except OSError:
+        return False
+
+
+def with_stand_in(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` for a program whose ``import wandb`` must resolve to expertrack."""
+    env = dict(environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not _is_stand_in(p)]
+    env["PYTHONPATH"] = os.pathsep.join([str(STAND_IN_DIR), *paths])
+    env[ENV_AS_WANDB] = "1"
+    return env
+
+
+def without_stand_in(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` for a process that needs the real wandb (the W&B mirror, ``expertrack sync``)."""
+    env = dict(environ)
+    env.pop(ENV_AS_WANDB, None)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not _is_stand_in(p)]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+def real_wandb_importable() -> bool:
+    """Whether the real wandb package is installed, looking past the stand-in (without importing anything)."""
+    path = [p for p in sys.path if not _is_stand_in(p)]
+    try:
+        return importlib.machinery.PathFinder.find_spec("wandb", path) is not None
+    except (ImportError, ValueError):
+        return False
