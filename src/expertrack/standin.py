@@ -36,6 +36,15 @@ def activate() -> None:
         sys.path.insert(0, str(STAND_IN_DIR))
 
 
+def deactivate() -> None:
+    """Take the stand-in off ``sys.path`` (expertrack's own commands, which need the real wandb), unless a
+    ``wandb`` module was already imported from it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and _is_stand_in(str(Path(getattr(wandb, "__file__", "") or ".").parent.parent)):
+        return
+    sys.path[:] = [p for p in sys.path if not _is_stand_in(p)]
+
+
 def _is_stand_in(entry: str) -> bool:
     try:
         return Path(entry or ".").resolve() == STAND_IN_DIR

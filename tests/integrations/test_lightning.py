@@ -1,0 +1,58 @@
+"""Lightning, for real (a tiny regression model, random data, six steps on CPU, a CSVLogger beside): with
+``ExpertrackLogger``, and through Lightning's ``WandbLogger`` under the ``import wandb`` stand-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .training import logged, series, the_run, train_as_wandb, train_natively
+
+pytest.importorskip("lightning")
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("lightning-native")
+    train_natively("lightning_train.py", workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def through_wandb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("lightning-wandb")
+    train_as_wandb("lightning_train.py", workdir)
+    return workdir
+
+
+def test_logger_stores_every_csv_logger_row_at_its_step_and_the_hyperparameters(native: Path) -> None:
+    run = the_run(native / "runs")
+    rows: list[dict[str, Any]] = logged(native)["rows"]
+    assert any("val_loss" in row for row in rows) and sum("train_loss" in row for row in rows) == 6
+    for row in rows:
+        for key, value in row.items():
+            if key != "step":
+                assert series(run, key)[int(row["step"])] == pytest.approx(value), (key, row["step"])
+    assert run.config == logged(native)["hparams"] == {"lr": 0.05, "width": 4}
+    assert run.state == "finished" and run.name == "tiny-lightning" and run.project == "lightning"
+
+
+def test_wandb_logger_under_the_stand_in_stores_every_row_and_keeps_the_chosen_directory(
+    through_wandb: Path,
+) -> None:
+    # WandbLogger passes dir="." to wandb.init: the run must stay in the directory chosen with --dir
+    assert not (through_wandb / "store.db").exists() and not (through_wandb / "expertrack-runs").exists()
+    run = the_run(through_wandb / "chosen")
+    rows: list[dict[str, Any]] = logged(through_wandb)["rows"]
+    # one wandb log call per log_metrics, as the CSVLogger writes one row; the x-axis is trainer/global_step
+    global_step = series(run, "trainer/global_step")
+    assert [global_step[i] for i in range(len(rows))] == [row["step"] for row in rows]
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            if key != "step":
+                assert series(run, key)[i] == pytest.approx(value), (key, i)
+    assert run.config == {"lr": 0.05, "width": 4}
+    assert run.state == "finished" and run.name == "tiny-lightning" and run.project == "lightning"

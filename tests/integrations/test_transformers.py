@@ -1,0 +1,95 @@
+"""The HF Trainer, for real (a tiny Mixtral or Llama built from a config, random tokens, six steps on CPU):
+with ``ExpertrackCallback``, and through ``report_to="wandb"`` under the ``import wandb`` stand-in."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .training import logged, series, the_run, train_as_wandb, train_natively
+
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.e2e
+
+END_OF_TRAINING = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
+
+
+def hf_name(key: str) -> str:
+    """The Trainer's W&B naming, which the callback follows: eval_x -> eval/x, anything else train/x."""
+    return "eval/" + key[5:] if key.startswith("eval_") else "train/" + key
+
+
+@pytest.fixture(scope="module")
+def native_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("hf-native")
+    train_natively("hf_train.py", workdir, "--moe")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def through_wandb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("hf-wandb")
+    train_as_wandb("hf_train.py", workdir)
+    return workdir
+
+
+def test_callback_stores_every_logged_value_at_its_global_step(native_moe: Path) -> None:
+    run = the_run(native_moe / "runs")
+    history: list[dict[str, Any]] = logged(native_moe)
+    assert any("eval_loss" in entry for entry in history) and any("loss" in entry for entry in history)
+    checked = 0
+    for entry in history:
+        for key, value in entry.items():
+            if key != "step":
+                assert series(run, hf_name(key))[entry["step"]] == pytest.approx(value), (key, entry["step"])
+                checked += 1
+    assert checked >= 20
+    assert run.state == "finished" and run.name == "tiny-hf" and run.project == "hf"
+
+
+def test_callback_stores_the_training_arguments_and_model_config_and_end_summary(native_moe: Path) -> None:
+    run = the_run(native_moe / "runs")
+    assert run.config["args"]["learning_rate"] == pytest.approx(1e-3)
+    assert run.config["args"]["max_steps"] == 6
+    assert run.config["model"]["num_local_experts"] == 4 and run.config["model"]["hidden_size"] == 16
+    assert run.config["model/num_parameters"] > 0
+    final = logged(native_moe)[-1]
+    for key in END_OF_TRAINING:
+        assert run.summary[f"train/{key}"] == pytest.approx(final[key])
+
+
+def test_a_tiny_mixtral_gets_router_metrics_with_no_code_from_the_user(native_moe: Path) -> None:
+    run = the_run(native_moe / "runs")
+    # two layers of four experts, top-2: each on_log logs the router metrics of the training passes since the last
+    log_steps = {entry["step"] for entry in logged(native_moe)}
+    lb = series(run, "moe/lb_loss")
+    assert {2, 4, 6} <= set(lb) <= log_steps
+    assert all(math.isfinite(v) and v > 0 for v in lb.values())
+    steps, utilization = run.arrays("moe/utilization")
+    assert list(steps) == sorted(lb) and utilization.shape[1:] == (2, 4)
+    assert utilization.sum(axis=-1) == pytest.approx(1.0)  # per layer, the shares of routed slots
+    # training passes only: 6 steps x 4 sequences x 16 tokens, top-2, in each of 2 layers; evaluation not counted
+    _, tokens = run.arrays("moe/tokens_per_expert")
+    assert tokens.sum() == 6 * 4 * 16 * 2 * 2
+    assert run.config["moe"]["num_experts"] == 4 and run.config["moe"]["top_k"] == 2
+
+
+def test_report_to_wandb_under_the_stand_in_stores_every_logged_value(through_wandb: Path) -> None:
+    # the Trainer's own W&B callback, unchanged: one wandb.log per on_log, its x-axis is train/global_step
+    run = the_run(through_wandb / "chosen")
+    history: list[dict[str, Any]] = logged(through_wandb)
+    rows = [entry for entry in history if "train_runtime" not in entry]
+    global_step = series(run, "train/global_step")
+    assert [global_step[i] for i in range(len(rows))] == [entry["step"] for entry in rows]
+    for i, entry in enumerate(rows):
+        for key, value in entry.items():
+            if key != "step":
+                assert series(run, hf_name(key))[i] == pytest.approx(value), (key, i)
+    final = history[-1]
+    for key in END_OF_TRAINING:
+        assert run.summary[key] == pytest.approx(final[key])  # the callback sets these as summary values
+    assert run.config["learning_rate"] == pytest.approx(1e-3) and run.config["model/num_parameters"] > 0
+    assert run.state == "finished" and run.name == "tiny-hf" and run.project == "huggingface"
