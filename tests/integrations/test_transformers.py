@@ -93,3 +93,51 @@ def test_report_to_wandb_under_the_stand_in_stores_every_logged_value(through_wa
         assert run.summary[key] == pytest.approx(final[key])  # the callback sets these as summary values
     assert run.config["learning_rate"] == pytest.approx(1e-3) and run.config["model/num_parameters"] > 0
     assert run.state == "finished" and run.name == "tiny-hf" and run.project == "huggingface"
+
+
+def tiny_trainer(model: Any, callback: Any, output_dir: Path) -> Any:
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    ids = torch.randint(0, 64, (8, 8))
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    dataset = [{"input_ids": row, "labels": row} for row in ids]
+    return Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback])
+
+
+@pytest.mark.parametrize("moe", [True, False], ids=["mixtral-opted-out", "dense-llama"])
+def test_no_router_metrics_when_turned_off_or_for_a_dense_model(tmp_path: Path, moe: bool) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
+
+    import expertrack
+    from expertrack.integrations.transformers import ExpertrackCallback
+
+    sizes = dict(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    model = (
+        MixtralForCausalLM(MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **sizes))
+        if moe
+        else LlamaForCausalLM(LlamaConfig(**sizes))
+    )
+    callback = ExpertrackCallback(project="hf", dir=tmp_path / "runs", mirror="off", router_metrics=not moe)
+    tiny_trainer(model, callback, tmp_path / "out").train()
+    expertrack.finish()
+    run = the_run(tmp_path / "runs")
+    assert sorted(series(run, "train/loss")) == [1, 2]
+    assert not [key for key in run.metric_keys() + run.array_keys() if key.startswith("moe/")]
+    assert "moe" not in run.config
