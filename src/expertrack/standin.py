@@ -74,9 +74,22 @@ def without_stand_in(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def real_wandb_importable() -> bool:
-    """Whether the real wandb package is installed, looking past the stand-in (without importing anything)."""
+    """Whether the real wandb package can be imported, looking past the stand-in (without importing anything).
+
+    The finders of ``sys.meta_path`` are asked in order, as ``import`` would; the path finder searches
+    ``sys.path`` without the stand-in's directory.
+    """
     path = [p for p in sys.path if not _is_stand_in(p)]
+    path_finder = importlib.machinery.PathFinder
     try:
-        return importlib.machinery.PathFinder.find_spec("wandb", path) is not None
+        for finder in sys.meta_path:
+            if finder is path_finder or (isinstance(finder, type) and issubclass(finder, path_finder)):
+                spec = path_finder.find_spec("wandb", path)
+            else:
+                find_spec = getattr(finder, "find_spec", None)
+                spec = find_spec("wandb", None) if find_spec is not None else None
+            if spec is not None:
+                return True
     except (ImportError, ValueError):
         return False
+    return False

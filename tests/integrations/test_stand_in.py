@@ -4,6 +4,7 @@ files), the live W&B mirror still runs the real wandb, and a wandb ``dir=`` neve
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ import expertrack
 from expertrack.compat import Artifact
 from expertrack.errors import ExpertrackError
 from expertrack.mirror.wandb_log import read_run
+from expertrack.standin import STAND_IN_DIR
 
 from ..mirror.wandb_offline import offline_env, wait_for_mirror, wandb_logs
 from .training import EXPERTRACK, check, child_env, series, the_run
 
 pytestmark = pytest.mark.e2e
+QUIET: dict = {"capture_output": True, "text": True, "timeout": 120}
 
 # nanoGPT's train.py with wandb_log=True, as it calls wandb (master process only; evaluation every 2 iterations)
 NANOGPT = """
@@ -137,3 +140,19 @@ def test_artifacts_are_said_once_and_using_one_raises_a_clear_error(
     with pytest.raises(ExpertrackError, match="W&B artifacts are kept by W&B"):
         run.use_artifact("entity/project/model:v0")
     run.finish()
+
+
+def test_the_mirror_looks_for_the_real_wandb_past_the_stand_in(tmp_path: Path) -> None:
+    # find_spec("wandb") finds the stand-in; whether to start the mirror depends on the real package being there
+    code = "import wandb\nfrom expertrack.mirror import wandb_importable\nprint(wandb.__file__, wandb_importable())"
+    pytest.importorskip("wandb")
+    with_real = check(
+        subprocess.run([sys.executable, "-c", code], env=child_env(tmp_path, EXPERTRACK_AS_WANDB="1"), **QUIET)
+    )
+    assert with_real.stdout.split()[1:] == ["True"] and "_stand_in" in with_real.stdout
+    # -S: no site-packages, so no real wandb (and no .pth); the stand-in and expertrack from PYTHONPATH
+    env = child_env(
+        tmp_path, PYTHONPATH=os.pathsep.join([str(STAND_IN_DIR), str(Path(expertrack.__file__).parents[1])])
+    )
+    without = check(subprocess.run([sys.executable, "-S", "-c", code], env=env, **QUIET))
+    assert without.stdout.split()[1:] == ["False"] and "_stand_in" in without.stdout
