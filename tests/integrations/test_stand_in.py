@@ -156,3 +156,19 @@ def test_the_mirror_looks_for_the_real_wandb_past_the_stand_in(tmp_path: Path) -
     )
     without = check(subprocess.run([sys.executable, "-S", "-c", code], env=env, **QUIET))
     assert without.stdout.split()[1:] == ["False"] and "_stand_in" in without.stdout
+
+
+def test_expertrack_sync_uses_the_real_wandb_even_with_the_variable_set(tmp_path: Path) -> None:
+    # a shell that exported EXPERTRACK_AS_WANDB=1 for its trainers still syncs with the real wandb
+    pytest.importorskip("wandb")
+    run = expertrack.init(project="p", name="later", dir=tmp_path / "runs", mirror="off")
+    for step in range(3):
+        run.log({"loss": 1.0 / (step + 1)})
+    run.finish()
+    wandb_dir = tmp_path / "wandb-files"
+    wandb_dir.mkdir()
+    env = offline_env(wandb_dir, EXPERTRACK_AS_WANDB="1", TMPDIR=str(tmp_path))
+    proc = subprocess.run([EXPERTRACK, "sync", "--all", "--dir", str(tmp_path / "runs")], env=env, **QUIET)
+    assert proc.returncode == 0, proc.stderr
+    (log,) = wandb_logs(wandb_dir)
+    assert [row["loss"] for row in read_run(log).history] == [1.0, 0.5, 1.0 / 3]
