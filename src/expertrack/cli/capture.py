@@ -81,21 +81,13 @@ def run(
     expertrack run --as-wandb --project moe -- python train.py --report_to wandb
     """
     if as_wandb:
-        unused = [
-            flag
-            for flag, value in (
-                ("--name", name),
-                ("--group", group),
-                ("--tag", tags),
-                ("--config", configs),
-                ("--parser", parser),
-            )
-            if value
-        ]
+        given = {"--name": name, "--group": group, "--tag": tags, "--config": configs, "--parser": parser}
+        given["--stdout"] = stdout_mode != "auto"
+        unused = [flag for flag, value in given.items() if value]
         if unused:
             raise click.UsageError(
-                f"{', '.join(unused)} cannot be used with --as-wandb: the program's wandb.init() makes the run "
-                "(set name, group, tags and config there; --project, --dir and --mirror apply)"
+                f"{', '.join(unused)} cannot be used with --as-wandb: the program's wandb.init() makes the run and "
+                "its output is not read (set name, group, tags and config there; --project, --dir and --mirror apply)"
             )
         _exec_as_wandb(list(command), dir_, project, mirror)
     from expertrack.capture.wrap import WrapOptions, wrap

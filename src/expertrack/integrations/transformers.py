@@ -114,7 +114,11 @@ class ExpertrackCallback(TrainerCallback):  # type: ignore[misc]
             self._ensure_run(args).log(metric_names(metrics), step=int(state.global_step))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Write what was logged (the run stays open for a later ``evaluate()``; see the module docstring)."""
+        """Take the router hooks off the model and write what was logged (the run stays open for a later
+        ``evaluate()``; see the module docstring)."""
+        if self._watcher is not None:  # its last window was logged by the final on_log, just before
+            self._watcher.detach()
+            self._watcher = None
         if state.is_world_process_zero and self._run is not None:
             self._run.flush(timeout=10.0)
 
