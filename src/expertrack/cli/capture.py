@@ -81,8 +81,8 @@ def run(
     expertrack run --as-wandb --project moe -- python train.py --report_to wandb
     """
     if as_wandb:
-        given = {"--name": name, "--group": group, "--tag": tags, "--config": configs, "--parser": parser}
-        given["--stdout"] = stdout_mode != "auto"
+        given: dict[str, object] = {"--name": name, "--group": group, "--tag": tags, "--config": configs}
+        given.update({"--parser": parser, "--stdout": stdout_mode != "auto"})
         unused = [flag for flag, value in given.items() if value]
         if unused:
             raise click.UsageError(
