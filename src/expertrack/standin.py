@@ -5,7 +5,9 @@ module search path of the training process only:
 
 * ``expertrack run --as-wandb -- CMD`` runs CMD with that directory first on ``PYTHONPATH``;
 * ``EXPERTRACK_AS_WANDB=1`` in the environment does the same at interpreter start-up, for launchers that cannot
-  be wrapped (a one-line ``.pth`` file installed with expertrack calls :func:`activate`).
+  be wrapped: a one-line ``expertrack_as_wandb.pth`` installed beside the package puts the directory first on
+  ``sys.path`` (found with ``find_spec``, without importing expertrack: a start-up that pays nothing more);
+* :func:`activate` does it from Python (a notebook), before the first ``import wandb``.
 
 The W&B mirror is a separate process that needs the real wandb: :func:`without_stand_in` is the environment it
 is started with, and :func:`real_wandb_importable` looks for the real package past the stand-in. What the
@@ -22,17 +24,12 @@ from pathlib import Path
 
 ENV_AS_WANDB = "EXPERTRACK_AS_WANDB"
 STAND_IN_DIR = Path(__file__).resolve().parent / "_stand_in"
-_TRUE = ("1", "true", "yes", "on")
-
-
-def requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether ``$EXPERTRACK_AS_WANDB`` asks for the stand-in."""
-    return environ.get(ENV_AS_WANDB, "").strip().lower() in _TRUE
 
 
 def activate() -> None:
-    """Put the stand-in first on ``sys.path`` when ``$EXPERTRACK_AS_WANDB`` asks for it (called at start-up)."""
-    if requested() and str(STAND_IN_DIR) not in sys.path:
+    """Put the stand-in first on ``sys.path``, so that a later ``import wandb`` gets expertrack (a wandb
+    imported already stays the real one); what ``$EXPERTRACK_AS_WANDB`` does at start-up."""
+    if not any(_is_stand_in(p) for p in sys.path):
         sys.path.insert(0, str(STAND_IN_DIR))
 
 

@@ -172,3 +172,14 @@ def test_expertrack_sync_uses_the_real_wandb_even_with_the_variable_set(tmp_path
     assert proc.returncode == 0, proc.stderr
     (log,) = wandb_logs(wandb_dir)
     assert [row["loss"] for row in read_run(log).history] == [1.0, 0.5, 1.0 / 3]
+
+
+def test_activate_from_python_before_the_first_import(tmp_path: Path) -> None:
+    code = (
+        "import expertrack.standin\nexpertrack.standin.activate()\nimport wandb\n"
+        "run = wandb.init(project='nb', dir='.')\nwandb.log({'loss': 0.5})\nwandb.finish()\nprint(wandb.__file__)"
+    )
+    env = child_env(tmp_path, EXPERTRACK_DIR=str(tmp_path / "chosen"))
+    proc = check(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, **QUIET))
+    assert "_stand_in" in proc.stdout
+    assert series(the_run(tmp_path / "chosen"), "loss") == {0: 0.5}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,18 @@ TRAINERS = Path(__file__).resolve().parent / "trainers"
 EXPERTRACK = str(Path(sys.executable).with_name("expertrack"))
 
 
+def stand_in_variable_installed() -> bool:
+    """Whether the ``.pth`` line that makes ``EXPERTRACK_AS_WANDB=1`` work is installed in this environment."""
+    return any((Path(d) / "expertrack_as_wandb.pth").exists() for d in site.getsitepackages())
+
+
 def child_env(workdir: Path, **extra: str) -> dict[str, str]:
     """An environment that never reaches the network and keeps temporary files below ``workdir``."""
+    if extra.get("EXPERTRACK_AS_WANDB"):
+        assert stand_in_variable_installed(), (
+            "expertrack_as_wandb.pth is not installed in this environment: reinstall expertrack "
+            "(`pip install -e .`, or scripts/setup-venv.sh) so that EXPERTRACK_AS_WANDB=1 works"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "EXPERTRACK_"))}
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     env.update(
