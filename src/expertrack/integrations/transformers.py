@@ -106,7 +106,7 @@ class ExpertrackCallback(TrainerCallback):  # type: ignore[misc]
             if key in logs:
                 run.summary[f"train/{key}"] = logs[key]
         if self._watcher is not None:
-            self._watcher.log_to(run, step)
+            self._log_router_metrics(run, step)
 
     def on_predict(self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any], **kwargs: Any) -> None:
         """``Trainer.predict()``'s metrics, which the Trainer does not pass to ``on_log``."""
@@ -123,6 +123,16 @@ class ExpertrackCallback(TrainerCallback):  # type: ignore[misc]
             self._run.flush(timeout=10.0)
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
+
+    def _log_router_metrics(self, run: expertrack.Run, step: int) -> None:
+        try:
+            self._watcher.log_to(run, step)
+        except Exception as err:  # the tracker's outer boundary (DESIGN rule 1): training goes on without them
+            run.notifier.once(
+                "hf-router-log", f"ExpertrackCallback: router metrics stopped ({type(err).__name__}: {err})"
+            )
+            self._watcher.detach()
+            self._watcher = None
 
     def _ensure_run(self, args: Any) -> expertrack.Run:
         run = expertrack.current_run()
