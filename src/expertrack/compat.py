@@ -6,10 +6,13 @@ go on (``watch``; media objects such as ``Image`` can be built, and ``log`` repo
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 from expertrack.notify import Notifier, say
 from expertrack.session import current_run
@@ -149,6 +152,12 @@ class Artifact:
 
     def add_dir(self, local_path: str, name: str | None = None, **kwargs: Any) -> None:
         """Accepted; the directory stays where it is."""
+
+    @contextlib.contextmanager
+    def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> Iterator[IO[Any]]:
+        """A file to write into the artifact (the HF Trainer writes the model's files so): what is written is
+        dropped, since the artifact is never stored."""
+        yield io.BytesIO() if "b" in mode else io.StringIO()
 
     def __repr__(self) -> str:
         return f"<Artifact {self.name!r} (W&B artifact, not stored by expertrack)>"

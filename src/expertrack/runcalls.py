@@ -22,6 +22,11 @@ class WandbRunCalls:
 
     notifier: Notifier
 
+    @property
+    def url(self) -> None:
+        """wandb's link to the run's page: runs here have none (the HF Trainer puts it in a model card badge)."""
+        return None
+
     def _label(self, *args: Any, **kwargs: Any) -> None:
         """wandb's telemetry label (which library made the run): nothing to record here."""
 

@@ -24,7 +24,9 @@ def native(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def through_wandb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("lightning-wandb")
-    train_as_wandb("lightning_train.py", workdir)
+    # log_model=True: the logger also logs checkpoints as artifacts, which expertrack cannot store (said once)
+    proc = train_as_wandb("lightning_train.py", workdir, "--log-model")
+    (workdir / "stderr.txt").write_text(proc.stderr)
     return workdir
 
 
@@ -56,3 +58,9 @@ def test_wandb_logger_under_the_stand_in_stores_every_row_and_keeps_the_chosen_d
                 assert series(run, key)[i] == pytest.approx(value), (key, i)
     assert run.config == {"lr": 0.05, "width": 4}
     assert run.state == "finished" and run.name == "tiny-lightning" and run.project == "lightning"
+
+
+def test_checkpoint_artifacts_from_wandb_logger_are_said_once_and_the_files_stay(through_wandb: Path) -> None:
+    err = (through_wandb / "stderr.txt").read_text()
+    assert err.count("log_artifact(): W&B artifacts are not stored by expertrack") == 1
+    assert list(through_wandb.rglob("*.ckpt"))  # where Lightning wrote it

@@ -32,7 +32,9 @@ def native_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def through_wandb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("hf-wandb")
-    train_as_wandb("hf_train.py", workdir)
+    # WANDB_LOG_MODEL: the callback also builds model artifacts, which expertrack cannot store (said once)
+    proc = train_as_wandb("hf_train.py", workdir, WANDB_LOG_MODEL="end")
+    (workdir / "stderr.txt").write_text(proc.stderr)
     return workdir
 
 
@@ -141,3 +143,9 @@ def test_no_router_metrics_when_turned_off_or_for_a_dense_model(tmp_path: Path, 
     assert sorted(series(run, "train/loss")) == [1, 2]
     assert not [key for key in run.metric_keys() + run.array_keys() if key.startswith("moe/")]
     assert "moe" not in run.config
+
+
+def test_model_artifacts_from_the_trainer_are_said_once_and_training_goes_on(through_wandb: Path) -> None:
+    err = (through_wandb / "stderr.txt").read_text()
+    assert err.count("log_artifact(): W&B artifacts are not stored by expertrack") == 1
+    assert the_run(through_wandb / "chosen").state == "finished"

@@ -1,7 +1,7 @@
 """A few steps of a Lightning Trainer on a tiny regression model, random data, with a CSVLogger beside the
 logger under test.
 
-    python lightning_train.py native|wandb [--ddp]
+    python lightning_train.py native|wandb [--ddp] [--log-model]
 
 native: ``ExpertrackLogger``; wandb: Lightning's ``WandbLogger`` (run it under the stand-in). ``--ddp``: the DDP
 strategy, for a launch by torchrun (gloo). Writes ``logged.json``: the CSVLogger's rows and hyperparameters.
@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-mode, ddp = sys.argv[1], "--ddp" in sys.argv
+mode, ddp, log_model = sys.argv[1], "--ddp" in sys.argv, "--log-model" in sys.argv
 
 
 class Tiny(L.LightningModule):
@@ -51,7 +51,7 @@ if mode == "native":
 else:
     from lightning.pytorch.loggers import WandbLogger
 
-    logger = WandbLogger(project="lightning", name="tiny-lightning")
+    logger = WandbLogger(project="lightning", name="tiny-lightning", log_model=log_model)
 csv_logger = CSVLogger("csv")
 trainer = L.Trainer(
     max_steps=6,
@@ -62,7 +62,8 @@ trainer = L.Trainer(
     accelerator="cpu",
     devices=2 if ddp else 1,
     strategy="ddp" if ddp else "auto",
-    enable_checkpointing=False,
+    enable_checkpointing=log_model,
+    default_root_dir="ckpt",
     enable_progress_bar=False,
     enable_model_summary=False,
 )
