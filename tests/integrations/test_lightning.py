@@ -64,3 +64,45 @@ def test_checkpoint_artifacts_from_wandb_logger_are_said_once_and_the_files_stay
     err = (through_wandb / "stderr.txt").read_text()
     assert err.count("log_artifact(): W&B artifacts are not stored by expertrack") == 1
     assert list(through_wandb.rglob("*.ckpt"))  # where Lightning wrote it
+
+
+def test_two_trainers_in_one_script_get_a_run_each_with_all_their_steps(tmp_path: Path) -> None:
+    import lightning as L
+    import torch
+
+    import expertrack
+    from expertrack.integrations.lightning import ExpertrackLogger
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(12, 2)), batch_size=4)
+    for name in ("first", "second"):
+        logger = ExpertrackLogger(project="lightning", name=name, dir=tmp_path / "runs", mirror="off")
+        trainer = L.Trainer(
+            max_steps=3,
+            log_every_n_steps=1,
+            logger=logger,
+            accelerator="cpu",
+            devices=1,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path / name,
+        )
+        trainer.fit(Tiny(), data)
+    expertrack.finish()
+    runs = {run.name: run for run in expertrack.Api(tmp_path / "runs").runs()}
+    assert sorted(runs) == ["first", "second"]
+    for run in runs.values():
+        assert sorted(series(run, "train_loss")) == [0, 1, 2] and run.state == "finished"

@@ -149,3 +149,36 @@ def test_model_artifacts_from_the_trainer_are_said_once_and_training_goes_on(thr
     err = (through_wandb / "stderr.txt").read_text()
     assert err.count("log_artifact(): W&B artifacts are not stored by expertrack") == 1
     assert the_run(through_wandb / "chosen").state == "finished"
+
+
+def test_two_trainers_in_one_script_get_a_run_each_with_all_their_steps(tmp_path: Path) -> None:
+    # dense, then MoE, in one script: the second Trainer's steps start at 0 again and must not be refused
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import expertrack
+    from expertrack.integrations.transformers import ExpertrackCallback
+
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    for name in ("first", "second"):
+        callback = ExpertrackCallback(project="hf", name=name, dir=tmp_path / "runs", mirror="off")
+        tiny_trainer(LlamaForCausalLM(LlamaConfig(**sizes)), callback, tmp_path / name).train()
+    expertrack.finish()
+    runs = {run.name: run for run in expertrack.Api(tmp_path / "runs").runs()}
+    assert sorted(runs) == ["first", "second"]
+    for run in runs.values():
+        assert sorted(series(run, "train/loss")) == [1, 2] and run.state == "finished"
+
+
+def test_a_run_started_by_the_user_is_joined_not_replaced(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import expertrack
+    from expertrack.integrations.transformers import ExpertrackCallback
+
+    run = expertrack.init(project="mine", name="by-hand", dir=tmp_path / "runs", mirror="off", config={"seed": 1})
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    tiny_trainer(LlamaForCausalLM(LlamaConfig(**sizes)), ExpertrackCallback(), tmp_path / "out").train()
+    run.finish()
+    stored = the_run(tmp_path / "runs")
+    assert stored.id == run.id and stored.config["seed"] == 1 and "args" in stored.config
+    assert sorted(series(stored, "train/loss")) == [1, 2]

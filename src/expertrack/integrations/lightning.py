@@ -24,6 +24,7 @@ from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import expertrack
+from expertrack.integrations._runs import run_for
 
 __all__ = ["ExpertrackLogger"]
 
@@ -63,10 +64,9 @@ class ExpertrackLogger(Logger):  # type: ignore[misc]
     @property
     @rank_zero_experiment
     def experiment(self) -> expertrack.Run:
-        """The ``expertrack.Run`` (the current run, else one started on first use)."""
-        if self._run is None or self._run._finished:
-            run = expertrack.current_run()
-            self._run = run if run is not None else expertrack.init(project=self._project, **self._init_kwargs)
+        """The ``expertrack.Run``: the user's current run, else one started on first use (a run that another
+        ExpertrackLogger started, for an earlier Trainer, is finished first: one run per training)."""
+        self._run = run_for(self._run, lambda: expertrack.init(project=self._project, **self._init_kwargs))
         return self._run
 
     @rank_zero_only  # type: ignore[misc]

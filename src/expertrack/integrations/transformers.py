@@ -28,6 +28,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 import expertrack
+from expertrack.integrations._runs import run_for
 
 __all__ = ["ExpertrackCallback", "metric_names"]
 
@@ -135,13 +136,15 @@ class ExpertrackCallback(TrainerCallback):  # type: ignore[misc]
             self._watcher = None
 
     def _ensure_run(self, args: Any) -> expertrack.Run:
-        run = expertrack.current_run()
-        if run is None:
-            run = expertrack.init(
+        """This callback's run (see ``integrations._runs.run_for``: one run per Trainer in a script)."""
+        run = run_for(
+            self._run,
+            lambda: expertrack.init(
                 project=self._project or os.environ.get("WANDB_PROJECT") or "huggingface",
                 name=self._name or getattr(args, "run_name", None),
                 **self._init_kwargs,
-            )
+            ),
+        )
         self._run = run
         return run
 
