@@ -9,8 +9,9 @@ becomes the run's config, each ``log_metrics(metrics, step)`` is logged at that 
 Lightning's dummy experiment). ``experiment`` is the ``expertrack.Run``; ``version`` is the run id. ``finalize``
 writes what was logged; the run stays open so a later ``trainer.test()`` lands in it, and is finished at exit
 (as failed when the process fails) or by ``expertrack.finish()``. The run is the current one when
-``expertrack.init()`` was called first. Lightning's ``WandbLogger`` also works, unchanged, under the ``import
-wandb`` stand-in (docs/integrations.md). Importing this module imports lightning.
+``expertrack.init()`` was called first, else one per Trainer (see ``integrations._runs.run_for``). Lightning's
+``WandbLogger`` also works, unchanged, under the ``import wandb`` stand-in (docs/integrations.md). Importing this
+module imports lightning.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ What is recorded, on the world's process zero only (other ranks do nothing):
   from training forward passes only, logged with each ``on_log``; ``router_metrics=False`` turns this off.
 
 The run is the current one if ``expertrack.init()`` was called, else one this callback starts at the beginning of
-training. It is left open after ``train()`` so a later ``evaluate()`` lands in it; it is finished at exit (as
-failed if the process fails) or by ``expertrack.finish()``. Importing this module imports transformers.
+training (one per Trainer: a run an earlier callback started is finished first). It is left open after ``train()``
+so a later ``evaluate()`` lands in it; it is finished at exit (as failed if the process fails) or by
+``expertrack.finish()``. Importing this module imports transformers.
 """
 
 from __future__ import annotations
