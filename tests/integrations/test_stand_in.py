@@ -66,13 +66,14 @@ def test_nanogpt_wandb_log_runs_unchanged_with_as_wandb(tmp_path: Path) -> None:
 
 
 def test_the_exit_status_and_the_end_of_the_run_are_the_programs_own(tmp_path: Path) -> None:
-    script = "import sys, wandb\nwandb.init(project='p')\nwandb.log({'loss': 1.0})\nsys.exit(3)\n"
+    script = "import sys, wandb\nwandb.init()\nwandb.log({'loss': 1.0})\nsys.exit(3)\n"
     write_script(tmp_path, script)
-    command = [EXPERTRACK, "run", "--as-wandb", "--dir", "runs", "--", sys.executable, str(tmp_path / "train.py")]
+    command = [EXPERTRACK, "run", "--as-wandb", "--dir", "runs", "--project", "from-cli", "--"]
+    command += [sys.executable, str(tmp_path / "train.py")]
     proc = subprocess.run(command, cwd=tmp_path, env=child_env(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr
     run = the_run(tmp_path / "runs")
-    assert run.state == "failed" and run.exit_code == 3
+    assert run.state == "failed" and run.exit_code == 3 and run.project == "from-cli"
 
 
 def test_options_that_the_programs_own_init_decides_are_refused_clearly(tmp_path: Path) -> None:
@@ -93,8 +94,8 @@ def test_the_live_mirror_still_sends_to_real_wandb_in_that_mode(tmp_path: Path) 
     wandb_dir = tmp_path / "wandb-files"
     wandb_dir.mkdir()
     env = offline_env(wandb_dir, **{k: v for k, v in child_env(tmp_path).items() if not k.startswith("WANDB")})
-    env.update(EXPERTRACK_MIRROR="wandb", WANDB_MODE="offline")
-    check(as_wandb(tmp_path, "--dir", "chosen", env=env))
+    env.update(WANDB_MODE="offline")  # and EXPERTRACK_MIRROR=off, which --mirror overrides
+    check(as_wandb(tmp_path, "--dir", "chosen", "--mirror", "wandb", env=env))
     run = the_run(tmp_path / "chosen")
     assert_nanogpt_run(run)
     wait_for_mirror(tmp_path / "chosen", run.id)
