@@ -182,3 +182,45 @@ def test_a_run_started_by_the_user_is_joined_not_replaced(tmp_path: Path) -> Non
     stored = the_run(tmp_path / "runs")
     assert stored.id == run.id and stored.config["seed"] == 1 and "args" in stored.config
     assert sorted(series(stored, "train/loss")) == [1, 2]
+
+
+def test_domains_handed_to_the_callbacks_watcher_give_the_affinity_matrix(tmp_path: Path) -> None:
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM, Trainer, TrainingArguments
+
+    import expertrack
+    from expertrack.integrations.transformers import ExpertrackCallback
+
+    callback = ExpertrackCallback(
+        project="hf", dir=tmp_path / "runs", mirror="off", router_domains=["code", "math", "prose"]
+    )
+
+    class DomainTrainer(Trainer):  # the user's own compute_loss, as when a batch carries its domain
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            domains = inputs.pop("domain")
+            callback.watcher.set_domains(domains)
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    sizes = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    model = MixtralForCausalLM(
+        MixtralConfig(num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=2, **sizes)
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    ids = torch.randint(0, 64, (8, 8))
+    dataset = [{"input_ids": row, "labels": row, "domain": torch.tensor(i % 3)} for i, row in enumerate(ids)]
+    trainer = DomainTrainer(model=model, args=args, train_dataset=dataset, callbacks=[callback])
+    trainer.train()
+    expertrack.finish()
+    steps, affinity = the_run(tmp_path / "runs").arrays("moe/affinity")
+    assert list(steps) == [1, 2] and affinity.shape[1:] == (1, 4, 3)  # layers x experts x domains
+    assert affinity.sum() == 2 * 4 * 8 * 2  # every routed slot of both steps, by domain

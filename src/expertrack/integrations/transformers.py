@@ -76,6 +76,13 @@ class ExpertrackCallback(TrainerCallback):  # type: ignore[misc]
         self._run: expertrack.Run | None = None
         self._watcher: Any = None
 
+    @property
+    def watcher(self) -> Any:
+        """The ``expertrack.moe.Watcher`` on the model's routers during training (None for a dense model, before
+        training, or with ``router_metrics=False``): ``callback.watcher.set_domains(ids)`` in a data collator or
+        a ``compute_loss`` feeds the experts x domains affinity of ``router_domains``."""
+        return self._watcher
+
     # ---- the Trainer's events ---------------------------------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
