@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.notify import Notifier
+from expertrack.runcalls import WandbRunCalls
 from expertrack.runconfig import Config, Summary, dumps
 from expertrack.summary import SummaryState, parse_summary_spec
 from expertrack.values import flatten
@@ -25,7 +26,7 @@ FINISH_DEADLINE_S = 30.0
 KILLED_LOG_PAUSE_S = 0.05
 
 
-class Run:
+class Run(WandbRunCalls):
     """One tracked run. Create it with ``expertrack.init()``; use it as a context manager or call ``finish()``."""
 
     def __init__(

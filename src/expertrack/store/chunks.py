@@ -158,6 +158,18 @@ def piece_counts(rows: list[tuple[str]]) -> dict[int, int]:
     return counts
 
 
+def piece_entries(rows: list[tuple[str, bytes, bytes]]) -> list[tuple[int, bytes, bytes]]:
+    """Every (key_id, steps, vals) slice out of piece rows (keys, steps, vals), in row order."""
+    out = []
+    for header, steps, vals in rows:
+        at = 0
+        for key_id, n in json.loads(header):
+            part = slice(at * 8, (at + n) * 8)
+            out.append((key_id, steps[part], vals[part]))
+            at += n
+    return out
+
+
 def piece_slices(rows: list[tuple[str, bytes, bytes, bytes]], key_id: int) -> list[tuple[bytes, bytes, bytes]]:
     """The (steps, times, vals) blobs of one key out of piece rows (keys, steps, times, vals), in row order."""
     out = []
