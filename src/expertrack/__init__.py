@@ -70,7 +70,9 @@ def define_metric(
     name: str, step_metric: str | None = None, summary: str | None = None, **kwargs: Any
 ) -> dict[str, Any]:
     """``define_metric`` on the current run."""
-    return require_run("define_metric").define_metric(name, step_metric=step_metric, summary=summary, **kwargs)
+    return require_run("define_metric").define_metric(
+        name, step_metric=step_metric, summary=summary, **kwargs
+    )
 
 
 class _CurrentRunAttribute:
@@ -110,7 +112,9 @@ class _CurrentRunAttribute:
         return len(self._target())
 
     def __repr__(self) -> str:
-        return repr(self._target()) if current_run() is not None else f"<expertrack.{self._attribute}: no run>"
+        return (
+            repr(self._target()) if current_run() is not None else f"<expertrack.{self._attribute}: no run>"
+        )
 
 
 config: Any = _CurrentRunAttribute("config")
