@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expertrack.capture.child import Child, ChildExit, SpawnError, find_libstdbuf, forward_signals
+from expertrack.capture.program import ProgramProbe
 from expertrack.capture.tracker import OutputTracker
 from expertrack.notify import say
 
@@ -56,22 +57,30 @@ def wrap(options: WrapOptions) -> int:
             say(str(err))
             return err.exit_code
         _lower_priority_of_new_threads()
+        probe = None
         try:
             run = start_run(options)
             tracker.start(run)
+            if run is not None:
+                probe = ProgramProbe(options.argv, run)  # the program's own interpreter, asked off its path
+                probe.start()
             ended = child.wait()
         finally:
             if child.running:  # our own code failed while the command still runs
                 child.send_signal(signal.SIGTERM)
-        finish_tracking(tracker, run, ended)
+        finish_tracking(tracker, run, ended, probe)
     return ended.status
 
 
-def finish_tracking(tracker: OutputTracker, run: Run | None, ended: ChildExit) -> None:
+def finish_tracking(
+    tracker: OutputTracker, run: Run | None, ended: ChildExit, probe: ProgramProbe | None = None
+) -> None:
     """Parse what is left and finish the run the way the command ended; a failure here is said, and never
     changes the exit status the caller returns."""
     try:
         tracker.close()
+        if probe is not None:
+            probe.wait()  # a program shorter than the probe: its description still goes in before the end
         if run is not None:
             run.finish(exit_code=ended.status, signal=ended.signal)
     except Exception as exc:  # outer boundary: the command has ended; its exit status must come through

@@ -231,6 +231,23 @@ def environment_lines(env: dict[str, Any]) -> list[tuple[str, Any]]:
     return lines
 
 
+def program_lines(program: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A wrapped program's description (``expertrack.capture.program``), one readable line per part."""
+    lines: list[tuple[str, Any]] = []
+    if program.get("command"):
+        lines.append(("command", shlex.join(str(a) for a in program["command"])))
+    lines.append(("executable", program.get("executable") or "(not found on PATH)"))
+    python = program.get("python") or {}
+    if python:
+        name = python.get("implementation", "Python")
+        lines.append(("python", f"{name} {python.get('version', '?')} at {python.get('executable', '?')}"))
+        packages = python.get("packages") or {}
+        lines.append(("packages", ", ".join(f"{k} {v}" for k, v in packages.items()) or "(none)"))
+    if program.get("python_error"):
+        lines.append(("python", f"could not ask the interpreter: {program['python_error']}"))
+    return lines
+
+
 def print_pairs(console: Any, title: str, pairs: list[tuple[str, Any]]) -> None:
     """A titled two-column section; '(none)' when empty."""
     console.print(f"\n[bold]{title}[/bold]", markup=True)
