@@ -32,6 +32,12 @@ def train_step() -> float:
 def evaluate() -> float:
     return random.random()
 """,
+    # A loop's batches and its loss (docs/integrations.md, Accelerate).
+    "training-batches": """
+import torch
+loader = [torch.randn(4, 8) for _ in range(3)]
+loss = torch.tensor(2.5)
+""",
     # A run in the default store, and its id.
     "stored-run": """
 import expertrack

@@ -23,7 +23,7 @@ import subprocess
 import threading
 from typing import TYPE_CHECKING, Any
 
-from expertrack.environment import redact_argv
+from expertrack.redact import redact_argv
 
 if TYPE_CHECKING:
     from expertrack.tracking import Run

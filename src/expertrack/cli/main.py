@@ -96,4 +96,7 @@ def _dir_default(command: click.Command, directory: Path) -> dict[str, object]:
 
 def main() -> None:
     """Console-script entry point (also ``python -m expertrack``)."""
+    from expertrack.standin import deactivate
+
+    deactivate()  # `sync` and `import wandb` need the real wandb, even with $EXPERTRACK_AS_WANDB set
     cli(prog_name="expertrack")
