@@ -1,7 +1,8 @@
 """The rest of wandb's module-level surface, so a W&B training script runs unchanged under ``import expertrack as
-wandb``: calls with a local meaning do it (``save`` keeps small files with the run, ``alert`` prints), calls that
-only make sense for W&B's service do nothing (``login``), and calls expertrack does not support say so once and
-go on (``watch``; media objects such as ``Image`` can be built, and ``log`` reports them once as not stored).
+wandb``: calls with a local meaning do it (``save`` keeps small files with the run, ``alert`` raises an alert
+stored with the run), calls that only make sense for W&B's service do nothing (``login``), and calls expertrack
+does not support say so once and go on (``watch``; media objects such as ``Image`` can be built, and ``log``
+reports them once as not stored).
 """
 
 from __future__ import annotations
@@ -79,7 +80,12 @@ def save(glob_str: str, base_path: str | None = None, policy: str = "live") -> l
 
 
 def alert(title: str, text: str = "", level: Any = None, wait_duration: Any = None) -> None:
-    """W&B sends alerts by e-mail or Slack; here the alert is printed on stderr."""
+    """An alert on the current run, as ``run.alert``: stored with the run, printed on stderr and sent to
+    ``$EXPERTRACK_WEBHOOK`` if set (docs/alerts.md). Without a run it is only printed."""
+    run = current_run()
+    if run is not None:
+        run.alert(title, text, level=level, wait_duration=wait_duration)
+        return
     shown = f" [{getattr(level, 'name', level)}]" if level is not None else ""
     print(f"expertrack: alert{shown}: {title}" + (f": {text}" if text else ""), file=sys.stderr, flush=True)
 

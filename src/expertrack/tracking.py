@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from expertrack.alerts.manual import ManualAlerts
 from expertrack.notify import Notifier
 from expertrack.runconfig import Config, Summary, dumps
 from expertrack.summary import SummaryState, parse_summary_spec
@@ -64,6 +65,7 @@ class Run:
         self.config = Config(config, self._config_changed)
         self.summary = Summary(self._summary_snapshot, self._summary_set, self._summary_delete)
         self._on_finish: list[Any] = []
+        self._manual_alerts = ManualAlerts()
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
@@ -163,6 +165,13 @@ class Run:
         self._defs.append(definition)
         self._put(("defs", list(self._defs)))
         return definition
+
+    def alert(self, title: str, text: str = "", level: Any = None, wait_duration: Any = None) -> None:
+        """wandb's ``run.alert``: an alert stored with the run, printed, and sent to the webhook (docs/alerts.md);
+        ``wait_duration`` seconds hold back a repeat of the same title. Its step is the current row's."""
+        if self._writer is not None and self._writer.alerts is not None:
+            step = self._step if self._pending or self._step == 0 else self._step - 1
+            self._manual_alerts.raise_alert(self._writer.alerts, step, title, text, level, wait_duration)
 
     # ---- files ------------------------------------------------------------------------------------------------
 

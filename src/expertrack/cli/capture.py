@@ -46,6 +46,15 @@ _PYTHON = re.compile(r"python[\d.]*")
     "with the command asked to flush each line (lines: live, faster), or a plain pipe (pipe: fastest, lines "
     "come in blocks). auto: pty when expertrack's own stdout is a terminal, else lines.",
 )
+@click.option(
+    "--alert",
+    "alert_specs",
+    multiple=True,
+    metavar="RULE[:off|:NAME=VALUE,...]|FILE.toml",
+    help="Configure an alert rule (nan, spike, dead_expert, maxvio, entropy, stall), e.g. --alert stall:minutes=30 "
+    "--alert spike --alert nan:off; 'off' turns every rule off; a .toml file gives them all. Repeatable; see "
+    "docs/alerts.md.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     dir_: Path | None,
@@ -57,6 +66,7 @@ def run(
     parser: str | None,
     mirror: str | None,
     stdout_mode: str,
+    alert_specs: tuple[str, ...],
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pass its output through unchanged, and track what it prints as metrics.
@@ -82,6 +92,7 @@ def run(
         parser=_checked_parser(parser),
         mirror=mirror,
         stdout_mode=stdout_mode,
+        alerts=_checked_alerts(alert_specs),
     )
     sys.exit(wrap(options))
 
@@ -140,6 +151,19 @@ def _config_options(values: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--config")
         config[key.strip()] = coerce_value(text)
     return config
+
+
+def _checked_alerts(specs: tuple[str, ...]) -> list[str] | None:
+    """Fail before anything starts when an --alert names no rule or a bad setting."""
+    if not specs:
+        return None
+    from expertrack.alerts import resolve
+
+    try:
+        resolve(list(specs))
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--alert") from err
+    return list(specs)
 
 
 def _checked_parser(parser: str | None) -> str | None:
