@@ -57,12 +57,13 @@ _SECRET_PARTS = frozenset(
         "auth",
         "authorization",
         "cookie",
+        "webhook",  # a Slack-style webhook's URL is its secret ($EXPERTRACK_WEBHOOK, SLACK_WEBHOOK_URL)
     }
 )
 # Standard variables that only look secret: the shell's working directories.
 _NOT_SECRET = frozenset({"pwd", "oldpwd"})
 # ...or ends with one of these (camelCase and run-together names: apiKey, accessToken, dbpassword).
-_SECRET_SUFFIXES = ("apikey", "token", "secret", "password", "passwd", "credentials", "credential")
+_SECRET_SUFFIXES = ("apikey", "token", "secret", "password", "passwd", "credentials", "credential", "webhook")
 _NAME_SPLIT = re.compile(r"[_\-.\s]+")
 # scheme://user:password@host -> scheme://[redacted]@host (a bare user@host is kept: it is no secret).
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@:]*:[^/\s@]*@")
