@@ -109,7 +109,7 @@ class AlertEngine:
                 None,
                 self._last_step,
                 idle / 60.0,
-                f"no new step for {idle / 60.0:.1f} minutes {since}, while the process is still running",
+                f"no new step for {_duration(idle)} {since}, while the process is still running",
             )
         )
 
@@ -151,6 +151,10 @@ class AlertEngine:
             f"alert-rule:{rule}",
             f"alert rule {rule!r} failed ({type(exc).__name__}: {exc}); the rule is skipped, nothing logged is lost",
         )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
 
 
 def _build(settings: AlertSettings) -> tuple[list[Any], list[Any]]:
