@@ -22,9 +22,7 @@ class ManualAlerts:
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def raise_alert(
-        self, engine: Any, step: int | None, title: str, text: str, level: Any, wait_duration: Any
-    ) -> bool:
+    def raise_alert(self, engine: Any, step: int | None, title: str, text: str, level: Any, wait_duration: Any) -> bool:
         """Raise one alert through ``engine`` (an ``AlertEngine``); False when ``wait_duration`` held it back."""
         wait = _seconds(wait_duration)
         now = time.monotonic()
