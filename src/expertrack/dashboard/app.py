@@ -9,6 +9,7 @@ Routes (all GET):
   /api/runs/{ref}/console?offset  its console output from a byte offset (live tail)
   /api/runs/{ref}/array?key&step  one array (e.g. moe/affinity [L,E,D]) at a step, for the MoE view
   /api/runs/{ref}/array_series?key  a small array at every step (e.g. a per-layer entropy), as columns
+  /api/runs/{ref}/alerts          its alerts, oldest first: [{"rule","key","step","value","time","message"}]
   /api/series?key&runs&buckets&after&x&lo&hi   one scalar key for several runs, min/max downsampled
 Bad input answers 4xx with {"error": "..."}; nothing here writes to the store.
 """
@@ -167,6 +168,11 @@ class Handlers:
         with self.api() as api:
             return PackedJSON(_data().array_series(self._run(api, request), key))
 
+    def alerts(self, request: Request) -> Response:
+        # value: a number, null, or "NaN"/"Infinity"/"-Infinity" (JSON has none); time: unix seconds
+        with self.api() as api:
+            return JSON([alert.as_dict() for alert in self._run(api, request).alerts()])
+
     def series(self, request: Request) -> Response:
         key = _required(request, "key")
         refs = _names(request, "runs")
@@ -317,6 +323,7 @@ def create_app(
         Route("/api/runs/{ref}/console", h.console),
         Route("/api/runs/{ref}/array", h.array),
         Route("/api/runs/{ref}/array_series", h.array_series),
+        Route("/api/runs/{ref}/alerts", h.alerts),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=warm_up)
     return Guard(app, allowed_hosts)
