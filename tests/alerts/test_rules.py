@@ -68,13 +68,13 @@ def test_a_second_spike_after_recovery_is_a_second_episode(tmp_path: Path) -> No
 
 
 def test_maxvio_fires_once_after_n_logs_above_the_threshold(tmp_path: Path) -> None:
-    maxvio = [0.5] * 5 + [3.0] * 12 + [0.5] * 3 + [3.0] * 4 + [0.4] + [3.5] * 5
+    maxvio = [0.5] * 5 + [4.0] * 12 + [0.5] * 3 + [4.0] * 4 + [0.4] + [3.5] * 5
     found = log_series(tmp_path, [{"moe/maxvio": v} for v in maxvio], alerts={"maxvio": {"logs": 5}})
     assert [(a.rule, a.key, a.step, a.value) for a in found] == [
-        ("maxvio", "moe/maxvio", 9, 3.0),  # 5th log above 2.0 (steps 5..9); the run of 4 later is too short
+        ("maxvio", "moe/maxvio", 9, 4.0),  # 5th log above 3.0 (steps 5..9); the run of 4 later is too short
         ("maxvio", "moe/maxvio", 29, 3.5),
     ]
-    assert "above 2 for 5 logs since step 5" in found[0].message
+    assert "above 3 for 5 logs since step 5" in found[0].message
 
 
 def test_router_entropy_collapse_fires_once_against_its_starting_value(tmp_path: Path) -> None:

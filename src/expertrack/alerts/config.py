@@ -30,7 +30,7 @@ RULES: dict[str, dict[str, Any]] = {
         "patience": 50,  # steps within which a spike must come back down
     },
     "dead_expert": {"enabled": True, "key": "moe/tokens_per_expert", "logs": 10},
-    "maxvio": {"enabled": True, "key": "moe/maxvio", "threshold": 2.0, "logs": 10},
+    "maxvio": {"enabled": True, "key": "moe/maxvio", "threshold": 3.0, "logs": 10},
     "entropy": {"enabled": True, "key": "moe/router_entropy_norm", "fraction": 0.25, "logs": 3, "baseline_logs": 3},
     "stall": {"enabled": True, "minutes": 10.0},
 }
