@@ -29,7 +29,7 @@ def test_dict_form_turns_rules_on_and_off_and_sets_their_settings() -> None:
 
 def test_toml_file_and_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "alerts.toml"
-    path.write_text('webhook_timeout = 2\nspike = { patience = 10 }\n[stall]\nminutes = 30\n[maxvio]\nenabled = false\n')
+    path.write_text("webhook_timeout = 2\nspike = { patience = 10 }\n[stall]\nminutes = 30\n[maxvio]\nenabled = false")
     settings = resolve(str(path))
     assert settings.rules["spike"]["patience"] == 10 and settings.rules["stall"]["minutes"] == 30.0
     assert not settings.enabled("maxvio") and settings.webhook_timeout == 2.0
@@ -37,7 +37,8 @@ def test_toml_file_and_environment_variable(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("EXPERTRACK_WEBHOOK", "http://hook/")
     from_env = resolve()
     assert from_env.rules["stall"]["minutes"] == 30.0 and from_env.webhook == "http://hook/"
-    assert resolve(["stall:minutes=5"]).rules["stall"]["minutes"] == 5.0  # the file applies only when init() is given nothing
+    # the file applies only when init() is given nothing
+    assert resolve(["stall:minutes=5"]).rules["stall"]["minutes"] == 5.0
 
 
 def test_cli_specs() -> None:

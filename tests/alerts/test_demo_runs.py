@@ -23,9 +23,7 @@ def test_the_reference_experiment_raises_no_alert(tmp_path: Path, monkeypatch: p
     directory = tmp_path / "demo"
     threads = torch.get_num_threads()
     try:
-        run_demo(
-            DemoOptions(dir=str(directory), seeds=2, quick=True, threads=1, figures=False), echo=lambda *a: None
-        )
+        run_demo(DemoOptions(dir=str(directory), seeds=2, quick=True, threads=1, figures=False), echo=lambda *a: None)
     finally:
         torch.set_num_threads(threads)  # run_demo sets the process-wide thread count
     runs = expertrack.Api(directory).runs(project=PROJECT)
