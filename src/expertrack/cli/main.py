@@ -38,7 +38,7 @@ SHORT_HELP: dict[str, str] = {
     "run": "Run a training command and track its output.",
     "reparse": "Rebuild a wrapped run's metrics from its saved console output.",
     "sync": "Replay local runs into Weights & Biases.",
-    "import": "Import runs from other trackers (W&B offline directories).",
+    "import": "Import runs from other trackers (W&B offline directories, Megatron-LM tokens per expert).",
     "figures": "Make the report's figures from stored runs.",
     "ui": "Serve the live local dashboard.",
     "demo": "Run the reference experiment: dense vs MoE vs MoE without load balancing.",
