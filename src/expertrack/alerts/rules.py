@@ -53,10 +53,11 @@ class NanRule:
 
     def check(self, key: str, steps: Sequence[int], values: np.ndarray) -> list[Firing]:
         bad = key in self._bad
-        if not bad:
-            with np.errstate(over="ignore", invalid="ignore"):
-                if math.isfinite(values.sum()):  # one pass, no temporary: the healthy case
-                    return []
+        if not bad:  # the healthy case, as cheap as it gets: a slow trainer flushes one point per key
+            if len(values) <= 8 and all(map(math.isfinite, values.tolist())):
+                return []
+            if len(values) > 8 and np.isfinite(values).all():
+                return []
         finite = np.isfinite(values)
         out, pos = [], 0
         while pos < len(values):
@@ -253,17 +254,21 @@ class DeadExpertRule:
     def __init__(self, key: str, logs: int) -> None:
         self.key, self.logs = key, int(logs)
         self._zeros: np.ndarray | None = None  # consecutive logs without tokens, per [layer, expert]
+        self._counting = False  # some expert is in a run of empty logs
 
     def wants(self, key: str) -> bool:
         return key == self.key
 
     def check_array(self, key: str, step: int, array: Any) -> list[Firing]:
+        if not self._counting and np.all(array):  # every expert got tokens and none was counting: nothing to do
+            return []
         counts = np.asarray(array, dtype=np.float64)
         counts = counts.reshape(1, -1) if counts.ndim == 1 else counts.reshape(-1, counts.shape[-1])
         if self._zeros is None or self._zeros.shape != counts.shape:
             self._zeros = np.zeros(counts.shape, dtype=np.int64)  # a new shape (experts added) starts afresh
         zero = counts == 0
         self._zeros = np.where(zero, self._zeros + 1, 0)
+        self._counting = bool(zero.any())
         newly = self._zeros == self.logs
         out = []
         for layer in np.flatnonzero(newly.any(axis=1)):
