@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.alerts.manual import ManualAlerts
-from expertrack.notify import Notifier
+from expertrack.notify import Notifier, say
 from expertrack.runconfig import Config, Summary, dumps
 from expertrack.summary import SummaryState, parse_summary_spec
 from expertrack.values import flatten
@@ -172,6 +172,8 @@ class Run:
         if self._writer is not None and self._writer.alerts is not None:
             step = self._step if self._pending or self._step == 0 else self._step - 1
             self._manual_alerts.raise_alert(self._writer.alerts, step, title, text, level, wait_duration)
+        else:  # a disabled run stores nothing, but the program asked for the alert to be seen
+            say(f"alert [wandb] run {self.name}: {title}" + (f": {text}" if text else ""))
 
     # ---- files ------------------------------------------------------------------------------------------------
 

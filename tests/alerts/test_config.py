@@ -80,3 +80,13 @@ def test_init_refuses_bad_alert_settings_before_creating_a_run(tmp_path: Path) -
     with pytest.raises(ValueError, match="unknown alert rule 'spikes'"):
         expertrack.init(project="x", dir=tmp_path, mirror="off", alerts={"spikes": True})
     assert not (tmp_path / "store.db").exists()
+
+
+def test_wandb_alert_on_a_disabled_run_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import expertrack
+
+    run = expertrack.init(project="x", dir=tmp_path, mode="disabled")
+    expertrack.alert("diverged", "loss 1e9")
+    run.finish()
+    assert "alert [wandb] run disabled: diverged: loss 1e9" in capsys.readouterr().err
+    assert not (tmp_path / "store.db").exists()
