@@ -24,14 +24,14 @@ time.sleep(120)
 """
 
 
-def poll_alerts(directory: Path, rule: str, timeout: float = 60.0) -> list[expertrack.ApiRun]:
-    """Wait until some run in ``directory`` has an alert of ``rule`` at a step; return the runs (read-only)."""
+def poll_alerts(directory: Path, rule: str, step: int, timeout: float = 60.0) -> list[expertrack.ApiRun]:
+    """Wait until some run in ``directory`` has an alert of ``rule`` at ``step``; return the runs (read-only)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (directory / "store.db").exists():
             api = expertrack.Api(directory)
             runs = api.runs()
-            if any(a.rule == rule and a.step is not None for run in runs for a in run.alerts()):
+            if any(a.rule == rule and a.step == step for run in runs for a in run.alerts()):
                 return runs
             api.close()
         time.sleep(0.1)
@@ -50,13 +50,16 @@ def test_a_stalled_wrapped_child_is_reported_once(tmp_path: Path) -> None:
         text=True,
     )  # fmt: skip
     try:
-        (run,) = poll_alerts(runs_dir, "stall")
+        (run,) = poll_alerts(runs_dir, "stall", step=24)
     finally:
         wrapper.send_signal(signal.SIGTERM)  # forwarded to the child, which ends the run as killed
         _, err = wrapper.communicate(timeout=60)
     stalls = [a for a in expertrack.Api(runs_dir).run(run.id).alerts() if a.rule == "stall"]
     after_last_step = [a for a in stalls if a.step is not None]
-    assert [a.step for a in after_last_step] == [24]  # once, for the episode after the last step
+    # once per episode: the one after the last step (a loaded machine may also see a pause before it)
+    steps = [a.step for a in after_last_step]
+    assert steps[-1] == 24 and len(steps) == len(set(steps))
+    after_last_step = after_last_step[-1:]
     assert after_last_step[0].key is None and after_last_step[0].value >= 0.05  # minutes without a step
     assert "no new step for" in after_last_step[0].message and "after step 24" in after_last_step[0].message
     assert err.count("alert [stall]") == len(stalls)  # each printed once
