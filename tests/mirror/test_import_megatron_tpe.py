@@ -104,3 +104,14 @@ def test_an_expert_that_gets_no_tokens_raises_the_dead_expert_alert(tmp_path: Pa
 def test_a_directory_without_files_is_a_clear_error(tmp_path: Path) -> None:
     result = expertrack_cli("import", "megatron-tpe", str(tmp_path), "--dir", str(tmp_path / "runs"))
     assert result.returncode == 1 and "no Megatron-LM tokens-per-expert files (rank<N>.jsonl)" in result.stderr
+
+
+def test_an_iteration_one_rank_never_wrote_is_left_out_and_counted(tmp_path: Path) -> None:
+    save = tmp_path / "crashed"
+    write_rank(save, 0, tpe_lines(range(1, 4), layers=2, experts=2))
+    write_rank(save, 1, tpe_lines(range(1, 3), layers=2, experts=2))  # rank 1 died before iteration 3
+    result = expertrack_cli("import", "megatron-tpe", str(save), "--dir", str(tmp_path / "runs"), "--ranks", "sum")
+    assert result.returncode == 0, result.stderr
+    assert "left out 1 iterations missing a layer or a rank" in result.stdout
+    (run,) = expertrack.Api(tmp_path / "runs").runs()
+    assert run.arrays("moe/tokens_per_expert")[0].tolist() == [0, 1]

@@ -110,12 +110,15 @@ def combine(path: Path, ranks: str | None = None, rank: int | None = None) -> Tp
     data = TpeData(ranks=sorted(files))
     per_rank = [read_rank(f, data.bad_lines) for f in files.values()]
     merged: dict[tuple[str, int, int], np.ndarray] = {}
+    partial: set[tuple[str, int]] = set()
     for entry in set().union(*per_rank):
         parts = [r[entry] for r in per_rank if entry in r]
         if len(parts) != len(per_rank):
-            continue  # a rank stopped earlier (a crash): that iteration is incomplete
+            partial.add(entry[:2])  # a rank stopped earlier (a crash): that iteration is incomplete
+            continue
         merged[entry] = _merge(parts, ranks or "sum", entry)
-    _stack(data, merged)
+    _stack(data, merged)  # counts the iterations that kept some layers; those that kept none are counted here
+    data.incomplete += len(partial - {(key, step) for key, step, _layer in merged})
     return data
 
 
