@@ -13,6 +13,7 @@ import pytest
 import expertrack
 from expertrack.alerts import resolve
 from expertrack.alerts.engine import AlertEngine, RunIdentity
+from expertrack.alerts.rules import DeadExpertRule
 from expertrack.notify import Notifier
 from expertrack.store.alerts import AlertRecord
 
@@ -132,3 +133,22 @@ def test_alerts_do_not_depend_on_how_points_are_batched_into_flushes(sizes: list
         start += len(part)
     raised = sorted((a.rule, a.step) for a in engine.take())
     assert raised == [("maxvio", 510), ("nan", 100), ("spike", 300)]
+
+
+def test_a_rule_that_fails_is_said_once_and_costs_no_point(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Any, key: str, step: int, array: Any) -> list[Any]:
+        raise RuntimeError("a bug in the rule")  # stands for any bug: the engine must contain it
+
+    monkeypatch.setattr(DeadExpertRule, "check_array", broken)
+    run = expertrack.init(project="alerts", dir=tmp_path, mirror="off")
+    for step in range(3):
+        run.log({"moe/tokens_per_expert": np.zeros((2, 4), np.int64), "loss": math.nan if step == 1 else 1.0})
+        run.flush()
+    run.finish()
+    stored = expertrack.Api(tmp_path).run(run.id)
+    assert len(stored.arrays("moe/tokens_per_expert")[0]) == 3 and stored.point_count("loss") == 3
+    assert [a.rule for a in stored.alerts()] == ["nan"]  # the other rules go on
+    err = capsys.readouterr().err
+    assert err.count("alert rule 'dead_expert' failed (RuntimeError: a bug in the rule)") == 1
