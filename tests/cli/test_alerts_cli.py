@@ -67,3 +67,23 @@ def test_run_refuses_an_unknown_rule_or_setting_before_starting(tmp_path: Path) 
     typed = expertrack_cli("run", "--dir", str(tmp_path), "--alert", "stall:minutes=soon", *command)
     assert typed.returncode == 2 and "stall.minutes takes a number, not 'soon'" in typed.stderr
     assert not marker.exists()
+
+
+def test_replay_shows_what_other_settings_would_raise_and_stores_nothing(tmp_path: Path) -> None:
+    run = expertrack.init(project="cli", name="tune", dir=tmp_path, mirror="off", alerts=False)
+    for step in range(20):
+        run.log({"moe/maxvio": 2.5 if step >= 10 else 0.5, "loss": 1.0})
+    run.finish()
+    stored = expertrack_cli("alerts", "tune", "--dir", str(tmp_path))
+    assert "no alerts for run tune" in stored.stderr
+    default = expertrack_cli("alerts", "tune", "--dir", str(tmp_path), "--replay")
+    assert "no alerts for run tune" in default.stderr  # 2.5 is under the default threshold of 3
+    strict = expertrack_cli(
+        "alerts", "tune", "--dir", str(tmp_path), "--replay", "--alert", "maxvio:threshold=2,logs=4", "--json"
+    )
+    (row,) = [json.loads(line) for line in strict.stdout.splitlines()]
+    assert (row["rule"], row["step"], row["value"]) == ("maxvio", 13, 2.5)
+    assert row["time"] == expertrack.Api(tmp_path).run("tune").scalars("moe/maxvio")[1][13]  # the point's time
+    assert expertrack.Api(tmp_path).run("tune").alerts() == []  # nothing stored
+    refused = expertrack_cli("alerts", "tune", "--dir", str(tmp_path), "--alert", "spike")
+    assert refused.returncode == 2 and "apply to --replay only" in refused.stderr

@@ -40,11 +40,13 @@ class AlertEngine:
         run: RunIdentity,
         notifier: Notifier,
         clock: Callable[[], float] = time.time,
+        quiet: bool = False,
     ) -> None:
         self.settings = settings
         self.run = run
         self.notifier = notifier
         self._clock = clock
+        self._quiet = quiet  # replaying stored runs: collect, print nothing
         self._scalar_rules, self._array_rules = _build(settings)
         self._per_key: dict[str, tuple[Any, ...]] = {}
         self._per_array: dict[str, tuple[Any, ...]] = {}
@@ -142,7 +144,8 @@ class AlertEngine:
         record = AlertRecord(firing.rule, firing.key, firing.step, firing.value, self._clock(), firing.message)
         with self._lock:
             self._pending.append(record)
-        say(f"alert [{record.rule}] run {self.run.name} ({self.run.id}): {record.message}")
+        if not self._quiet:
+            say(f"alert [{record.rule}] run {self.run.name} ({self.run.id}): {record.message}")
         if self._webhook is not None:
             self._webhook.send(record, self.run)
 

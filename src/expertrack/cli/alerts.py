@@ -34,7 +34,17 @@ if TYPE_CHECKING:
 @click.option("--project", "-p", default=None, help="Only runs of this project (without RUN).")
 @click.option("--rule", "rules", multiple=True, help="Only alerts of this rule (nan, spike, stall, ...); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per alert, per line, instead of a table.")
-def alerts(run_ref: str | None, dir_: Path | None, project: str | None, rules: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="Run the rules over the stored points now (with --alert settings) and show what they would raise; "
+    "nothing is stored. For tuning thresholds on past runs.",
+)
+@click.option("--alert", "alert_specs", multiple=True, metavar="SPEC", help="Rule settings for --replay, as for run.")
+def alerts(
+    run_ref: str | None, dir_: Path | None, project: str | None, rules: tuple[str, ...], as_json: bool,
+    replay: bool, alert_specs: tuple[str, ...],
+) -> None:  # fmt: skip
     """List the alerts raised for RUN, or for every run (newest run first): time, rule, key, step, value and
     what happened. RUN is a run id, a unique id prefix, or a run name.
 
@@ -49,7 +59,10 @@ def alerts(run_ref: str | None, dir_: Path | None, project: str | None, rules: t
         runs = [resolve_run(api, run_ref)]
     else:
         runs = sorted(api.runs(project=project), key=lambda r: epoch(r.created_at) or 0.0, reverse=True)
-    found = [(run, alert) for run in runs for alert in run.alerts() if not rules or alert.rule in rules]
+    if alert_specs and not replay:
+        raise click.BadParameter("rule settings apply to --replay only", param_hint="--alert")
+    read = _replayer(alert_specs) if replay else (lambda run: run.alerts())
+    found = [(run, alert) for run in runs for alert in read(run) if not rules or alert.rule in rules]
     if as_json:
         for run, alert in found:
             click.echo(json.dumps({"run": run.id, "name": run.name, **_jsonable(alert)}))
@@ -59,6 +72,18 @@ def alerts(run_ref: str | None, dir_: Path | None, project: str | None, rules: t
         click.echo(f"no alerts for {where}", err=True)
         return
     make_console().print(alerts_table(found, with_run=run_ref is None))
+
+
+def _replayer(specs: tuple[str, ...]) -> Any:
+    """A function giving a run's replayed alerts with the settings of ``specs`` (the defaults when none)."""
+    from expertrack.alerts import resolve
+    from expertrack.alerts.replay import replay
+
+    try:
+        settings = resolve(list(specs) or None)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--alert") from err
+    return lambda run: replay(run, settings)
 
 
 def alerts_table(found: list[tuple[ApiRun, AlertRecord]], with_run: bool) -> Table:
