@@ -34,14 +34,16 @@ class WebhookSender:
         self.host = urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or "?"
         self._queue: queue.Queue[bytes | None] = queue.Queue(MAX_QUEUED)
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         self.sent = 0
         self.failed = 0
 
     def send(self, alert: AlertRecord, run: Any) -> None:
         """Queue one alert; returns at once."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="expertrack-webhook", daemon=True)
-            self._thread.start()
+        with self._start_lock:  # the writer and the training thread (wandb.alert) may both send
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="expertrack-webhook", daemon=True)
+                self._thread.start()
         try:
             self._queue.put_nowait(payload(alert, run))
         except queue.Full:
