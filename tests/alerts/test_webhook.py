@@ -23,10 +23,11 @@ class Receiver(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, status: int = 200, hang: threading.Event | None = None) -> None:
+    def __init__(self, status: int = 200, hang: threading.Event | None = None, marker: Path | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.status = status
         self.hang = hang
+        self.marker = marker  # written once a request has arrived: a child process can wait for it
         self.bodies: list[dict[str, Any]] = []
         self.headers_seen: list[str] = []
 
@@ -42,6 +43,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.bodies.append(json.loads(body))
         self.server.headers_seen.append(self.headers["Content-Type"])
+        if self.server.marker is not None:
+            self.server.marker.write_text("received")
         if self.server.hang is not None:
             self.server.hang.wait(120)  # holds the connection open: the sender's timeout, not ours, must end it
             return
@@ -108,10 +111,15 @@ def test_a_failing_webhook_is_said_once_and_alerts_are_still_stored(
 
 
 TRAIN_WITH_DEAD_WEBHOOK = """
+import os, time
 import expertrack
 run = expertrack.init(project="hooks", mirror="off")
 for step in range(2000):
     run.log({"loss": float("nan") if step % 100 == 50 else 1.0 / (step + 1)})
+marker = os.environ.get("RECEIVED_MARKER")
+deadline = time.monotonic() + 60
+while marker and not os.path.exists(marker) and time.monotonic() < deadline:
+    time.sleep(0.02)  # so the test knows a POST is in flight (and held) when finish() is called
 run.finish()
 print("trained", run.id)
 """
@@ -119,16 +127,21 @@ print("trained", run.id)
 
 def test_a_webhook_that_never_answers_costs_training_nothing(tmp_path: Path) -> None:
     hang = threading.Event()
-    server = Receiver(hang=hang)
+    marker = tmp_path / "received"
+    server = Receiver(hang=hang, marker=marker)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         # The sender's timeout is far longer than this test waits for the child: the child must not wait for it.
         child = run_python(
             TRAIN_WITH_DEAD_WEBHOOK,
-            env={"EXPERTRACK_WEBHOOK": server.url, "EXPERTRACK_ALERTS": _toml(tmp_path, "webhook_timeout = 3600")},
-            timeout=60,
+            env={
+                "EXPERTRACK_WEBHOOK": server.url,
+                "EXPERTRACK_ALERTS": _toml(tmp_path, "webhook_timeout = 3600"),
+                "RECEIVED_MARKER": str(marker),
+            },
+            timeout=90,
         )
-        wait_for(lambda: len(server.bodies) >= 1)  # it did try, and the server is still holding that request
+        assert marker.exists()  # a POST was in flight, held by the server, when the child finished and exited
     finally:
         hang.set()
         server.shutdown()
