@@ -3,12 +3,15 @@ raised is stored with the run (rule, key, step, value, time, message) and printe
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import expertrack
 from expertrack.alerts import resolve
@@ -152,3 +155,27 @@ def test_a_rule_that_fails_is_said_once_and_costs_no_point(
     assert [a.rule for a in stored.alerts()] == ["nan"]  # the other rules go on
     err = capsys.readouterr().err
     assert err.count("alert rule 'dead_expert' failed (RuntimeError: a bug in the rule)") == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=599), max_size=30),
+    spikes=st.lists(st.tuples(st.integers(0, 580), st.integers(1, 120), st.floats(0.5, 8.0)), max_size=4),
+    nans=st.lists(st.integers(0, 599), max_size=5),
+)
+def test_any_batching_of_a_random_series_raises_the_same_alerts(
+    cuts: list[int], spikes: list[tuple[int, int, float]], nans: list[int]
+) -> None:
+    loss = noisy_loss(600, seed=7)
+    for start, length, height in spikes:
+        loss[start : start + length] += height
+    loss[nans] = math.nan
+
+    def raised(parts: list[int]) -> list[tuple[str, int | None]]:
+        engine = AlertEngine(resolve({"spike": {"patience": 30}}), RunIdentity("i", "n", "p"), Notifier(), quiet=True)
+        bounds = [0, *sorted(set(parts)), 600]
+        for lo, hi in itertools.pairwise(bounds):
+            engine.scalars("loss", list(range(lo, hi)), loss[lo:hi])
+        return sorted((a.rule, a.step) for a in engine.take())  # rules take a batch in turn: order may differ
+
+    assert raised(cuts) == raised([])
