@@ -22,6 +22,7 @@ from expertrack.notify import Notifier
 from expertrack.store import Store
 from expertrack.store.alerts import insert_alerts
 from expertrack.store.chunks import INSERT_CHUNK, SeriesBuffer
+from expertrack.store.sqlite import insert_array
 from expertrack.summary import SummaryState
 from expertrack.values import check_key
 
@@ -337,17 +338,7 @@ class Writer:
         if kind == "array":
             _, key, step, t, array = record
             if check_key(key, self.notifier):
-                conn.execute(
-                    "INSERT OR REPLACE INTO arrays (key_id, step, time, dtype, shape, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        self._key_id(conn, key),
-                        step,
-                        t,
-                        array.dtype.str,
-                        json.dumps(list(array.shape)),
-                        array.tobytes(),
-                    ),
-                )
+                insert_array(conn, self._key_id(conn, key), step, t, array)
         elif kind == "alert":
             insert_alerts(conn, self.run_id, [record[1]])
         elif kind == "config":

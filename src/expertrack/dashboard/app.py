@@ -41,6 +41,7 @@ from expertrack.errors import StoreError
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BUCKETS = 10_000
 MAX_RUNS_PER_REQUEST = 500
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # steps and offsets are stored as SQLite's 64-bit integers
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 # zlib level 1: a 50-run chart's 1.22 MB answer becomes 634 KB in 72 ms, against 596 KB in 464 ms at level 9
 # (Starlette's default; measured on the busy 2-core machine); small answers are not worth a gzip header.
@@ -285,11 +286,13 @@ def _number(request: Request, name: str, kind: type, minimum: float | None = Non
         value = kind(raw)
     except ValueError:
         wanted = "an integer" if kind is int else "a number"
-        raise HTTPException(400, f"{name}: expected {wanted}, got {raw!r}") from None
+        raise HTTPException(400, f"{name}: expected {wanted}, got {raw[:200]!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise HTTPException(400, f"{name}: must be finite, got {raw!r}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise HTTPException(400, f"{name}: must lie in [{minimum}, {maximum}], got {raw!r}")
+    if kind is int and not INT64_MIN <= value <= INT64_MAX:  # SQLite would raise OverflowError: a 500
+        raise HTTPException(400, f"{name}: must lie in the 64-bit integer range, got {raw[:40]!r}")
     return value
 
 
@@ -302,9 +305,13 @@ def _afters(request: Request, count: int) -> list[int | None]:
     if len(items) != count:
         raise HTTPException(400, f"after: {len(items)} values for {count} runs; give one per run (may be empty)")
     try:
-        return [int(item) if item else None for item in items]
+        steps = [int(item) if item else None for item in items]
     except ValueError:
-        raise HTTPException(400, f"after: expected comma-separated integer steps, got {raw!r}") from None
+        raise HTTPException(400, f"after: expected comma-separated integer steps, got {raw[:200]!r}") from None
+    for step in steps:
+        if step is not None and not INT64_MIN <= step <= INT64_MAX:
+            raise HTTPException(400, f"after: steps are 64-bit integers, got {str(step)[:40]!r}")
+    return steps
 
 
 def static(request: Request) -> Response:

@@ -243,12 +243,15 @@ def _read_arrays(run: Any, key: str) -> tuple[np.ndarray, Any]:
 
 
 def array_at(run: Any, key: str, step: int | None) -> dict[str, Any]:
-    """The array ``key`` as logged at ``step`` (the latest at or before it; the last when None)."""
-    steps, values = _read_arrays(run, key)
+    """The array ``key`` as logged at ``step`` (the latest at or before it; the last when None). Steps come from
+    the arrays' index and only that one array is read: other steps of a huge array cost nothing."""
+    steps = np.asarray(run.array_steps(key), dtype=np.int64)
+    if not steps.size:
+        raise HTTPException(404, f"run {run.id!r} has no array {key!r}")
     index = len(steps) - 1 if step is None else int(np.searchsorted(steps, step, side="right")) - 1
     if index < 0:
         raise HTTPException(404, f"run {run.id!r} logged {key!r} first at step {int(steps[0])}, after step {step}")
-    value = np.asarray(values[index], dtype=np.float64)
+    value = np.asarray(run.array(key, int(steps[index])), dtype=np.float64)
     return {
         "key": key,
         "steps": steps[_thin(len(steps), MAX_ARRAY_STEPS)].tolist(),
