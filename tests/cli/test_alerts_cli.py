@@ -87,3 +87,8 @@ def test_replay_shows_what_other_settings_would_raise_and_stores_nothing(tmp_pat
     assert expertrack.Api(tmp_path).run("tune").alerts() == []  # nothing stored
     refused = expertrack_cli("alerts", "tune", "--dir", str(tmp_path), "--alert", "spike")
     assert refused.returncode == 2 and "apply to --replay only" in refused.stderr
+
+
+def test_alert_with_as_wandb_is_refused_naming_the_way_that_works(tmp_path: Path) -> None:
+    result = expertrack_cli("run", "--dir", str(tmp_path), "--as-wandb", "--alert", "spike", "--", "true")
+    assert result.returncode == 2 and "EXPERTRACK_ALERTS=FILE" in result.stderr
