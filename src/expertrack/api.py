@@ -10,6 +10,7 @@ from typing import Any
 
 from expertrack.errors import RunNotFoundError
 from expertrack.paths import store_path
+from expertrack.store.alerts import AlertRecord
 from expertrack.store.downsample import minmax_indices
 from expertrack.store.sqlite import ArrayOverview, RunRecord, ScalarOverview, Store
 
@@ -172,6 +173,11 @@ class ApiRun:
         timestamp = pd.concat(stamps, axis=1).min(axis=1)
         frame.insert(0, "_timestamp", timestamp.reindex(frame.index))
         return frame.sort_index().reset_index()
+
+    def alerts(self) -> list[AlertRecord]:
+        """The alerts raised for the run, oldest first: ``rule``, ``key``, ``step``, ``value``, ``time`` (unix
+        seconds) and ``message`` of each (docs/alerts.md)."""
+        return self._store.alerts(self.id)
 
     def file(self, name: str) -> bytes | None:
         """A file stored with the run (for wrapped programs, "console.log"), or None."""

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from expertrack import lifecycle
+from expertrack.alerts.config import AlertSettings
+from expertrack.alerts.config import resolve as resolve_alerts
 from expertrack.errors import ExpertrackError, NoRunError, StoreError
 from expertrack.notify import Notifier, say
 from expertrack.paths import STORE_FILE, tracking_dir
@@ -103,6 +105,7 @@ def init(
     mirror: str | None = None,
     config_exclude_keys: Sequence[str] | None = None,
     config_include_keys: Sequence[str] | None = None,
+    alerts: Any = None,
     **_wandb_only: Any,
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
@@ -114,9 +117,12 @@ def init(
     ``config_exclude_keys`` leaves those top-level keys of ``config`` out; ``config_include_keys`` keeps only those
     (one or the other, as in wandb; later ``run.config`` changes are not filtered). Resuming (``id`` of a stored
     run and ``resume="allow"``) keeps the run's project, and its tags, group and notes unless new ones are given.
+    ``alerts`` configures the alert rules: None for the defaults (or ``$EXPERTRACK_ALERTS``), False for none, a dict
+    of rule tables, a TOML file's path, or a list of ``--alert`` specs (docs/alerts.md).
     """
     global _current
     config_dict = _filter_config(_config_mapping(config), config_exclude_keys, config_include_keys)
+    alert_settings = resolve_alerts(alerts)  # a bad rule is refused here, before anything starts
     if _current is not None and not _current._finished:
         _current.finish()
     mode = tracking_mode(mode)
@@ -139,7 +145,9 @@ def init(
             notifier=notifier,
         )
     else:
-        run = _start(project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier)
+        run = _start(
+            project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier, alert_settings
+        )
         _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
@@ -157,6 +165,7 @@ def _start(
     run_id: str | None,
     resume: bool | str | None,
     notifier: Notifier,
+    alert_settings: AlertSettings | None = None,
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
@@ -180,7 +189,12 @@ def _start(
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
         _insert(store, run_id, fields)
-    writer = Writer(store, run_id, notifier, summary=summary, environment=_environment_json)
+    engine = None
+    if alert_settings is not None:
+        from expertrack.alerts.engine import AlertEngine, RunIdentity
+
+        engine = AlertEngine(alert_settings, RunIdentity(run_id, fields.name or run_id, fields.project), notifier)
+    writer = Writer(store, run_id, notifier, summary=summary, environment=_environment_json, alerts=engine)
     writer.start()
     return Run(
         id=run_id,

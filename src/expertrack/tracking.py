@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from expertrack.notify import Notifier
+from expertrack.alerts.manual import ManualAlerts
+from expertrack.notify import Notifier, say
 from expertrack.runcalls import WandbRunCalls
 from expertrack.runconfig import Config, Summary, dumps
 from expertrack.summary import SummaryState, parse_summary_spec
@@ -65,6 +66,7 @@ class Run(WandbRunCalls):
         self.config = Config(config, self._config_changed)
         self.summary = Summary(self._summary_snapshot, self._summary_set, self._summary_delete)
         self._on_finish: list[Any] = []
+        self._manual_alerts = ManualAlerts()
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
@@ -164,6 +166,15 @@ class Run(WandbRunCalls):
         self._defs.append(definition)
         self._put(("defs", list(self._defs)))
         return definition
+
+    def alert(self, title: str, text: str = "", level: Any = None, wait_duration: Any = None) -> None:
+        """wandb's ``run.alert``: an alert stored with the run, printed, and sent to the webhook (docs/alerts.md);
+        ``wait_duration`` seconds hold back a repeat of the same title. Its step is the current row's."""
+        if self._writer is not None and self._writer.alerts is not None:
+            step = self._step if self._pending or self._step == 0 else self._step - 1
+            self._manual_alerts.raise_alert(self._writer.alerts, step, title, text, level, wait_duration)
+        else:  # a disabled run stores nothing, but the program asked for the alert to be seen
+            say(f"alert [wandb] run {self.name}: {title}" + (f": {text}" if text else ""))
 
     # ---- files ------------------------------------------------------------------------------------------------
 

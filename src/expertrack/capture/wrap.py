@@ -42,6 +42,7 @@ class WrapOptions:
     parser: str | None = None
     mirror: str | None = None  # None: $EXPERTRACK_MIRROR, else auto (as init() decides)
     stdout_mode: str = "auto"  # auto, pty, lines or pipe (see capture/child.py)
+    alerts: list[str] | None = None  # --alert specs (None: the defaults; see expertrack.alerts.config)
 
 
 def wrap(options: WrapOptions) -> int:
@@ -109,6 +110,7 @@ def start_run(options: WrapOptions) -> Run | None:
             config=redact_config({**parse_argv_config(options.argv), **options.config}),
             dir=options.dir,
             mirror=options.mirror,
+            alerts=options.alerts,
         )
     except Exception as exc:  # outer boundary: tracking must never stop the command from running
         say(f"could not start tracking ({type(exc).__name__}: {exc}); running the command untracked")

@@ -166,6 +166,7 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
         console.print()
         print_rows(console, "arrays", ("key", "steps", "last step", "shape", "dtype"), arrays)
     print_pairs(console, "files", [(name, format_bytes(len(run.file(name) or b""))) for name in run.file_names()])
+    _print_alerts(console, run)
     mirror = _mirror_line(api, run.id)
     if mirror:
         console.print(f"\n[bold]W&B mirror[/bold]: {escape(mirror)}", markup=True)
@@ -221,6 +222,16 @@ def _dtype_name(dtype: str) -> str:
     if kind in kinds and size.isdigit():
         return f"{kinds[kind]}{int(size) * 8}"
     return dtype
+
+
+def _print_alerts(console: Any, run: ApiRun) -> None:
+    """The run's alerts (docs/alerts.md), when it has any."""
+    from expertrack.cli.alerts import alerts_table
+
+    found = [(run, alert) for alert in run.alerts()]
+    if found:
+        console.print("\n[bold]alerts[/bold]", markup=True)
+        console.print(alerts_table(found, with_run=False))
 
 
 def _mirror_line(api: Api, run_id: str) -> str | None:
