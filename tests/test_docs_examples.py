@@ -38,6 +38,11 @@ import torch
 loader = [torch.randn(4, 8) for _ in range(3)]
 loss = torch.tensor(2.5)
 """,
+    # The rules file docs/alerts.md names.
+    "alerts-file": """
+from pathlib import Path
+Path("alerts.toml").write_text("[spike]\\nfactor = 5\\n\\n[stall]\\nminutes = 30\\n")
+""",
     # A run in the default store, and its id.
     "stored-run": """
 import expertrack
