@@ -13,12 +13,13 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from expertrack import lifecycle
+from expertrack import ranks as rank_info
 from expertrack.errors import ExpertrackError, NoRunError, StoreError
 from expertrack.notify import Notifier, say
 from expertrack.paths import STORE_FILE, tracking_dir
@@ -94,6 +95,9 @@ def init(
     mirror: str | None = None,
     config_exclude_keys: Sequence[str] | None = None,
     config_include_keys: Sequence[str] | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    ranks: str | int | None = None,
     **_wandb_only: Any,
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
@@ -103,6 +107,11 @@ def init(
     ``config_exclude_keys`` leaves those top-level keys of ``config`` out; ``config_include_keys`` keeps only those
     (one or the other, as in wandb; later ``run.config`` changes are not filtered). Resuming (``id`` of a stored
     run and ``resume="allow"``) keeps the run's project, and its tags, group and notes unless new ones are given.
+
+    Under a launcher (torchrun, SLURM, torch.distributed) only rank 0 records by default; the other ranks get a
+    run that accepts every call and stores nothing. ``rank``/``world_size`` override what the launcher says;
+    ``ranks`` (default ``$EXPERTRACK_RANKS``, else ``"zero"``) may name another recording rank (see
+    docs/distributed.md).
     """
     global _current
     config_dict = _filter_config(_config_mapping(config), config_exclude_keys, config_include_keys)
@@ -114,10 +123,15 @@ def init(
     tag_list = None if tags is None else [str(t) for t in tags]
     notifier = Notifier()
     directory = tracking_dir(dir)
-    if mode == "disabled":
+    # ---- distributed jobs (issue 15): which rank records; see expertrack.ranks and docs/distributed.md ----
+    where = rank_info.detect(rank, world_size)
+    ranks = _ranks_setting(ranks, where, notifier)
+    recording = rank_info.records(where, ranks)
+    # ---- end of distributed jobs ----
+    if mode == "disabled" or not recording:
         run = Run(
             id=id or _new_id(),
-            name=name or "disabled",
+            name=name or ("disabled" if recording else f"rank-{where.rank}"),
             project=project or DEFAULT_PROJECT,
             group=group,
             tags=tag_list or [],
@@ -128,7 +142,8 @@ def init(
             notifier=notifier,
         )
     else:
-        run = _start(project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier)
+        environment = _with_ranks(where.as_dict(str(ranks))) if where.distributed else _environment_json
+        run = _start(project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier, environment)
         _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
@@ -146,6 +161,7 @@ def _start(
     run_id: str | None,
     resume: bool | str | None,
     notifier: Notifier,
+    environment: Callable[[], str],
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
@@ -169,7 +185,7 @@ def _start(
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
         _insert(store, run_id, fields)
-    writer = Writer(store, run_id, notifier, summary=summary, environment=_environment_json)
+    writer = Writer(store, run_id, notifier, summary=summary, environment=environment)
     writer.start()
     return Run(
         id=run_id,
@@ -300,6 +316,31 @@ def _environment_json() -> str:
     from expertrack.environment import collect_environment
 
     return dumps(collect_environment())
+
+
+def _with_ranks(distributed: dict[str, Any]) -> Callable[[], str]:
+    """The environment capture, plus the process's rank, world size and node under ``"distributed"``."""
+
+    def capture() -> str:
+        from expertrack.environment import collect_environment
+
+        return dumps({**collect_environment(), "distributed": distributed})
+
+    return capture
+
+
+def _ranks_setting(ranks: str | int | None, where: rank_info.RankInfo, notifier: Notifier) -> str | int:
+    """``init(ranks=...)``, else ``$EXPERTRACK_RANKS``, else ``"zero"``; ``"all"`` is not built yet (said once)."""
+    if ranks is None:
+        text = os.environ.get("EXPERTRACK_RANKS", "").strip() or "zero"
+        ranks = int(text) if text.isdigit() else text
+    if ranks == "all" and where.distributed and where.rank == 0:
+        notifier.once(
+            "ranks-all",
+            "init(ranks='all'): every rank writing one run is not built yet (docs/distributed.md); "
+            "rank 0 records this run and the other ranks store nothing",
+        )
+    return ranks
 
 
 def _start_mirror(run: Run, mode: str | None, mirror: str, notifier: Notifier) -> None:
