@@ -51,3 +51,69 @@ def seeded_logits(rank: int, step: int, layers: int, tokens: int, experts: int) 
     gen = torch.Generator().manual_seed(1000 * step + rank)
     skew = torch.linspace(0.0, 1.5 * (rank + 1), experts)  # ranks route differently, so imbalance differs
     return [torch.randn(tokens, experts, generator=gen) + skew for _ in range(layers)]
+
+
+# ---- RouterStats reduced over ranks -----------------------------------------------------------------------------
+
+LAYERS, TOKENS, EXPERTS, TOP_K, DOMAINS = 3, 24, 8, 2, ["code", "math", "prose"]
+STEPS_PER_WINDOW, WINDOWS = 3, 2
+CONVENTIONS = ("default", "gshard")  # gshard counts first choices only: the per-pass rows carry a third grid
+
+
+def batch(rank: int, step: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """One rank's forward pass at ``step``: per-layer logits [T, E], domain ids [T] and a padding mask [T]."""
+    gen = torch.Generator().manual_seed(7919 * step + rank)
+    domains = torch.randint(-1, len(DOMAINS), (TOKENS,), generator=gen)  # -1: a token of no known domain
+    mask = torch.rand(TOKENS, generator=gen) > 0.2
+    return seeded_logits(rank, step, LAYERS, TOKENS, EXPERTS), domains, mask
+
+
+def router_stats_rank(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
+    """Every rank updates RouterStats reduced over WORLD and logs each window; each rank saves what it logged."""
+    from expertrack.moe import RouterStats
+    from tests.moe.helpers import Recorder
+
+    start_group(rank, world_size, rendezvous)
+    stats = {
+        c: RouterStats(EXPERTS, TOP_K, domains=DOMAINS, lb_convention=c, process_group=dist.group.WORLD)
+        for c in CONVENTIONS
+    }
+    recorders = {c: Recorder() for c in CONVENTIONS}
+    for window in range(WINDOWS):
+        for step in range(window * STEPS_PER_WINDOW, (window + 1) * STEPS_PER_WINDOW):
+            logits, domains, mask = batch(rank, step)
+            for s in stats.values():
+                s.update(logits, domain_ids=domains, mask=mask)
+        for c, s in stats.items():
+            s.log_to(recorders[c], step=window)
+    torch.save({c: r.logged for c, r in recorders.items()}, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def no_sync_rank(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
+    """update() of a reduced RouterStats with every host read forbidden; then log_to, allowed again, still works."""
+    from expertrack.moe import RouterStats
+    from tests.moe.helpers import Recorder
+
+    start_group(rank, world_size, rendezvous)
+    stats = RouterStats(EXPERTS, TOP_K, domains=DOMAINS, lb_convention="gshard", process_group=dist.group.WORLD)
+    saved = {}
+
+    def forbidden(self: torch.Tensor, *args: object, **kwargs: object) -> None:
+        raise AssertionError("host sync inside RouterStats.update()")
+
+    for method in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        saved[method] = getattr(torch.Tensor, method)
+        setattr(torch.Tensor, method, forbidden)
+    try:
+        for step in range(4):
+            logits, domains, mask = batch(rank, step)
+            stats.update(logits, domain_ids=domains, mask=mask)
+            stats.update(logits)
+    finally:
+        for method, original in saved.items():
+            setattr(torch.Tensor, method, original)
+    recorder = Recorder()
+    stats.log_to(recorder, step=0)
+    torch.save(recorder.logged, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()

@@ -16,6 +16,8 @@ ROUTER_ENTROPY = "moe/router_entropy"
 ROUTER_ENTROPY_NORM = "moe/router_entropy_norm"
 LOAD_ENTROPY = "moe/load_entropy"
 LOAD_ENTROPY_NORM = "moe/load_entropy_norm"
+# Logged only when RouterStats reduces over a process group: max over ranks of each rank's own MaxVio.
+MAXVIO_RANK_MAX = "moe/maxvio_rank_max"
 SCALARS = (LB_LOSS, Z_LOSS, MAXVIO, ROUTER_ENTROPY, ROUTER_ENTROPY_NORM, LOAD_ENTROPY, LOAD_ENTROPY_NORM)
 
 # Arrays (L = layers, E = experts, D = domains).

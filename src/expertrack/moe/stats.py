@@ -17,6 +17,7 @@ import torch
 
 from expertrack.moe import losses, names
 from expertrack.moe._inputs import Logits, stack_logits, token_domains, token_mask
+from expertrack.moe.distributed import PassSums, reduce_window
 from expertrack.moe.losses import LBConvention, lb_from_sums, slot_counts, top_experts
 from expertrack.moe.metrics import domain_slot_counts, entropy, load_fractions, maxvio, token_entropy
 
@@ -27,6 +28,10 @@ class RouterStats:
     ``num_layers`` is taken from the first update when not given. ``domains`` names the domain ids passed to
     ``update()`` (id i is ``domains[i]``); None or [] turns the experts x domains affinity off. ``lb_convention``
     is a preset name or an :class:`~expertrack.moe.losses.LBConvention` (default: per-layer mean, divided by k).
+
+    With ``process_group`` (a torch.distributed group, e.g. ``torch.distributed.group.WORLD``) ``compute()`` and
+    ``log_to()`` sum the window over the group's ranks in one collective, so the metrics are those of the global
+    batch, plus ``moe/maxvio_rank_max``; every rank must call them together (see ``expertrack.moe.distributed``).
     """
 
     def __init__(
@@ -36,6 +41,7 @@ class RouterStats:
         num_layers: int | None = None,
         domains: Sequence[str] | None = names.DEFAULT_DOMAINS,
         lb_convention: str | LBConvention = "default",
+        process_group: Any = None,
     ) -> None:
         if num_experts < 2:
             raise ValueError(f"num_experts must be at least 2, got {num_experts}")
@@ -49,6 +55,8 @@ class RouterStats:
         self._acc: dict[str, torch.Tensor] | None = None
         self._updates = 0
         self._config_recorded = False
+        self.process_group = process_group
+        self._passes = PassSums() if process_group is not None else None  # per-pass sums for the reduction
 
     @property
     def num_updates(self) -> int:
@@ -101,6 +109,8 @@ class RouterStats:
         acc["tokens"] += tokens
         acc["z_sum"] += z_sum
         acc["entropy_sum"] += h_sum
+        if self._passes is not None:
+            self._passes.add(counts, lb_counts, prob_sums, tokens)
 
     def _window(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The accumulators, allocated on the logits' device at the first update."""
@@ -122,6 +132,9 @@ class RouterStats:
         acc = self._acc
         if acc is None or self._updates == 0:
             return {}
+        rank_maxvio = None
+        if self._passes is not None:  # a collective: the window of every rank in the group, summed
+            acc, rank_maxvio = reduce_window(acc, self._passes, self.process_group, self.top_k, self.lb_convention)
         log_e = math.log(self.num_experts)
         tokens = acc["tokens"].clamp_min(1)
         batches = acc["batches"].clamp_min(1)
@@ -145,6 +158,8 @@ class RouterStats:
         }
         if self.domains:
             out[names.AFFINITY] = acc["affinity"].clone()
+        if rank_maxvio is not None:
+            out[names.MAXVIO_RANK_MAX] = rank_maxvio
         return out
 
     def log_to(self, run: Any, step: int) -> dict[str, Any]:
@@ -168,6 +183,8 @@ class RouterStats:
         if self._acc is not None:
             for tensor in self._acc.values():
                 tensor.zero_()
+        if self._passes is not None:
+            self._passes.clear()
         self._updates = 0
 
     def config(self) -> dict[str, Any]:
