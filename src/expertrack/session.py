@@ -26,6 +26,7 @@ from expertrack.paths import STORE_FILE, tracking_dir
 from expertrack.runconfig import Config, dumps, to_jsonable
 from expertrack.store import Store
 from expertrack.summary import SummaryState
+from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
 from expertrack.tracking import Run
 from expertrack.writer import Writer
 
@@ -98,6 +99,7 @@ def init(
     rank: int | None = None,
     world_size: int | None = None,
     ranks: str | int | None = None,
+    system_metrics: bool | float | str | None = None,
     **_wandb_only: Any,
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
@@ -111,7 +113,8 @@ def init(
     Under a launcher (torchrun, SLURM, torch.distributed) only rank 0 records by default; the other ranks get a
     run that accepts every call and stores nothing. ``rank``/``world_size`` override what the launcher says;
     ``ranks`` (default ``$EXPERTRACK_RANKS``, else ``"zero"``) may name another recording rank (see
-    docs/distributed.md).
+    docs/distributed.md). ``system_metrics`` (default ``$EXPERTRACK_SYSTEM_METRICS``, else on) samples CPU,
+    memory and GPUs every 10 s, or every given number of seconds; False turns it off.
     """
     global _current
     config_dict = _filter_config(_config_mapping(config), config_exclude_keys, config_include_keys)
@@ -127,6 +130,7 @@ def init(
     where = rank_info.detect(rank, world_size)
     ranks = _ranks_setting(ranks, where, notifier)
     recording = rank_info.records(where, ranks)
+    interval = sampling_interval(system_metrics)
     # ---- end of distributed jobs ----
     if mode == "disabled" or not recording:
         run = Run(
@@ -143,7 +147,9 @@ def init(
         )
     else:
         environment = _with_ranks(where.as_dict(str(ranks))) if where.distributed else _environment_json
-        run = _start(project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier, environment)
+        run = _start(
+            project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier, environment, interval
+        )
         _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
@@ -162,6 +168,7 @@ def _start(
     resume: bool | str | None,
     notifier: Notifier,
     environment: Callable[[], str],
+    system_interval: float | None = None,
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
@@ -185,9 +192,10 @@ def _start(
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
         _insert(store, run_id, fields)
+    first_sample = _next_system_sample(store, run_id) if existing is not None else 0  # before the writer's thread
     writer = Writer(store, run_id, notifier, summary=summary, environment=environment)
     writer.start()
-    return Run(
+    run = Run(
         id=run_id,
         name=fields.name or run_id,
         project=fields.project,
@@ -201,6 +209,16 @@ def _start(
         start_step=start_step,
         resumed=existing is not None,
     )
+    if system_interval is not None:  # issue 15: system metrics, on their own thread (expertrack.system)
+        sampler = SystemSampler(run, system_interval, first_sample).start()
+        run._on_finish.append(lambda _run: sampler.stop())
+    return run
+
+
+def _next_system_sample(store: Store, run_id: str) -> int:
+    """A resumed run's system series go on after their last sample (their step is the sample's number)."""
+    last = [store.read_scalars(run_id, k)[0][-1:] for k in store.scalar_keys(run_id) if k.startswith(SYSTEM_PREFIX)]
+    return max((int(steps[0]) + 1 for steps in last if len(steps)), default=0)
 
 
 @dataclass
