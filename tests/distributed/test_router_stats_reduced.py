@@ -81,3 +81,33 @@ def test_update_never_syncs_with_the_host_when_reduced(tmp_path: Path) -> None:
         per_rank[0][0][1][names.AFFINITY],  # type: ignore[index]
         per_rank[1][0][1][names.AFFINITY],  # type: ignore[index]
     )
+
+
+def test_watch_with_a_process_group_logs_the_global_batch(tmp_path: Path) -> None:
+    from expertrack.moe import watch
+    from tests.moe.helpers import TinyMoE
+
+    per_rank = spawn(workers.watch_rank, 2, tmp_path)
+    torch.manual_seed(0)
+    model = TinyMoE(num_experts=4, top_k=2, depth=2)  # the same weights as every rank's
+    recorder = Recorder()
+    with watch(model, domains=None) as watcher, torch.no_grad():
+        for step in range(2):  # each step's batches of both ranks as one batch (routing is per token)
+            model(torch.cat([workers.watch_ids(rank, step) for rank in range(2)]))
+        watcher.log_to(recorder, step=1)
+    [(_, want)] = recorder.logged
+    for logged in per_rank:
+        [(step, got)] = logged  # type: ignore[misc]
+        assert step == 1
+        np.testing.assert_array_equal(got[names.TOKENS_PER_EXPERT], want[names.TOKENS_PER_EXPERT])
+        assert want[names.TOKENS_PER_EXPERT].sum() == 2 * 2 * (2 * 15) * 2  # steps x layers x tokens x top-k
+        for name in set(want) - {names.TOKENS_PER_EXPERT}:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_watch_refuses_a_group_given_twice() -> None:
+    from expertrack.moe import watch
+    from tests.moe.helpers import TinyMoE
+
+    with pytest.raises(ValueError, match="pass process_group to the RouterStats"):
+        watch(TinyMoE(num_experts=4, top_k=2), stats=RouterStats(4, 2), process_group=object())

@@ -117,3 +117,25 @@ def no_sync_rank(rank: int, world_size: int, rendezvous: str, out_dir: str) -> N
     stats.log_to(recorder, step=0)
     torch.save(recorder.logged, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def watch_ids(rank: int, step: int) -> torch.Tensor:
+    """Token ids a rank feeds TinyMoE at ``step`` (3 sequences of 5 tokens)."""
+    return torch.randint(0, 32, (3, 5), generator=torch.Generator().manual_seed(31 * step + rank))
+
+
+def watch_rank(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
+    """watch(model, process_group=WORLD) on the same TinyMoE in every rank, each with its own tokens."""
+    from expertrack.moe import watch
+    from tests.moe.helpers import Recorder, TinyMoE
+
+    start_group(rank, world_size, rendezvous)
+    torch.manual_seed(0)
+    model = TinyMoE(num_experts=4, top_k=2, depth=2)
+    recorder = Recorder()
+    with watch(model, domains=None, process_group=dist.group.WORLD) as watcher, torch.no_grad():
+        for step in range(2):
+            model(watch_ids(rank, step))
+        watcher.log_to(recorder, step=1)
+    torch.save(recorder.logged, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
