@@ -113,3 +113,17 @@ def test_detection_order_and_bad_values() -> None:
         ranks.detect(rank=4, world_size=4, environ={})
     with pytest.raises(ValueError, match=r"init\(ranks=\.\.\.\) takes"):
         ranks.records(found, "some")
+
+
+def test_show_names_the_recording_rank(tracking_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from expertrack.cli.main import cli
+
+    run = expertrack.init(project="p", name="ddp", rank=0, world_size=4)
+    run.log({"loss": 1.0})
+    run.finish()
+    result = CliRunner().invoke(cli, ["show", "ddp", "--dir", str(tracking_dir)])
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if line.strip().startswith("distributed")]
+    assert "rank 0 of 4 (init) on " in line and line.rstrip().endswith("recording ranks: zero")
