@@ -2,11 +2,12 @@
 
 Each rank sees only its own tokens, so the utilization, MaxVio and affinity it computes alone describe one rank's
 batch. What can be summed is summed: tokens per expert, token counts, z-loss and entropy sums, the affinity
-counts. MaxVio and the load-balancing loss are not sums: both are computed per forward pass from that pass's
-counts and probability sums (Wang et al.'s MaxVio_batch; Switch's f_i * P_i), and the pass of the global batch is
-the union of every rank's pass. So while a window is open each rank also keeps, on the device, the per-pass sums
-those two need ([passes, 2 or 3, L, E] values and a token count per pass), and at log time all of it travels in
-ONE ``all_reduce(SUM)`` of a single float64 buffer. Float64 holds counts exactly up to 2**53.
+counts (and any accumulator not named in ``_PER_PASS``). MaxVio and the load-balancing loss are not sums: both
+are computed per forward pass from that pass's counts and probability sums (Wang et al.'s MaxVio_batch; Switch's
+f_i * P_i), and the pass of the global batch is the union of every rank's pass. So while a window is open each
+rank also keeps, on the device, the per-pass sums those two need ([passes, 2 or 3, L, E] values and a token count
+per pass), and at log time all of it travels in ONE ``all_reduce(SUM)`` of a single float64 buffer. Float64
+holds counts exactly up to 2**53.
 
 The imbalance across ranks (max over ranks of each rank's own window MaxVio, as OLMo-core and Megatron report it)
 rides in the same buffer: each rank writes its value into its own slot of a world-size vector of zeros, so the sum
@@ -26,7 +27,9 @@ import torch
 from expertrack.moe.losses import LBConvention, lb_from_sums
 from expertrack.moe.metrics import maxvio
 
-_SUMMED = ("counts", "tokens", "z_sum", "entropy_sum", "affinity")  # window accumulators that add up over ranks
+# Window accumulators recomputed from the per-pass rows after the reduction; every other one is a sum over tokens
+# or passes and is summed over ranks (so an accumulator added to RouterStats later is reduced without a change here).
+_PER_PASS = ("maxvio_sum", "lb_sum", "batches")
 
 
 class PassSums:
@@ -65,7 +68,7 @@ def reduce_window(
     own_maxvio = (acc["maxvio_sum"] / acc["batches"].clamp_min(1)).mean()
     slots = torch.zeros(world, dtype=dtype, device=own_maxvio.device)
     slots[rank] = own_maxvio.to(dtype)
-    summed = [k for k in _SUMMED if k in acc]
+    summed = [k for k in acc if k not in _PER_PASS]
     pieces = [acc[k].to(dtype).reshape(-1) for k in summed]
     flat = torch.cat([*pieces, *passes.parts, slots])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
