@@ -7,6 +7,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import expertrack
@@ -226,3 +227,16 @@ def test_another_programs_sqlite_file_is_refused_by_name(tmp_path: Path, capsys:
     run.finish()
     assert "not an expertrack store" in capsys.readouterr().err
     assert run.dir != target and expertrack.Api(run.dir).run(run.id).scalars("loss")[2].tolist() == [1.0]
+
+
+def test_a_very_long_key_is_said_once_and_shortened(tracking_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = "k" * 10_000
+    run = expertrack.init(project="long-key")
+    run.log({key: 1.0, "loss": 0.5})
+    run.log({key: "text", "loss": 0.25})
+    run.log({key: np.ones(3), "loss": 0.125})
+    run.finish()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "kkkk" in line]
+    assert len(lines) == 1, lines
+    assert "(10,000 characters) is longer than 512 characters" in lines[0] and len(lines[0]) < 300
+    assert expertrack.Api(tracking_dir).run(run.id).scalars("loss")[2].tolist() == [0.5, 0.25, 0.125]

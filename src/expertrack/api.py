@@ -11,7 +11,7 @@ from typing import Any
 from expertrack.errors import RunNotFoundError
 from expertrack.paths import store_path
 from expertrack.store.downsample import minmax_indices
-from expertrack.store.sqlite import RunRecord, Store
+from expertrack.store.sqlite import ArrayOverview, RunRecord, ScalarOverview, Store
 
 
 class Api:
@@ -104,7 +104,15 @@ class ApiRun:
 
     def point_count(self, key: str) -> int:
         """How many points a scalar series holds."""
-        return self._store.point_counts(self.id).get(key, 0)
+        return self._store.point_counts(self.id, key).get(key, 0)
+
+    def scalar_overview(self) -> dict[str, ScalarOverview]:
+        """Every scalar key with its points, last step and value, min and max, in one pass (what `show` lists)."""
+        return self._store.scalar_overview(self.id)
+
+    def array_overview(self) -> dict[str, ArrayOverview]:
+        """Every array key with its steps, last step, and last shape and dtype, without reading any array."""
+        return self._store.array_overview(self.id)
 
     def last_step(self) -> int | None:
         """The highest step logged, or None."""
@@ -126,6 +134,17 @@ class ApiRun:
         if len(shapes) > 1:  # shapes changed over the run (e.g. experts added): return a list, not a stack
             return steps, [a for _s, _t, a in items]
         return steps, np.stack([a for _s, _t, a in items])
+
+    def array_steps(self, key: str) -> list[int]:
+        """The steps at which array ``key`` was logged, without reading any array (empty when it never was)."""
+        return self._store.array_steps(self.id, key)
+
+    def array(self, key: str, step: int) -> Any:
+        """The array ``key`` as logged at exactly ``step``; KeyError when it was not logged there."""
+        value = self._store.read_array(self.id, key, step)
+        if value is None:
+            raise KeyError(f"run {self.name!r} has no array {key!r} at step {step}")
+        return value
 
     def history(self, keys: list[str] | None = None, samples: int | None = None, stream: str = "default") -> Any:
         """A pandas DataFrame with ``_step``, ``_timestamp`` and one column per scalar key, one row per step.

@@ -2,9 +2,8 @@
 
 ``collect_environment`` runs on the writer thread, so it may spend tens of milliseconds (it starts a few
 ``git`` processes) but it never raises: each part is guarded, and a part that fails is left out and named
-under ``"capture_errors"``. Secrets never reach the store: environment variables and command-line options
-whose names look like keys, tokens, passwords or credentials keep their name with the value ``[redacted]``,
-and ``user:password@`` in URLs is blanked the same way.
+under ``"capture_errors"``. Secrets never reach the store: environment variables and the command line go through
+the one redaction rule of ``expertrack.redact`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import getpass
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -20,7 +18,10 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-REDACTED = "[redacted]"
+from expertrack.redact import REDACTED, is_secret_name, redact_argv, redact_env, redact_url_credentials
+
+__all__ = ["REDACTED", "collect_environment", "is_secret_name", "redact_argv", "redact_env", "redact_url_credentials"]
+
 
 # Reported when installed, looked up by distribution name only: importing them here would cost seconds.
 PACKAGES = (
@@ -39,83 +40,6 @@ PACKAGES = (
 )
 
 GIT_TIMEOUT_S = 2.0
-
-# A name is secret when one of its parts (split on _ - . and spaces) is one of these words...
-_SECRET_PARTS = frozenset(
-    {
-        "key",
-        "apikey",
-        "token",
-        "secret",
-        "password",
-        "passwd",
-        "pwd",
-        "pass",
-        "passphrase",
-        "credential",
-        "credentials",
-        "auth",
-        "authorization",
-        "cookie",
-    }
-)
-# Standard variables that only look secret: the shell's working directories.
-_NOT_SECRET = frozenset({"pwd", "oldpwd"})
-# ...or ends with one of these (camelCase and run-together names: apiKey, accessToken, dbpassword).
-_SECRET_SUFFIXES = ("apikey", "token", "secret", "password", "passwd", "credentials", "credential")
-_NAME_SPLIT = re.compile(r"[_\-.\s]+")
-# scheme://user:password@host -> scheme://[redacted]@host (a bare user@host is kept: it is no secret).
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@:]*:[^/\s@]*@")
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a variable or option name looks like it holds a key, token, password or credential.
-
-    ``WANDB_API_KEY``, ``HF_TOKEN``, ``AWS_SECRET_ACCESS_KEY`` and ``--api-key`` are secret;
-    ``TOKENIZERS_PARALLELISM`` and ``GIT_AUTHOR_NAME`` are not (whole parts are compared, not substrings).
-    """
-    lowered = name.strip("-").lower()
-    if lowered in _NOT_SECRET:
-        return False
-    parts = [p for p in _NAME_SPLIT.split(lowered) if p]
-    return any(p in _SECRET_PARTS or p.endswith(_SECRET_SUFFIXES) for p in parts)
-
-
-def redact_url_credentials(text: str) -> str:
-    """Replace ``user:password@`` inside any URL in ``text`` with ``[redacted]@``."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
-
-
-def redact_env(env: dict[str, str]) -> dict[str, str]:
-    """A copy of ``env`` with secret-looking variables' values replaced and URL credentials blanked."""
-    return {
-        name: REDACTED if is_secret_name(name) else redact_url_credentials(value) for name, value in sorted(env.items())
-    }
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """A copy of a command line with the values of secret-looking options replaced.
-
-    Handles ``--api-key=X``, ``--token X`` (the next argument, unless it is itself an option) and
-    ``key=value`` overrides as Hydra and similar launchers take them (``wandb.api_key=X``).
-    """
-    out: list[str] = []
-    redact_next = False
-    for arg in argv:
-        if redact_next and not arg.startswith("-"):
-            out.append(REDACTED)
-            redact_next = False
-            continue
-        redact_next = False
-        name, sep, _value = arg.partition("=")
-        if sep and name and " " not in name and is_secret_name(name):
-            out.append(f"{name}={REDACTED}")
-        elif arg.startswith("-") and not sep and is_secret_name(arg):
-            out.append(arg)
-            redact_next = True
-        else:
-            out.append(redact_url_credentials(arg))
-    return out
 
 
 def _git(args: list[str], cwd: str) -> str | None:

@@ -82,6 +82,15 @@ def require_run(what: str) -> Run:
     return _current
 
 
+def tracking_mode(mode: str | None = None) -> str | None:
+    """The mode a run starts in: ``mode`` if given, else ``$EXPERTRACK_MODE``; ``"disabled"`` stores nothing.
+
+    ``$WANDB_MODE`` is not read here: it governs the W&B mirror only (docs/wandb.md), so a W&B script run with
+    ``WANDB_MODE=disabled`` is still tracked locally.
+    """
+    return mode or os.environ.get("EXPERTRACK_MODE") or None
+
+
 def init(
     project: str | None = None,
     name: str | None = None,
@@ -104,7 +113,9 @@ def init(
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
 
-    ``mode="disabled"`` returns a run that accepts every call and stores nothing. ``mirror`` is ``"auto"``,
+    ``mode="disabled"`` (or ``$EXPERTRACK_MODE=disabled``) returns a run that accepts every call and stores
+    nothing; ``mode="offline"`` makes the mirror write W&B offline directories; ``$WANDB_MODE`` only governs the
+    mirror. ``mirror`` is ``"auto"``,
     ``"wandb"`` or ``"off"`` (default: ``$EXPERTRACK_MIRROR``, else ``"auto"``; see docs/wandb.md).
     ``config_exclude_keys`` leaves those top-level keys of ``config`` out; ``config_include_keys`` keeps only those
     (one or the other, as in wandb; later ``run.config`` changes are not filtered). Resuming (``id`` of a stored
@@ -120,7 +131,7 @@ def init(
     config_dict = _filter_config(_config_mapping(config), config_exclude_keys, config_include_keys)
     if _current is not None and not _current._finished:
         _current.finish()
-    mode = mode or os.environ.get("EXPERTRACK_MODE") or os.environ.get("WANDB_MODE")
+    mode = tracking_mode(mode)
     mirror = mirror or os.environ.get("EXPERTRACK_MIRROR") or "auto"
     project = project or os.environ.get("EXPERTRACK_PROJECT") or os.environ.get("WANDB_PROJECT")
     tag_list = None if tags is None else [str(t) for t in tags]

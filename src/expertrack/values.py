@@ -15,7 +15,16 @@ from typing import Any
 from expertrack.notify import Notifier
 
 MAX_KEY_LENGTH = 512
+SHOWN_KEY_LENGTH = 80  # messages show at most this much of a key: a 10,000-character key is said once, shortened
 _FAST_TYPES = (float, int)
+
+
+def shown_key(name: str) -> str:
+    """``name`` quoted for a message, its middle cut out when it is long (the length said instead)."""
+    if len(name) <= SHOWN_KEY_LENGTH:
+        return repr(name)
+    half = SHOWN_KEY_LENGTH // 2
+    return f"{name[:half]!r}...{name[-half // 2 :]!r} ({len(name):,} characters)"
 
 
 def flatten(data: Mapping[Any, Any], notifier: Notifier, prefix: str = "") -> dict[str, Any]:
@@ -59,7 +68,7 @@ def check_key(name: str, notifier: Notifier) -> bool:
             problem = "is not valid Unicode (a lone surrogate)"
     if problem is None:
         return True
-    notifier.once(f"bad-key:{name!r}", f"log(): key {name!r} {problem}; its values are not stored")
+    notifier.once(f"bad-key:{name!r}", f"log(): key {shown_key(name)} {problem}; its values are not stored")
     return False
 
 
@@ -67,6 +76,9 @@ def convert_value(name: str, value: Any, notifier: Notifier) -> Any:
     """Turn a non-plain value into a float, a NumPy array, or a copied tensor; None (reported) if unsupported."""
     if isinstance(value, (bool, float, int)):
         return float(value)
+    if len(name) > MAX_KEY_LENGTH:  # the key alone is the problem: say that once, not also its value's type
+        check_key(name, notifier)
+        return None
     module = type(value).__module__
     if module.startswith("torch") and hasattr(value, "detach"):
         # a copy on the tensor's device (no host sync; read on the writer thread): the caller may change the
@@ -84,8 +96,8 @@ def convert_value(name: str, value: Any, notifier: Notifier) -> Any:
         return np.asarray(value, dtype=np.float64)
     notifier.once(
         f"bad-type:{name}",
-        f"log(): value for {name!r} is a {type(value).__name__}; expected a number, a NumPy array or a tensor. "
-        "That value was not stored (other keys were).",
+        f"log(): value for {shown_key(name)} is a {type(value).__name__}; expected a number, a NumPy array or a "
+        "tensor. That value was not stored (other keys were).",
     )
     return None
 
@@ -93,5 +105,5 @@ def convert_value(name: str, value: Any, notifier: Notifier) -> Any:
 def _numpy_scalar(name: str, value: Any, notifier: Notifier) -> float | None:
     if value.dtype.kind in "biuf":
         return float(value)
-    notifier.once(f"bad-type:{name}", f"log(): NumPy value for {name!r} has dtype {value.dtype}; not stored")
+    notifier.once(f"bad-type:{name}", f"log(): NumPy value for {shown_key(name)} has dtype {value.dtype}; not stored")
     return None

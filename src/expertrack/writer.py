@@ -21,6 +21,7 @@ from typing import Any
 from expertrack.notify import Notifier
 from expertrack.store import Store
 from expertrack.store.chunks import INSERT_CHUNK, SeriesBuffer
+from expertrack.store.sqlite import insert_array
 from expertrack.summary import SummaryState
 from expertrack.values import check_key
 
@@ -320,17 +321,7 @@ class Writer:
         if kind == "array":
             _, key, step, t, array = record
             if check_key(key, self.notifier):
-                conn.execute(
-                    "INSERT OR REPLACE INTO arrays (key_id, step, time, dtype, shape, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        self._key_id(conn, key),
-                        step,
-                        t,
-                        array.dtype.str,
-                        json.dumps(list(array.shape)),
-                        array.tobytes(),
-                    ),
-                )
+                insert_array(conn, self._key_id(conn, key), step, t, array)
         elif kind == "config":
             conn.execute("UPDATE runs SET config = ? WHERE id = ?", (record[1], self.run_id))
         elif kind == "defs":

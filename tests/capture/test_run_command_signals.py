@@ -294,3 +294,48 @@ def test_on_a_terminal_stdout_and_stderr_lines_stay_whole(tmp_path: Path) -> Non
     # the wait for a line's end is bounded (relay.HOLD_S): a child descheduled mid-line for longer, on a loaded
     # machine, may still see a line cut, so a few are allowed
     assert lines.count(b"err line") >= 295 and lines.count(b"out line") >= 295, set(lines)
+
+
+# Ignores SIGINT and SIGTERM, saying so for each (the test waits for each before the next Ctrl-C).
+DEAF = r"""
+import signal, sys, time
+signal.signal(signal.SIGINT, lambda n, f: print("ignored SIGINT", flush=True))
+signal.signal(signal.SIGTERM, lambda n, f: print("ignored SIGTERM", flush=True))
+print("step 1/1: train loss 2.500000 (1.0 ms, 100 tok/s)")
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_repeated_ctrl_c_escalates_to_sigterm_then_sigkill(tmp_path: Path, tracking_dir: Path) -> None:
+    script = tmp_path / "deaf.py"
+    script.write_text(DEAF)
+    proc = subprocess.Popen(
+        [EXPERTRACK, "run", "--mirror", "off", "--", sys.executable, str(script)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_for_line(proc, b"ready")
+    proc.send_signal(signal.SIGINT)
+    wait_for_line(proc, b"ignored SIGINT")
+    proc.send_signal(signal.SIGINT)
+    wait_for_line(proc, b"ignored SIGTERM")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 128 + signal.SIGKILL
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert "Ctrl-C again: sent SIGTERM to the command (a third Ctrl-C kills it)" in err
+    assert "Ctrl-C a third time: killed the command (SIGKILL)" in err
+    (run,) = expertrack.Api(tracking_dir).runs()
+    assert (run.state, run.exit_signal) == ("killed", signal.SIGKILL)
+    assert run.scalars("train_loss")[2].tolist() == [2.5]
+
+
+def test_ctrl_c_after_a_pause_starts_again_from_sigint() -> None:
+    from expertrack.capture.child import InterruptLadder
+
+    ladder = InterruptLadder()
+    window = InterruptLadder.ESCALATE_WINDOW_S
+    sent = [ladder.next_signal(t) for t in (0.0, window + 1, 2 * window + 2, 2 * window + 2.5, 2 * window + 3)]
+    assert sent == [signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL]

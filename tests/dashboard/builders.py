@@ -91,3 +91,43 @@ def xss_run(directory: Path) -> str:
             run.log({"train/loss": 1.0 + step, "<u>odd</u>/key": float(step)}, step=step)
         run.append_file("console.log", b"<script>alert(5)</script>\n")
         return run.id
+
+
+def seed_value(step: int, lr: float, seed: int) -> float:
+    """The train/loss a seed run logs: a decay, lifted by 100 x lr, plus 0.1 per seed (so s.d. over 3 seeds = 0.1)."""
+    return 4.0 / (step + 1) + 100 * lr + 0.1 * seed
+
+
+def seed_runs(directory: Path, lrs: tuple[float, ...] = (1e-3, 3e-3), seeds: int = 3, steps: int = 40) -> list[str]:
+    """A small sweep: for each lr, ``seeds`` finished runs in group ``lr-<lr>``, config {lr, seed, model.layers}."""
+    ids = []
+    for lr in lrs:
+        for seed in range(seeds):
+            config = {"lr": lr, "seed": seed, "model": {"layers": 2}}
+            with expertrack.init(
+                project="sweep", name=f"lr{lr}-s{seed}", dir=directory, config=config, group=f"lr-{lr}", mirror="off"
+            ) as run:
+                for step in range(steps):
+                    run.log({"train/loss": seed_value(step, lr, seed)}, step=step)
+                ids.append(run.id)
+    return ids
+
+
+def lb_loss_run(directory: Path, name: str = "with-lb") -> str:
+    """A run logging its load-balancing loss beside the main loss (``train/lb_loss`` sorts before ``train/loss``),
+    and a system metric."""
+    with expertrack.init(project="study", name=name, dir=directory, config={"lr": 1e-3}, mirror="off") as run:
+        for step in range(10):
+            metrics = {"train/lb_loss": 0.01, "train/loss": 2.0 - step / 10, "system/gpu_memory_gb": 10.0 + step}
+            if step % 5 == 0:
+                metrics["val/loss"] = 2.5 - step / 10
+            run.log(metrics, step=step)
+        return run.id
+
+
+def diverging_run(directory: Path, name: str = "diverged", nan_at: int = 30, steps: int = 40) -> str:
+    """A run whose train/loss turns NaN at step ``nan_at`` (and stays so): the NaN alert rule's case."""
+    with expertrack.init(project="study", name=name, dir=directory, config={"lr": 1.0}, mirror="off") as run:
+        for step in range(steps):
+            run.log({"train/loss": 3.0 - step / 100 if step < nan_at else float("nan")}, step=step)
+        return run.id

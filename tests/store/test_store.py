@@ -126,7 +126,7 @@ def test_history_samples_keep_spikes(tracking_dir: Path) -> None:
 
 def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:
     numbers = [n for n, _name, _sql in MIGRATIONS]
-    assert numbers == list(range(1, len(numbers) + 1))
+    assert numbers[0] == 1 and numbers == sorted(set(numbers))  # a gap is left for a migration merged later
     Store(tmp_path / "s.db").close()
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import shutil
 import signal
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import termios
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -283,16 +285,45 @@ def _terminal_size() -> bytes | None:
     return None
 
 
+class InterruptLadder:
+    """What each Ctrl-C sends: SIGINT; a second within ``ESCALATE_WINDOW_S`` of the one before, SIGTERM; a third,
+    SIGKILL. Each step up is said on stderr, so a person pressing Ctrl-C at a stuck program knows what happened
+    (and that the next press kills it). A pause longer than the window starts again from SIGINT."""
+
+    ESCALATE_WINDOW_S = 3.0
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self.last_at = -math.inf
+
+    def next_signal(self, now: float) -> int:
+        """The signal to forward for a Ctrl-C at monotonic time ``now`` (said when it is not SIGINT)."""
+        self.presses = self.presses + 1 if now - self.last_at <= self.ESCALATE_WINDOW_S else 1
+        self.last_at = now
+        if self.presses == 1:
+            return signal.SIGINT
+        if self.presses == 2:
+            _say("Ctrl-C again: sent SIGTERM to the command (a third Ctrl-C kills it)")
+            return signal.SIGTERM
+        _say("Ctrl-C a third time: killed the command (SIGKILL)")
+        return signal.SIGKILL
+
+
 @contextlib.contextmanager
 def forward_signals(child: Child) -> Iterator[None]:
     """While inside, forward SIGINT, SIGTERM, SIGHUP, ... to the child's process group instead of dying, keep
     its window size in step with ours (SIGWINCH), and stop/continue it with us (Ctrl-Z, ``fg``).
 
+    Repeated Ctrl-C escalates, for a program that ignores SIGINT (see ``InterruptLadder``).
+
     A signal we were started with ignored (``nohup`` ignores SIGHUP) stays ignored, so the child inherits that.
     """
     previous: dict[int, object] = {}
+    interrupts = InterruptLadder()
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            signum = interrupts.next_signal(time.monotonic())
         child.send_signal(signum)
 
     def resize(signum: int, frame: FrameType | None) -> None:

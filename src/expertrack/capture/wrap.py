@@ -83,14 +83,19 @@ def start_run(options: WrapOptions) -> Run | None:
     created, in which case the command still runs with its output passed through."""
     import expertrack
     from expertrack.capture.parsers import parse_argv_config
+    from expertrack.redact import redact_config
+    from expertrack.session import tracking_mode
 
+    if tracking_mode() == "disabled":  # a disabled run stores nothing: never claim to track it
+        say("EXPERTRACK_MODE=disabled: running the command untracked (nothing is stored)")
+        return None
     try:
         run = expertrack.init(
             project=options.project,
             name=options.name,
             group=options.group,
             tags=options.tags,
-            config={**parse_argv_config(options.argv), **options.config},
+            config=redact_config({**parse_argv_config(options.argv), **options.config}),
             dir=options.dir,
             mirror=options.mirror,
         )

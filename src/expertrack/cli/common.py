@@ -10,7 +10,7 @@ import datetime as dt
 import math
 import shlex
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -241,11 +241,21 @@ def environment_lines(env: dict[str, Any]) -> list[tuple[str, Any]]:
     return lines
 
 
+# Past this many rows a section is written as plain aligned text: rich lays out a table at about 0.3 ms a row, so
+# `show` of a run with 100,000 keys spent minutes in layout alone.
+RICH_ROWS = 500
+PLAIN_MAX_WIDTH = 60  # plain columns are at most this wide; a longer cell overflows its own row only
+
+
 def print_pairs(console: Any, title: str, pairs: list[tuple[str, Any]]) -> None:
     """A titled two-column section; '(none)' when empty."""
     console.print(f"\n[bold]{title}[/bold]", markup=True)
     if not pairs:
         console.print(" (none)")
+        return
+    if len(pairs) > RICH_ROWS:
+        cells = [(str(k), v if isinstance(v, str) else format_value(v)) for k, v in pairs]
+        write_plain_rows(console, cells, right=())
         return
     table = Table(box=None, show_header=False, pad_edge=True, padding=(0, 1))
     table.add_column(style="cyan", no_wrap=True)
@@ -258,3 +268,36 @@ def print_pairs(console: Any, title: str, pairs: list[tuple[str, Any]]) -> None:
 def add_plain_row(table: Table, *cells: str) -> None:
     """A table row shown as given: brackets in names or values (``[redacted]``, ``[1, 2]``) are not markup."""
     table.add_row(*(Text(cell) for cell in cells))
+
+
+def print_rows(console: Any, title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A titled table, first column left-aligned and the others right-aligned, "(none)" when empty: a rich table
+    up to ``RICH_ROWS`` rows, plain aligned text beyond (same columns, no colour)."""
+    if len(rows) <= RICH_ROWS:
+        table = Table(title=f"[bold]{title}[/bold]", title_justify="left", box=None, header_style="bold")
+        for index, name in enumerate(header):
+            table.add_column(name, justify="right" if index else "left", no_wrap=True)
+        for row in rows or [["(none)", *([""] * (len(header) - 1))]]:
+            add_plain_row(table, *row)
+        console.print(table)
+        return
+    console.print(f"[bold]{title}[/bold]", markup=True)
+    write_plain_rows(console, [tuple(header), *rows], right=range(1, len(header)), bold_first=True)
+
+
+def write_plain_rows(
+    console: Any, rows: Sequence[Sequence[str]], right: Collection[int], bold_first: bool = False
+) -> None:
+    """Rows as aligned plain text written straight to the console's file (no markup, no layout pass)."""
+    widths = [min(max(len(row[i]) for row in rows), PLAIN_MAX_WIDTH) for i in range(len(rows[0]))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = (cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        return " " + "  ".join(cells).rstrip()
+
+    body = rows
+    if bold_first:
+        console.print(Text(line(rows[0]), style="bold"))
+        body = rows[1:]
+    console.file.write("".join(line(row) + "\n" for row in body))
+    console.file.flush()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from expertrack.cli.common import (
     make_console,
     open_api,
     print_pairs,
+    print_rows,
     resolve_run,
     run_duration,
     split_keys,
@@ -154,11 +154,11 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
     if show_env:
         print_pairs(console, "environment variables", sorted((environment.get("env") or {}).items()))
     console.print()
-    console.print(_metrics_table(run))
-    arrays = _arrays_table(run)
-    if arrays is not None:
+    print_rows(console, "metrics", ("key", "points", "last step", "last", "min", "max"), _metrics_rows(run))
+    arrays = _arrays_rows(run)
+    if arrays:
         console.print()
-        console.print(arrays)
+        print_rows(console, "arrays", ("key", "steps", "last step", "shape", "dtype"), arrays)
     print_pairs(console, "files", [(name, format_bytes(len(run.file(name) or b""))) for name in run.file_names()])
     mirror = _mirror_line(api, run.id)
     if mirror:
@@ -184,39 +184,37 @@ def _header(run: ApiRun) -> list[tuple[str, Any]]:
     ]
 
 
-def _metrics_table(run: ApiRun) -> Table:
-    """Scalar keys with their point counts, last step, last value and range."""
-    table = Table(title="[bold]metrics[/bold]", title_justify="left", box=None, header_style="bold")
-    for name in ("key", "points", "last step", "last", "min", "max"):
-        table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
-    for key in run.metric_keys():
-        steps, _times, values = run.scalars(key)
-        if len(values) == 0:
-            add_plain_row(table, key, "0", "-", "-", "-", "-")
+def _metrics_rows(run: ApiRun) -> list[list[str]]:
+    """Scalar keys with their point counts, last step, last value and range, from one pass over the run."""
+    rows = []
+    for key, seen in run.scalar_overview().items():
+        if seen.last_step is None:
+            rows.append([key, "0", "-", "-", "-", "-"])
             continue
-        finite = [float(v) for v in values if not math.isnan(float(v))]
-        low, high = (min(finite), max(finite)) if finite else (None, None)
-        last = (format_value(int(steps[-1])), format_value(values[-1]), format_value(low), format_value(high))
-        add_plain_row(table, key, str(run.point_count(key)), *last)
-    if not table.rows:
-        add_plain_row(table, "(none)", "", "", "", "", "")
-    return table
+        last = (format_value(seen.last_step), format_value(seen.last), format_value(seen.min), format_value(seen.max))
+        rows.append([key, str(seen.points), *last])
+    return rows
 
 
-def _arrays_table(run: ApiRun) -> Table | None:
-    """Array keys with the number of steps logged and the shape and dtype of one value; None if none."""
-    keys = run.array_keys()
-    if not keys:
-        return None
-    table = Table(title="[bold]arrays[/bold]", title_justify="left", box=None, header_style="bold")
-    for name in ("key", "steps", "last step", "shape", "dtype"):
-        table.add_column(name, justify="left" if name == "key" else "right", no_wrap=True)
-    for key in keys:
-        steps, values = run.arrays(key)
-        shape = "x".join(str(n) for n in values.shape[1:]) or "scalar"
-        last = str(int(steps[-1])) if len(steps) else "-"
-        add_plain_row(table, key, str(len(steps)), last, shape, str(values.dtype))
-    return table
+def _arrays_rows(run: ApiRun) -> list[list[str]]:
+    """Array keys with the number of steps logged and the last step's shape and dtype. Read from the arrays'
+    index: a huge array costs `show` nothing."""
+    rows = []
+    for key, seen in run.array_overview().items():
+        shape = "x".join(str(n) for n in seen.shape) or "scalar"
+        rows.append([key, str(seen.steps), str(seen.last_step), shape, _dtype_name(seen.dtype)])
+    return rows
+
+
+def _dtype_name(dtype: str) -> str:
+    """``<f4`` as NumPy names it (float32), without importing NumPy for it."""
+    kinds = {"f": "float", "i": "int", "u": "uint", "b": "bool", "c": "complex"}
+    kind, size = dtype[1:2], dtype[2:]
+    if kind == "b":
+        return "bool"
+    if kind in kinds and size.isdigit():
+        return f"{kinds[kind]}{int(size) * 8}"
+    return dtype
 
 
 def _mirror_line(api: Api, run_id: str) -> str | None:

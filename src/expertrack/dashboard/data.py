@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from starlette.exceptions import HTTPException
 
+from expertrack.dashboard.cache import SeriesCache
 from expertrack.dashboard.encode import flatten, pack, timestamp
 from expertrack.errors import AmbiguousRunError
 from expertrack.store.downsample import minmax_indices
@@ -151,14 +152,25 @@ class RowCache:
             del self.stats[pair]
 
 
-def run_detail(run: Any) -> dict[str, Any]:
-    """Everything the run page shows except the console: config, summary, environment, keys."""
+def run_detail(run: Any, with_env: bool = False) -> dict[str, Any]:
+    """Everything the run page shows except the console: config, summary, environment, keys.
+
+    The environment's variables (``environment["env"]``) are left out unless ``with_env``, as ``expertrack
+    show`` leaves them out unless given ``--env``: a page shared on screen should not list them by default.
+    ``env_count`` says how many there are.
+    """
+    environment = dict(run.environment or {})
+    variables = environment.get("env")
+    count = len(variables) if isinstance(variables, Mapping) else 0
+    if not with_env:
+        environment.pop("env", None)
     return {
         **RowCache().row(run, ()),
         "notes": run.notes,
         "config": run.config or {},
         "summary": run.summary or {},
-        "environment": run.environment or {},
+        "environment": environment,
+        "env_count": count,
         "metric_defs": run.metric_defs or [],
         "exit_code": run.exit_code,
         "exit_signal": run.exit_signal,
@@ -185,12 +197,19 @@ def series(
     lo: float | None = None,
     hi: float | None = None,
     x: str = "step",
+    with_times: bool = True,
+    cache: SeriesCache | None = None,
 ) -> dict[str, Any] | None:
     """One run's points of one scalar key after step ``after``, in [lo, hi], reduced to <= ~4 x ``buckets``.
 
-    None when the run never logged ``key``.
+    None when the run never logged ``key``. ``times`` is left out unless ``with_times``: a chart on a step axis
+    draws steps and values only, and the times were a third of every answer. A whole series is read through
+    ``cache`` when given (a live update, ``after``, reads only the new points from the store).
     """
-    steps, times, values = run.scalars(key, after_step=after)
+    if cache is not None and after is None:
+        steps, times, values = cache.scalars(run, key)
+    else:
+        steps, times, values = run.scalars(key, after_step=after)
     if after is None and not len(steps):
         return None
     total = len(steps)
@@ -202,14 +221,11 @@ def series(
     if matched > 4 * buckets:
         keep = minmax_indices(values, buckets)
         steps, times, values = steps[keep], times[keep], values[keep]
-    return {
-        "matched": matched,
-        "count": len(steps),
-        "last_step": last_step,
-        "steps": pack(steps),
-        "times": pack(times),
-        "values": pack(values),
-    }
+    answer = {"matched": matched, "count": len(steps), "last_step": last_step, "steps": pack(steps)}
+    if with_times:
+        answer["times"] = pack(times)
+    answer["values"] = pack(values)
+    return answer
 
 
 def _thin(count: int, limit: int) -> np.ndarray:
@@ -227,12 +243,15 @@ def _read_arrays(run: Any, key: str) -> tuple[np.ndarray, Any]:
 
 
 def array_at(run: Any, key: str, step: int | None) -> dict[str, Any]:
-    """The array ``key`` as logged at ``step`` (the latest at or before it; the last when None)."""
-    steps, values = _read_arrays(run, key)
+    """The array ``key`` as logged at ``step`` (the latest at or before it; the last when None). Steps come from
+    the arrays' index and only that one array is read: other steps of a huge array cost nothing."""
+    steps = np.asarray(run.array_steps(key), dtype=np.int64)
+    if not steps.size:
+        raise HTTPException(404, f"run {run.id!r} has no array {key!r}")
     index = len(steps) - 1 if step is None else int(np.searchsorted(steps, step, side="right")) - 1
     if index < 0:
         raise HTTPException(404, f"run {run.id!r} logged {key!r} first at step {int(steps[0])}, after step {step}")
-    value = np.asarray(values[index], dtype=np.float64)
+    value = np.asarray(run.array(key, int(steps[index])), dtype=np.float64)
     return {
         "key": key,
         "steps": steps[_thin(len(steps), MAX_ARRAY_STEPS)].tolist(),

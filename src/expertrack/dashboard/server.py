@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
+
+import uvicorn
 
 from expertrack.dashboard.app import LOOPBACK_HOSTS, create_app
+
+EXIT_GRACE_S = 1.0  # how long requests in flight get to finish after SIGTERM or Ctrl-C
 
 
 def is_loopback(host: str) -> bool:
@@ -51,8 +58,6 @@ def check_address(host: str, port: int) -> None:
 def serve(directory: Path, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
     """Serve the dashboard for the store in ``directory`` until interrupted; ``ListenError`` when the address
     cannot be had (checked before anything is printed, so "serving" is only said once it is true)."""
-    import uvicorn
-
     check_address(host, port)
     loopback = is_loopback(host)
     if not loopback:
@@ -60,4 +65,33 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 8080, log_level:
     app = create_app(directory, allowed_hosts=(*LOOPBACK_HOSTS, host.lower()) if loopback else None)
     shown = f"[{host}]" if ":" in host else host
     print(f"expertrack ui: serving {directory} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, ws="none")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, ws="none"
+    )
+    PromptExitServer(config).run()
+
+
+class PromptExitServer(uvicorn.Server):
+    """``uvicorn.Server`` whose shutdown on SIGTERM or Ctrl-C has a deadline of ``EXIT_GRACE_S``.
+
+    uvicorn waits for requests in flight before it exits, and a request reading a huge array (a 10,000,000-
+    element array at every step) runs for minutes in a worker thread that cannot be interrupted. The dashboard
+    only reads, so nothing is lost by leaving such a request unanswered: past the deadline the process exits
+    at once, with the status a shell gives that signal (128 + N).
+    """
+
+    exit_timer: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.exit_timer is None:
+            self.exit_timer = threading.Timer(EXIT_GRACE_S, _exit_now, (sig,))
+            self.exit_timer.daemon = True  # a prompt graceful shutdown does not wait for it
+            self.exit_timer.start()
+
+
+def _exit_now(sig: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(128 + sig)

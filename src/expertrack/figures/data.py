@@ -14,6 +14,9 @@ import numpy as np
 
 from expertrack.figures.selection import RunLike, Series, config_value
 
+# aggregate lives in expertrack.seeds (NumPy only), shared with the dashboard; re-exported here for figures
+from expertrack.seeds import aggregate as aggregate
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -67,30 +70,6 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
             count += 1
         out[i] = acc / (1.0 - weight**count) if count else np.nan
     return out
-
-
-def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and standard deviation across runs: ``(x, mean, std)``.
-
-    Runs logged at the same x are stacked as they are; otherwise each is interpolated onto the union of
-    their x values inside the range all runs cover, so the mean never extrapolates a shorter run.
-    """
-    curves = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves if len(x)]
-    if not curves:
-        return np.empty(0), np.empty(0), np.empty(0)
-    if len(curves) == 1:
-        x, y = curves[0]
-        return x, y, np.zeros_like(y)
-    if all(len(x) == len(curves[0][0]) and np.array_equal(x, curves[0][0]) for x, _ in curves):
-        grid = curves[0][0]
-        stack = np.vstack([y for _, y in curves])
-    else:
-        lo = max(x[0] for x, _ in curves)
-        hi = min(x[-1] for x, _ in curves)
-        grid = np.unique(np.concatenate([x[(x >= lo) & (x <= hi)] for x, _ in curves]))
-        stack = np.vstack([np.interp(grid, x, y) for x, y in curves])
-    with np.errstate(invalid="ignore"):
-        return grid, np.nanmean(stack, axis=0), np.nanstd(stack, axis=0, ddof=1)
 
 
 def tokens_per_step(run: RunLike) -> float | None:

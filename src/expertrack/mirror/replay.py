@@ -2,7 +2,7 @@
 
 A :class:`Replayer` opens (or resumes) the W&B run with the same id, sends every step after the cursor as one
 ``wandb.log(row, step=s)`` call (all the step's scalars and arrays, in ascending steps, with the original wall
-time as ``_timestamp``), records the cursor in ``mirror_state`` as it goes, and at the end sets the summary
+time as ``_timestamp``), records the cursor in ``mirror_state`` after each call returns, and at the end sets the summary
 and finishes the W&B run. It only ever calls W&B from the thread that drives it; ``busy_since`` tells a
 watchdog (``mirror.guard``) how long the current W&B call has been running, so a hang can be detected from
 outside.
@@ -16,13 +16,20 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from expertrack.mirror import arrays
-from expertrack.mirror.state import LIVE_REASON, SYNC_REASON, read_state, write_state
+from expertrack.mirror.state import (
+    LIVE_REASON,
+    SYNC_REASON,
+    MirrorState,
+    advance_cursor,
+    read_state,
+    write_state,
+)
 
 WINDOW_STEPS = 4096  # rows built at a time
-STATE_EVERY_S = 1.0  # how often the cursor is written while steps stream out
 _WANDB_FORBIDDEN = re.compile(r"[/\\#?%:]")  # characters W&B refuses in project names and run ids
 
 
@@ -50,7 +57,6 @@ class Replayer:
         self.busy_what = ""
         self.cancel = threading.Event()  # set by a watchdog that gave up: send and record nothing more
         self._sent_config = ""
-        self._state_written_at = 0.0
 
     # ---- W&B calls, timed for the watchdog ---------------------------------------------------------------------
 
@@ -85,6 +91,9 @@ class Replayer:
             settings=self._settings(),
         )
         self.remote_id = _remote_id(self.wandb_run)
+        held = _last_step_wandb_holds(self.wandb_run, self.remote_id, previous)
+        if held is not _UNKNOWN:
+            self.cursor = held  # type: ignore[assignment]
         for definition in record.metric_defs:
             self._define_metric(definition)
         write_state(
@@ -113,8 +122,8 @@ class Replayer:
             self.cursor = step
             sent += 1
             self.steps_sent += 1
-            if time.monotonic() - self._state_written_at > STATE_EVERY_S:
-                self._save("partial")
+            if not self.cancel.is_set():  # saved at once: a position that lags W&B means resending (issue 12)
+                advance_cursor(self.store, self.run_id, step)
         self._save("partial")
         return sent
 
@@ -144,7 +153,6 @@ class Replayer:
         if reason == "":
             reason = LIVE_REASON if self.live else SYNC_REASON
         write_state(self.store, self.run_id, state, self.cursor, self.remote_id, reason)
-        self._state_written_at = time.monotonic()
 
     def _settings(self) -> Any:
         # The mirror is not the training process: no console capture, code, git or machine facts of its own.
@@ -222,6 +230,34 @@ class Replayer:
             for s in sorted(rows):
                 rows[s]["_timestamp"] = times[s]
                 yield s, rows[s]
+
+
+_UNKNOWN = object()
+
+
+def _last_step_wandb_holds(wandb_run: Any, remote_id: str | None, previous: MirrorState | None) -> object:
+    """The last step W&B itself holds of a run being resumed, or ``_UNKNOWN``: W&B's account beats our saved
+    cursor, which a killed mirror leaves either behind it (steps sent twice) or ahead of it (``wandb.log`` had
+    returned, but a killed process's buffered records never reached W&B: steps lost).
+
+    Offline, what W&B holds is in the previous offline run directory's .wandb log (our reader reads it, a cut-off
+    last record left out); online, a resumed run's ``step`` is the step after the last one W&B recorded.
+    """
+    if previous is None or previous.cursor_step is None:
+        return _UNKNOWN
+    offline = "offline: "
+    if remote_id and remote_id.startswith(offline):
+        if not (previous.remote_id or "").startswith(offline):
+            return _UNKNOWN  # the cursor counts steps sent online: nothing of that is in an offline log
+        from expertrack.mirror.wandb_log import read_run
+
+        logs = sorted(Path(previous.remote_id[len(offline) :]).glob("*.wandb"))  # type: ignore[index]
+        steps = [row["_step"] for log in logs for row in read_run(log).history if "_step" in row]
+        return max(steps) if steps else _UNKNOWN
+    step = getattr(wandb_run, "step", None)
+    if getattr(wandb_run, "resumed", False) and type(step) is int and step > 0:
+        return step - 1
+    return _UNKNOWN
 
 
 def _remote_id(wandb_run: Any) -> str | None:

@@ -71,6 +71,15 @@ def write_state(
         )
 
 
+def advance_cursor(store: Any, run_id: str, cursor_step: int, target: str = TARGET) -> None:
+    """Move a run's saved position to ``cursor_step``, in one short autocommit statement: called after every
+    ``wandb.log`` call that returns, so a mirror killed at any moment resends at most the step in flight."""
+    _conn(store).execute(
+        "UPDATE mirror_state SET cursor_step = ?, updated_at = ? WHERE run_id = ? AND target = ?",
+        (cursor_step, time.time(), run_id, target),
+    )
+
+
 class _immediate:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, or a plain block when the caller already holds a transaction."""
 

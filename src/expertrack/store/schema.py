@@ -7,6 +7,9 @@ shipped: add the next one.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+
+from expertrack.errors import StoreError
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -89,29 +92,71 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        3,
+        "arrays split: the index (step, time, dtype, shape, size) apart from the payload (array_data)",
+        # Why: in one WITHOUT ROWID table an 80 MB payload lay in the index's own b-tree, so listing a run's
+        # keys or its last step dragged it through the page cache (a 10M-element array: 25.7 s per /api/runs).
+        # The payload now lives in a rowid table of its own, found through its primary key when it is read.
+        # (Number 2 is taken by the write path's migration; numbers are renumbered at merge if needed.)
+        """
+        CREATE TABLE array_data (
+            key_id  INTEGER NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+            step    INTEGER NOT NULL,
+            data    BLOB NOT NULL,                      -- C-order bytes
+            PRIMARY KEY (key_id, step)
+        );
+        INSERT INTO array_data (key_id, step, data) SELECT key_id, step, data FROM arrays;
+        CREATE TABLE arrays_index (
+            key_id  INTEGER NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+            step    INTEGER NOT NULL,
+            time    REAL NOT NULL,
+            dtype   TEXT NOT NULL,                      -- NumPy dtype string, e.g. '<f4'
+            shape   TEXT NOT NULL,                      -- JSON list of ints
+            nbytes  INTEGER NOT NULL,                   -- size of the payload in array_data
+            PRIMARY KEY (key_id, step)
+        ) WITHOUT ROWID;
+        INSERT INTO arrays_index (key_id, step, time, dtype, shape, nbytes)
+            SELECT key_id, step, time, dtype, shape, length(data) FROM arrays;
+        DROP TABLE arrays;
+        ALTER TABLE arrays_index RENAME TO arrays;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the database to the latest schema; safe when several processes open a new store at once."""
+def migrate(conn: sqlite3.Connection, check_ours: Callable[[], None] | None = None) -> int:
+    """Bring the database to the latest schema; safe when several processes open a new store at once.
+
+    Each migration runs in its own ``BEGIN IMMEDIATE`` transaction with its ``user_version`` bump: one process
+    migrates while the others wait on the lock and then see the new version, and a migration that fails leaves
+    the store at the last one that succeeded. ``check_ours`` is called inside the first transaction for a store
+    that already has tables (another process may have created it meanwhile), to refuse a foreign database.
+    """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version >= LATEST_VERSION:
-        return int(version)
-    conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait on the lock, then see the new version
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, _name, sql in MIGRATIONS:
+    for number, _name, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > LATEST_VERSION:
+                raise StoreError(f"the store was moved to a newer schema ({version}) while it was being opened")
+            has_tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            if version == 0 and has_tables and check_ours is not None:
+                check_ours()
             if number > version:
                 for statement in _statements(sql):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return LATEST_VERSION
+                version = number
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(version)
 
 
 def _statements(sql: str) -> list[str]:

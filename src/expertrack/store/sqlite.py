@@ -144,19 +144,55 @@ class Store:
         self.conn.execute("PRAGMA foreign_keys = ON")
         if self.readonly:
             self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
-            version = self.version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > LATEST_VERSION:
-                raise StoreError(f"{self.path} was written by a newer expertrack (schema {version})")
-            if version:
-                self._check_ours()
+        # Readers and writers refuse the same files, before anything is changed: a writer must not switch
+        # another program's database to WAL, add tables to it, or write rows a newer schema would misread.
+        self.version = self._check_usable()
+        if self.readonly:
+            if 0 < self.version < LATEST_VERSION:
+                self._upgrade_for_reading()
             return
         self._enable_wal()
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.version = migrate(self.conn)
+        self.version = migrate(self.conn, self._check_ours)
         self._check_ours()
 
+    def _upgrade_for_reading(self) -> None:
+        """Readers of a store an older expertrack wrote bring it to this schema first (the migrations keep every
+        record; see docs/storage.md), through a short writable connection; where the file cannot be written
+        (an archive, a read-only mount), a ``StoreError`` says what to do instead of misreading it."""
+        old = self.version
+        try:
+            Store(self.path).close()
+        except (StoreError, OSError) as exc:
+            self.conn.close()
+            raise StoreError(
+                f"{self.path} has schema {old}, older than this expertrack's {LATEST_VERSION}, and cannot be "
+                f"upgraded here ({exc}); copy it somewhere writable and open it there once"
+            ) from exc
+        self.conn.close()
+        self.conn = self._connect_readonly()
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
+        self.version = self._check_usable()
+
+    def _check_usable(self) -> int:
+        """The file's schema version; ``StoreError`` naming the file when it comes from a newer expertrack or is
+        another program's SQLite database (tables, but not ours)."""
+        # one statement, so the version and the tables come from the same snapshot of a store being created
+        version, tables = self.conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT COUNT(*) FROM sqlite_master)"
+        ).fetchone()
+        if version > LATEST_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer expertrack (schema {version}; this one knows up to "
+                f"{LATEST_VERSION}): upgrade expertrack to use it"
+            )
+        if version or tables:
+            self._check_ours()
+        return int(version)
+
     def _check_ours(self) -> None:
-        """``StoreError`` for an SQLite file that has a schema version but not expertrack's tables."""
+        """``StoreError`` for an SQLite file that has tables or a schema version but not expertrack's tables."""
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
         if not {"id", "project", "state", "created_at"} <= columns:
             raise StoreError(f"{self.path} is an SQLite database, but not an expertrack store (no runs table of ours)")
@@ -255,14 +291,61 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def point_counts(self, run_id: str) -> dict[str, int]:
-        """Number of stored points per scalar key."""
-        rows = self.conn.execute(
-            "SELECT k.name, SUM(c.n) FROM keys k JOIN scalar_chunks c ON c.key_id = k.id WHERE k.run_id = ?"
-            " GROUP BY k.name",
-            (run_id,),
-        ).fetchall()
+    def point_counts(self, run_id: str, key: str | None = None) -> dict[str, int]:
+        """Number of stored points per scalar key (of ``key`` alone if given), in one grouped query."""
+        sql = "SELECT k.name, SUM(c.n) FROM keys k JOIN scalar_chunks c ON c.key_id = k.id WHERE k.run_id = ?"
+        args: tuple[Any, ...] = (run_id,)
+        if key is not None:
+            sql, args = sql + " AND k.name = ?", (run_id, key)
+        rows = self.conn.execute(sql + " GROUP BY k.name", args).fetchall()
         return {name: int(n) for name, n in rows}
+
+    def scalar_overview(self, run_id: str) -> dict[str, ScalarOverview]:
+        """Per scalar key: points, last step and value, min and max (NaN ignored), sorted by key.
+
+        One pass over the run's chunks in key order (steps and values only, never times nor arrays): `show`
+        costs the same per key for 10 keys or 100,000, where asking key by key cost a query each.
+        """
+        import numpy as np
+
+        rows = self.conn.execute(
+            "SELECT k.name, c.n, c.steps, c.vals FROM keys k JOIN scalar_chunks c ON c.key_id = k.id"
+            " WHERE k.run_id = ? ORDER BY k.name, c.seq",
+            (run_id,),
+        )
+        out: dict[str, ScalarOverview] = {}
+        for name, n, step_blob, value_blob in rows:
+            values = np.frombuffer(value_blob, dtype="<f8")
+            finite = values[~np.isnan(values)] if np.isnan(values).any() else values
+            low, high = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
+            last_step = int(np.frombuffer(step_blob[-8:], dtype="<i8")[0]) if step_blob else None
+            last = float(values[-1]) if values.size else None
+            seen = out.get(name)
+            if seen is not None:
+                n += seen.points
+                low = _fold(min, seen.min, low)
+                high = _fold(max, seen.max, high)
+                if last_step is None:
+                    last_step, last = seen.last_step, seen.last
+            out[name] = ScalarOverview(int(n), last_step, last, low, high)
+        return out
+
+    def array_overview(self, run_id: str) -> dict[str, ArrayOverview]:
+        """Per array key: steps logged, the last step, and that step's shape, dtype and size, sorted by key.
+
+        Reads the arrays' index only: a run's 80 MB array costs this nothing (its payload is in ``array_data``).
+        """
+        rows = self.conn.execute(
+            "SELECT k.name, s.n, a.step, a.shape, a.dtype, a.nbytes FROM keys k"
+            " JOIN (SELECT key_id, COUNT(*) AS n, MAX(step) AS last FROM arrays"
+            "       WHERE key_id IN (SELECT id FROM keys WHERE run_id = ?) GROUP BY key_id) s ON s.key_id = k.id"
+            " JOIN arrays a ON a.key_id = k.id AND a.step = s.last ORDER BY k.name",
+            (run_id,),
+        )
+        return {
+            name: ArrayOverview(int(n), int(step), tuple(json.loads(shape)), dtype, int(nbytes))
+            for name, n, step, shape, dtype, nbytes in rows
+        }
 
     def read_scalars(self, run_id: str, key: str, after_step: int | None = None) -> tuple[Any, Any, Any]:
         """(steps, times, values) NumPy arrays of one series, a point per step (the last value logged at it);
@@ -301,8 +384,8 @@ class Store:
         import numpy as np
 
         sql = (
-            "SELECT a.step, a.time, a.dtype, a.shape, a.data FROM arrays a JOIN keys k ON a.key_id = k.id"
-            " WHERE k.run_id = ? AND k.name = ?"
+            "SELECT a.step, a.time, a.dtype, a.shape, d.data FROM arrays a JOIN keys k ON a.key_id = k.id"
+            " JOIN array_data d ON d.key_id = a.key_id AND d.step = a.step WHERE k.run_id = ? AND k.name = ?"
         )
         args: tuple[Any, ...] = (run_id, key)
         if after_step is not None:
@@ -311,6 +394,30 @@ class Store:
         for step, t, dtype, shape, data in self.conn.execute(sql + " ORDER BY a.step", args):
             out.append((step, t, np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))))
         return out
+
+    def array_steps(self, run_id: str, key: str) -> list[int]:
+        """The steps at which an array key was logged, ascending, from the index alone (no payload read)."""
+        rows = self.conn.execute(
+            "SELECT a.step FROM arrays a JOIN keys k ON a.key_id = k.id WHERE k.run_id = ? AND k.name = ?"
+            " ORDER BY a.step",
+            (run_id, key),
+        )
+        return [r[0] for r in rows]
+
+    def read_array(self, run_id: str, key: str, step: int) -> Any:
+        """The array logged under ``key`` at exactly ``step`` (a NumPy array), or None: one payload read."""
+        import numpy as np
+
+        row = self.conn.execute(
+            "SELECT a.dtype, a.shape, d.data FROM arrays a JOIN keys k ON a.key_id = k.id"
+            " JOIN array_data d ON d.key_id = a.key_id AND d.step = a.step"
+            " WHERE k.run_id = ? AND k.name = ? AND a.step = ?",
+            (run_id, key, step),
+        ).fetchone()
+        if row is None:
+            return None
+        dtype, shape, data = row
+        return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))
 
     def delete_scalars(self, run_id: str) -> None:
         """Remove every scalar point of a run (used by ``reparse`` before rebuilding them)."""
@@ -334,6 +441,46 @@ class Store:
         if not rows:
             return None
         return b"".join(zlib.decompress(r[0]) for r in rows)
+
+
+@dataclass(frozen=True)
+class ScalarOverview:
+    """What `show` prints for one scalar key: its points, last step and value, and range (NaN ignored)."""
+
+    points: int
+    last_step: int | None
+    last: float | None
+    min: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
+class ArrayOverview:
+    """What `show` prints for one array key, read from the arrays' index without touching payloads."""
+
+    steps: int
+    last_step: int
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+
+
+def _fold(pick: Any, a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else pick(a, b)
+
+
+INSERT_ARRAY_INDEX = (
+    "INSERT OR REPLACE INTO arrays (key_id, step, time, dtype, shape, nbytes) VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_ARRAY_DATA = "INSERT OR REPLACE INTO array_data (key_id, step, data) VALUES (?, ?, ?)"
+
+
+def insert_array(conn: sqlite3.Connection, key_id: int, step: int, time: float, array: Any) -> None:
+    """Store one array (a NumPy array) at a step, inside the caller's transaction: its index row, then its
+    payload in ``array_data`` (schema migration 3). A second array at the same step replaces the first."""
+    data = array.tobytes()
+    conn.execute(INSERT_ARRAY_INDEX, (key_id, step, time, array.dtype.str, json.dumps(list(array.shape)), len(data)))
+    conn.execute(INSERT_ARRAY_DATA, (key_id, step, data))
 
 
 class _Transaction:

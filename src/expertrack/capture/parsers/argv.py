@@ -6,7 +6,8 @@ flag (or by nothing) gives name: True; a value that looks like a negative number
 not a flag. Values become int, float or bool when they plainly are one, else stay text. Positional
 arguments are not config and are skipped; so is everything after a bare ``--``. A later flag wins over an
 earlier one of the same name. When the program is a Python interpreter, its own options and the script or
-``-m module`` are skipped, so ``python -u train.py --lr 3e-4`` records only lr.
+``-m module`` are skipped, so ``python -u train.py --lr 3e-4`` records only lr. Secrets are redacted by the
+one rule of ``expertrack.redact``: ``--api-key sk-1`` gives {"api-key": "[redacted]"}.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from typing import Any
 
 from expertrack.capture.parsers.base import coerce_value
+from expertrack.redact import redact_config
 
 _NEGATIVE_NUMBER = re.compile(r"-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _PYTHON = re.compile(r"python[\d.]*(?:\.exe)?")
@@ -44,7 +46,7 @@ def parse_argv_config(argv: list[str]) -> dict[str, Any]:
             i += 1
         else:
             config[name] = True
-    return config
+    return redact_config(config)
 
 
 def _is_flag(arg: str) -> bool:

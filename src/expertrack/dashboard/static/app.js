@@ -1,10 +1,12 @@
 // The page: shared state, the half-second poll of /api/runs, and hash routing between the three views
-// (#/ runs and charts, #/moe[/RUN] the MoE view, #/run/RUN a run's page).
+// (#/ runs and charts, #/moe[/RUN] the MoE view, #/run/RUN a run's page). The runs view's selection, grouping,
+// x axis and smoothing live in its URL (#/?runs=...: see urlstate.js), so a view can be shared.
 
 import { PALETTE, loadPlotly } from "./util.js";
 import { RunsTable, defaultColumns } from "./table.js";
 import { Charts } from "./charts.js";
-import { MoeView } from "./moe.js";
+import { MoeView, resolveRun } from "./moe.js";
+import { splitHash, readQuery, runsHash } from "./urlstate.js";
 import { RunPage } from "./runpage.js";
 
 // The writer flushes at least once a second; polling twice a second puts a log() on screen within ~1.6 s.
@@ -30,8 +32,12 @@ class App {
       configCols: saved.configCols || null,
       sort: saved.sort || { id: "created", dir: -1 },
       filter: "",
-      chart: { x: "step", smoothing: 0, logY: false, keyFilter: "", ...(saved.chart || {}) },
+      chart: { x: "step", smoothing: 0, logY: false, keyFilter: "", groupBy: "", band: "std", ...(saved.chart || {}) },
+      compare: Boolean(saved.compare),
+      pendingRefs: null, // runs a shared URL names, resolved once the runs list arrives
     };
+    this.loaded = false;
+    this.applyQuery(splitHash(location.hash));
     this.colors = new Map();
     this.etag = null;
     this.views = {
@@ -51,8 +57,24 @@ class App {
   }
 
   saveView() {
-    const { selected, metricCols, configCols, sort, chart } = this.state;
-    localStorage.setItem(VIEW_KEY, JSON.stringify({ selected: [...selected], metricCols, configCols, sort, chart }));
+    const { selected, metricCols, configCols, sort, chart, compare } = this.state;
+    localStorage.setItem(VIEW_KEY, JSON.stringify({ selected: [...selected], metricCols, configCols, sort, chart, compare }));
+    // replaceState: the address bar follows the view without a history entry per slider move (no hashchange)
+    if (this.view === "runs" && location.hash !== runsHash(this.state)) history.replaceState(null, "", runsHash(this.state));
+  }
+
+  // A runs-view URL's query onto the state; true when it changed something.
+  applyQuery({ path, query }) {
+    if (path[0] !== "" || ![...query.keys()].length) return false;
+    const { refs, chart, compare } = readQuery(query);
+    const before = JSON.stringify([[...this.state.selected], this.state.chart, this.state.compare]);
+    Object.assign(this.state.chart, chart);
+    if (compare !== undefined) this.state.compare = compare;
+    if (refs) {
+      this.state.selected = new Set(refs);
+      this.state.pendingRefs = refs;
+    }
+    return before !== JSON.stringify([[...this.state.selected], this.state.chart, this.state.compare]);
   }
 
   colorOf(id) {
@@ -82,8 +104,13 @@ class App {
   }
 
   route() {
-    const hash = location.hash.replace(/^#\/?/, "");
-    const [view, ...rest] = hash.split("/");
+    const parts = splitHash(location.hash);
+    const [view, ...rest] = parts.path;
+    if (this.applyQuery(parts)) {
+      if (this.loaded) this.resolveRefs();
+      this.charts.renderControls();
+      this.table.render();
+    }
     const name = view === "moe" ? "moe" : view === "run" && rest.length ? "run" : "runs";
     for (const [key, node] of Object.entries(this.views)) node.hidden = key !== name;
     document.querySelectorAll(".tabs a").forEach((a) => a.classList.toggle("active", a.dataset.tab === name));
@@ -91,7 +118,19 @@ class App {
     const arg = rest.length ? decodeURIComponent(rest.join("/")) : null;
     if (name === "run") this.runPage.open(arg);
     if (name === "moe") this.moe.sync(arg);
-    if (name === "runs") this.charts.sync();
+    if (name === "runs") {
+      this.charts.sync();
+      this.saveView();
+    }
+  }
+
+  // Runs a URL named (ids, names or id prefixes) as the ids of the listed runs.
+  resolveRefs() {
+    const refs = this.state.pendingRefs;
+    if (!refs) return;
+    this.state.pendingRefs = null;
+    const ids = refs.map((ref) => resolveRun(this.state.runs, ref)?.id).filter(Boolean);
+    this.state.selected = new Set(ids);
   }
 
   async poll(once = false) {
@@ -123,6 +162,9 @@ class App {
     state.byId = new Map(body.runs.map((r) => [r.id, r]));
     document.getElementById("store-dir").textContent = body.dir;
     document.getElementById("store-dir").title = body.dir;
+    const first = !this.loaded;
+    this.loaded = true;
+    if (first) this.resolveRefs();
     const known = [...state.selected].filter((id) => state.byId.has(id));
     if (known.length !== state.selected.size) state.selected = new Set(known);
     if (state.metricCols === null && body.runs.length) {
@@ -132,6 +174,7 @@ class App {
     }
     this.table.render();
     if (this.view === "runs") this.charts.sync();
+    if (first && this.view === "runs") this.saveView();
   }
 
   tickViews() {

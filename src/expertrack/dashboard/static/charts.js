@@ -5,10 +5,15 @@
 // (`after=`), appended in place. Charts off screen fetch nothing until scrolled into view.
 
 import { el, getJSON, unpack, concat, plotlyText, debounce, fmtNumber, loadPlotly } from "./util.js";
+import { Alerts, alertMarkers } from "./alerts.js";
+import { BAND_LABELS, fetchGroups, groupTraces, groupChoices } from "./grouped.js";
+import { ComparePanel } from "./compare.js";
 
 const CHART_HEIGHT = 260;
 // A chart refetches a run from scratch once appended points outgrow its first fetch this many times.
 const REFETCH_GROWTH = 3;
+// A grouped chart of running runs is recomputed at most this often (it re-reads every run of every group).
+const GROUP_REFRESH_MS = 2000;
 
 export function namespaceOf(key) {
   const slash = key.lastIndexOf("/");
@@ -62,6 +67,12 @@ class Chart {
   // One tick: decide what this chart lacks and fetch it (one request per kind: full, incremental).
   async update(runs) {
     if (!this.visible || this.busy) return;
+    if (this.charts.grouping()) return this.updateGrouped(runs);
+    if (this.groups) { this.groups = null; this.groupMark = null; this.dirty = true; }
+    if (this.fetchedAxis !== this.axis()) { // times travel only for a time axis: refetch on a change of axis
+      this.fetchedAxis = this.axis();
+      for (const s of this.series.values()) s.stale = true;
+    }
     const ids = runs.map((r) => r.id);
     for (const id of [...this.series.keys()]) if (!ids.includes(id)) { this.series.delete(id); this.dirty = true; }
     const withKey = runs.filter((r) => (r.metric_keys || []).includes(this.key));
@@ -88,11 +99,37 @@ class Chart {
     this.draw();
   }
 
+  // Grouped mode: one request for every group's mean and band, again when a run in it has logged since.
+  async updateGrouped(runs) {
+    const { groupBy, band } = this.charts.app.state.chart;
+    const withKey = runs.filter((r) => (r.metric_keys || []).includes(this.key));
+    const mark = JSON.stringify([groupBy, band, withKey.map((r) => [r.id, r.last_step, r.state])]);
+    const recent = Date.now() - (this.groupedAt || 0) < GROUP_REFRESH_MS;
+    if (mark === this.groupMark || (this.groups && this.groupKind === `${groupBy}|${band}` && recent)) {
+      if (this.dirty) this.draw();
+      return;
+    }
+    this.busy = true;
+    try {
+      this.groups = withKey.length ? await fetchGroups(this.key, withKey, groupBy, band, bucketsFor(this.plot, 1)) : [];
+      this.groupMark = mark;
+      this.groupKind = `${groupBy}|${band}`;
+      this.groupedAt = Date.now();
+      this.info.textContent = "";
+    } catch (error) {
+      this.info.textContent = `⚠ ${error.message}`;
+    } finally {
+      this.busy = false;
+    }
+    this.dirty = true;
+    this.draw();
+  }
+
   async fetch(runs, buckets, incremental) {
     const params = new URLSearchParams({ key: this.key, runs: runs.map((r) => r.id).join(","), buckets });
     if (incremental) params.set("after", runs.map((r) => this.series.get(r.id).lastStep ?? "").join(","));
+    params.set("x", this.axis()); // "time" also asks for the points' times, which a step axis does without
     if (this.zoom && !incremental) {
-      params.set("x", this.axis());
       params.set("lo", this.zoom[0]);
       params.set("hi", this.zoom[1]);
     }
@@ -101,7 +138,8 @@ class Chart {
       const got = body.series[run.id];
       const old = this.series.get(run.id);
       if (!got) continue;
-      const part = { steps: unpack(got.steps), times: unpack(got.times), values: unpack(got.values) };
+      const times = got.times ? unpack(got.times) : new Float64Array(0);
+      const part = { steps: unpack(got.steps), times, values: unpack(got.values) };
       if (incremental && old) {
         old.steps = concat(old.steps, part.steps);
         old.times = concat(old.times, part.times);
@@ -123,6 +161,7 @@ class Chart {
   traces() {
     const { state } = this.charts.app;
     const { x, smoothing } = state.chart;
+    if (this.charts.grouping()) return this.groupedTraces(smoothing);
     const out = [];
     const runs = this.charts.runs.filter((r) => this.series.has(r.id));
     for (const run of runs) {
@@ -139,6 +178,8 @@ class Chart {
         out.push({ ...base, y: s.values, hovertemplate: hover, meta: run.id });
       }
       if (s.values.length === 1) out[out.length - 1].mode = "lines+markers";
+      const alerts = this.charts.alertsOf(run).filter((a) => a.key === this.key);
+      if (alerts.length) out.push(alertMarkers(alerts, run, s, (a) => alertX(a, run, x), name));
     }
     return out;
   }
@@ -152,11 +193,8 @@ class Chart {
     this.dirty = false;
     const { chart } = this.charts.app.state;
     const traces = this.traces();
-    const points = this.charts.runs.reduce((n, r) => n + (this.series.get(r.id)?.total || 0), 0);
-    const shown = traces.filter((t) => t.meta).reduce((n, t) => n + t.y.length, 0);
-    if (!this.info.textContent.startsWith("⚠")) {
-      this.info.textContent = points > shown ? `${fmtNumber(shown)} of ${fmtNumber(points)} pts (min/max)` : "";
-    }
+    const grouped = this.charts.grouping();
+    if (!this.info.textContent.startsWith("⚠")) this.info.textContent = grouped ? this.groupInfo() : this.pointsInfo(traces);
     const layout = {
       height: CHART_HEIGHT,
       margin: { l: 52, r: 12, t: 8, b: 36 },
@@ -165,13 +203,14 @@ class Chart {
       // one box listing every run is useful for a few runs, a wall of text for fifty
       hovermode: this.charts.runs.length <= 8 ? "x unified" : "closest",
       hoverlabel: { namelength: 40 },
-      xaxis: { ...xAxis(chart.x), gridcolor: "#eef0f3", zeroline: false },
+      xaxis: { ...xAxis(grouped ? "step" : chart.x), gridcolor: "#eef0f3", zeroline: false },
       yaxis: { type: chart.logY ? "log" : "linear", gridcolor: "#eef0f3", zeroline: false, exponentformat: "power" },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
       font: { family: "Inter, system-ui, sans-serif", size: 11, color: "#3b4351" },
-      uirevision: `${this.key}|${chart.x}|${chart.logY}`,
+      uirevision: `${this.key}|${grouped ? "step" : chart.x}|${chart.logY}|${chart.groupBy}`,
     };
+    if (grouped) layout.showlegend = traces.length > 0;
     if (layout.showlegend) layout.margin.b = 56;
     const config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
     Plotly.react(this.plot, traces, layout, config);
@@ -181,7 +220,35 @@ class Chart {
     }
   }
 
+  // Each group's mean and band, and the alerts its runs raised on this key, marked on the group's mean.
+  groupedTraces(smoothing) {
+    const groups = this.groups || [];
+    const out = groupTraces(groups, (values) => smooth(values, smoothing));
+    const byId = this.charts.app.state.byId;
+    for (const g of groups) {
+      const alerts = g.runs.flatMap((id) => (byId.has(id) ? this.charts.alertsOf(byId.get(id)) : []))
+        .filter((a) => a.key === this.key);
+      const line = { steps: g.steps, values: g.mean };
+      if (alerts.length) out.push(alertMarkers(alerts, { id: `group:${g.label}` }, line, (a) => a.step, plotlyText(g.label)));
+    }
+    return out;
+  }
+
+  pointsInfo(traces) {
+    const points = this.charts.runs.reduce((n, r) => n + (this.series.get(r.id)?.total || 0), 0);
+    const lines = traces.filter((t) => t.meta && !String(t.meta).startsWith("alert:"));
+    const shown = lines.reduce((n, t) => n + t.y.length, 0);
+    return points > shown ? `${fmtNumber(shown)} of ${fmtNumber(points)} pts (min/max)` : "";
+  }
+
+  groupInfo() {
+    const groups = this.groups || [];
+    const band = BAND_LABELS[this.charts.app.state.chart.band] || "";
+    return `${groups.length} group${groups.length === 1 ? "" : "s"} · ${band}`;
+  }
+
   onRelayout(event) {
+    if (this.charts.grouping()) return; // grouped charts zoom what they hold
     const mode = this.charts.app.state.chart.x;
     if (event["xaxis.autorange"]) {
       if (this.zoom) { this.zoom = null; this.restart(); }
@@ -213,6 +280,13 @@ function fromPlotlyDate(value) {
   return (ms + TZ_SHIFT_MS()) / 1000;
 }
 
+// Where an alert sits on the x axis: its step, or its time like the points' times.
+function alertX(alert, run, mode) {
+  if (mode === "step") return alert.step;
+  if (mode === "wall") return alert.time * 1000 - TZ_SHIFT_MS();
+  return (alert.time - (run.created_at ?? alert.time)) / 60;
+}
+
 function xValues(series, run, mode) {
   if (mode === "step") return series.steps;
   const out = new Float64Array(series.times.length);
@@ -239,6 +313,8 @@ export class Charts {
     this.sections = new Map();
     this.runs = [];
     this.root = root;
+    this.alerts = new Alerts();
+    this.compare = new ComparePanel(app);
     this.note = el("div", { class: "charts-note", id: "charts-note" });
     this.container = el("div", { class: "chart-sections" });
     this.observer = new IntersectionObserver((entries) => {
@@ -249,8 +325,65 @@ export class Charts {
         if (chart.visible) chart.update(this.runs);
       }
     }, { rootMargin: "300px" });
-    root.append(this.controls(), this.note, this.container);
+    this.toolbar = this.controls();
+    root.append(this.toolbar, this.compare.root, this.note, this.container);
     window.addEventListener("resize", debounce(() => this.restartAll(), 400));
+  }
+
+  // After the state changed from outside (a URL opened on this page): the toolbar shows it, the charts follow.
+  renderControls() {
+    const fresh = this.controls();
+    this.toolbar.replaceWith(fresh);
+    this.toolbar = fresh;
+    this.groupChoices = null;
+    this.sync();
+    this.redrawAll(true);
+  }
+
+  grouping() {
+    return Boolean(this.app.state.chart.groupBy);
+  }
+
+  alertsOf(run) {
+    return this.alerts.of(run, () => this.redrawAll());
+  }
+
+  // Group by (the runs' group or a config key), the band, and the compare view's toggle.
+  groupControls() {
+    const { state } = this.app;
+    this.groupSelect = el("select", { id: "group-by", title: "Draw each group as its mean with a band",
+      onchange: () => { state.chart.groupBy = this.groupSelect.value; this.bandSelect.hidden = !state.chart.groupBy; this.changed(); } });
+    this.bandSelect = el("select", { id: "band", hidden: !state.chart.groupBy,
+      onchange: () => { state.chart.band = this.bandSelect.value; this.changed(); } },
+      el("option", { value: "std", text: "band ±1 s.d." }), el("option", { value: "minmax", text: "band min–max" }));
+    this.bandSelect.value = state.chart.band;
+    const compare = el("button", { class: `btn ${state.compare ? "active" : ""}`, id: "compare-toggle", text: "Compare config",
+      title: "The compared runs side by side: only the config keys that differ",
+      onclick: () => {
+        state.compare = !state.compare;
+        compare.classList.toggle("active", state.compare);
+        this.app.saveView();
+        this.compare.render(this.runs);
+      } });
+    return [el("label", { class: "label" }, "Group ", this.groupSelect), this.bandSelect, compare];
+  }
+
+  fillGroupChoices() {
+    const choices = groupChoices(this.runs);
+    const wanted = this.app.state.chart.groupBy;
+    if (wanted && !choices.some(([value]) => value === wanted)) choices.push([wanted, wanted]); // from a URL
+    const listing = JSON.stringify(choices);
+    if (listing === this.groupChoices) return;
+    this.groupChoices = listing;
+    this.groupSelect.replaceChildren(...choices.map(([value, text]) => el("option", { value, text })));
+    this.groupSelect.value = wanted;
+  }
+
+  changed() {
+    this.app.saveView();
+    for (const chart of this.charts.values()) { chart.dirty = true; chart.groupMark = null; chart.groupedAt = 0; }
+    this.redrawAll(true);
+    this.tick();
   }
 
   controls() {
@@ -287,6 +420,7 @@ export class Charts {
       el("span", { class: "label", text: "x" }), seg,
       el("label", { class: "label" }, "Smoothing ", smoothInput, smoothValue),
       el("label", { class: "label" }, logBox, " Log y"),
+      ...this.groupControls(),
       keyFilter);
   }
 
@@ -305,6 +439,9 @@ export class Charts {
     const { runs, why } = this.chartedRuns();
     this.runs = runs;
     this.note.textContent = why;
+    this.fillGroupChoices();
+    this.compare.render(runs);
+    if (this.grouping() && this.app.state.chart.x !== "step") this.note.textContent += " Grouped charts use steps on x.";
     const filter = this.app.state.chart.keyFilter.toLowerCase();
     const keys = [...new Set(runs.flatMap((r) => r.metric_keys || []))]
       .filter((k) => k.toLowerCase().includes(filter))
@@ -354,6 +491,8 @@ export class Charts {
 
   tick() {
     for (const chart of this.charts.values()) chart.update(this.runs);
+    // every poll, not only on a redraw: a throttled look at a run that just finished still happens later
+    for (const run of this.runs) this.alertsOf(run);
   }
 
   redrawAll(resetZoom = false) {

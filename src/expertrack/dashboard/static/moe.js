@@ -39,6 +39,16 @@ export function affinityMatrix(values, layer, norm) {
   return z;
 }
 
+// The run a link names: an id, a name, or a unique id prefix (as the CLI and the API accept).
+export function resolveRun(runs, ref) {
+  const exact = runs.find((r) => r.id === ref);
+  if (exact) return exact;
+  const named = runs.filter((r) => r.name === ref);
+  if (named.length) return named.slice().sort((a, b) => (b.created_at ?? 0) - (a.created_at ?? 0))[0];
+  const prefixed = runs.filter((r) => r.id.startsWith(ref));
+  return prefixed.length === 1 ? prefixed[0] : null;
+}
+
 function stepMarker(step) {
   return [{ type: "line", x0: step, x1: step, yref: "paper", y0: 0, y1: 1, line: { color: "#9ca3af", dash: "dash", width: 1 } }];
 }
@@ -50,7 +60,10 @@ export class MoeView {
     this.affinity = null; // last answer of /array for AFFINITY
     this.cache = new Map(); // step -> affinity answer
     this.seenRunStep = null;
-    this.runSelect = el("select", { id: "moe-run", onchange: () => this.setRun(this.runSelect.value) });
+    this.runSelect = el("select", { id: "moe-run", onchange: () => {
+      this.setRun(this.runSelect.value);
+      history.replaceState(null, "", `#/moe/${encodeURIComponent(this.runSelect.value)}`); // a link to this run
+    } });
     this.layerSelect = el("select", { id: "moe-layer", onchange: () => this.drawAffinity() });
     this.normSelect = el("select", { id: "moe-norm", onchange: () => this.drawAffinity() },
       el("option", { value: "counts", text: "token counts" }),
@@ -87,9 +100,26 @@ export class MoeView {
     return this.app.state.runs.filter(hasMoe);
   }
 
-  // Called when the view opens and on every poll.
+  // Called when the view opens (with the run the link names, if any) and on every poll.
   sync(requested) {
+    if (requested) {
+      this.requested = requested; // resolved once the runs list has arrived (a fresh page has none yet)
+      this.runId = null;
+    }
+    if (!this.app.loaded) {
+      this.message.textContent = "Loading…";
+      return;
+    }
     const runs = this.moeRuns();
+    if (this.requested) {
+      const wanted = resolveRun(runs, this.requested);
+      if (!wanted) {
+        this.message.textContent = `No MoE run ${this.requested} in this store (by id, id prefix or name).`;
+        return;
+      }
+      this.requested = null;
+      requested = wanted.id;
+    }
     const current = this.runSelect.value;
     const listing = JSON.stringify(runs.map((r) => [r.id, r.name, r.state]));
     if (listing !== this.listing) { // rebuilt only when it changes: a rebuild closes an open dropdown
@@ -190,7 +220,8 @@ export class MoeView {
       type: "heatmap", z, x: domains, y: experts, colorscale: SEQUENTIAL, hoverongaps: false,
       texttemplate: norm === "counts" ? "%{z:,.0f}" : "%{z:.1%}",
       hovertemplate: "%{y} · %{x}: %{z:.4g}<extra></extra>",
-      colorbar: { thickness: 10, outlinewidth: 0 },
+      // the colour bar speaks the cells' unit: percent for shares, counts otherwise
+      colorbar: { thickness: 10, outlinewidth: 0, tickformat: norm === "counts" ? ",.0f" : ".0%" },
     };
     Plotly.react(this.heatmap, [trace], {
       height: Math.max(260, 26 * experts.length + 80), margin: { l: 70, r: 10, t: 10, b: 40 }, font: PLOT_FONT,

@@ -1,8 +1,13 @@
 // One run's page: identity and state, config, summary, environment, and the console of a wrapped run
 // (tailed live from a byte offset while the run is running).
 
-import { el, getJSON, fmtValue, fmtDuration, fmtDate, runDuration, stateBadge, HttpError } from "./util.js";
+import { el, getJSON, unpack, fmtValue, fmtNumber, fmtDuration, fmtDate, runDuration, stateBadge, HttpError, loadPlotly, plotlyText } from "./util.js";
 import { hasMoe } from "./moe.js";
+import { fetchAlerts } from "./alerts.js";
+
+// System metrics (GPU memory, utilisation, ...) are logged under this namespace; the run page charts them.
+const SYSTEM_PREFIX = "system/";
+const ALERTS_REFRESH_MS = 5000;
 
 const MAX_CONSOLE_CHARS = 2_000_000;
 // CSI and OSC escape sequences (colours, cursor moves, titles): shown as text they would be noise.
@@ -68,6 +73,9 @@ export class RunPage {
     this.consolePre = el("pre", { class: "console", id: "console" });
     this.consoleNote = el("div", { class: "muted" });
     this.followBox = el("input", { type: "checkbox", checked: true });
+    this.alertsCard = el("div", { class: "card alerts-card", id: "alerts-card", hidden: true });
+    this.systemPlot = el("div", { class: "plot", id: "run-system" });
+    this.systemCard = el("div", { class: "card", hidden: true }, el("h3", { text: "System" }), this.systemPlot);
     const facts = [
       ["id", el("span", { class: "mono", text: run.id })],
       ["state", this.stateCell],
@@ -85,16 +93,81 @@ export class RunPage {
           el("button", { class: "btn primary", text: "Chart this run", onclick: () => { this.app.toggleSelected(run.id, true); location.hash = "#/"; } }),
           hasMoe(run) ? el("a", { class: "btn", href: `#/moe/${encodeURIComponent(run.id)}`, text: "MoE view" }) : null)),
       el("dl", { class: "facts" }, ...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", {}, v)))),
-      run.notes ? el("p", { class: "notes", text: run.notes }) : null,
+      // replaceChildren would write a null as the text "null": only present parts are passed
+      ...[run.notes ? el("p", { class: "notes", text: run.notes }) : null].filter(Boolean),
+      this.alertsCard,
       el("div", { class: "toolbar" }, filter),
       el("div", { class: "run-grid" },
         el("div", { class: "card" }, el("h3", { text: "Config" }), kvTable(run.config, "run-config")),
         el("div", { class: "card" }, el("h3", { text: "Summary" }), kvTable(run.summary, "run-summary")),
-        el("div", { class: "card" }, el("h3", { text: "Environment" }), kvTable(run.environment, "run-environment"))),
+        this.environmentCard(run)),
+      this.systemCard,
       el("div", { class: "card console-card" },
         el("div", { class: "chart-head" }, el("h3", { text: "Console" }),
           el("label", { class: "label" }, this.followBox, " follow")),
         this.consoleNote, this.consolePre));
+    this.drawAlerts(run);
+    this.drawSystem(run);
+  }
+
+  // Environment variables stay hidden unless asked for, as `expertrack show` hides them without --env.
+  environmentCard(run) {
+    const card = el("div", { class: "card", id: "environment-card" });
+    const fill = (environment, shown) => {
+      const count = run.env_count || 0;
+      const toggle = count ? el("button", {
+        class: "btn small", id: "env-toggle",
+        text: shown ? "Hide environment variables" : `Show ${count} environment variables`,
+        onclick: async () => {
+          if (shown) return fill(run.environment, false);
+          const full = await getJSON(`/api/runs/${encodeURIComponent(run.id)}?env=1`);
+          if (full && this.runId === run.id) fill(full.environment, true);
+        },
+      }) : null;
+      card.replaceChildren(el("div", { class: "chart-head" }, el("h3", { text: "Environment" }), toggle),
+        kvTable(environment, "run-environment"));
+    };
+    fill(run.environment, false);
+    return card;
+  }
+
+  async drawAlerts(run) {
+    this.alertsAt = Date.now();
+    let alerts;
+    try {
+      alerts = await fetchAlerts(run.id);
+    } catch {
+      return;
+    }
+    if (this.runId !== run.id || !alerts.length) return;
+    const head = el("tr", {}, ...["step", "rule", "key", "value", "message"].map((h) => el("th", { text: h })));
+    const rows = alerts.map((a) => el("tr", {},
+      el("td", { class: "num", text: a.step === null || a.step === undefined ? "" : String(a.step) }),
+      el("td", { text: a.rule ?? "" }), el("td", { class: "mono", text: a.key ?? "" }),
+      el("td", { class: "num", text: fmtNumber(a.value) }), el("td", { text: a.message ?? "" })));
+    this.alertsCard.replaceChildren(el("h3", { text: `Alerts (${alerts.length})` }),
+      el("table", { class: "kv alerts", id: "run-alerts" }, head, ...rows));
+    this.alertsCard.hidden = false;
+  }
+
+  // One chart of every system/ key the run logged, when it logged any.
+  async drawSystem(run) {
+    const keys = (run.metric_keys || []).filter((k) => k.startsWith(SYSTEM_PREFIX));
+    this.systemCard.hidden = !keys.length;
+    if (!keys.length) return;
+    const traces = [];
+    for (const key of keys) {
+      const params = new URLSearchParams({ key, runs: run.id, buckets: 500 });
+      const body = await getJSON(`/api/series?${params}`);
+      const s = body.series[run.id];
+      if (s) traces.push({ type: "scatter", mode: "lines", x: unpack(s.steps), y: unpack(s.values), name: plotlyText(key.slice(SYSTEM_PREFIX.length)) });
+    }
+    await loadPlotly();
+    if (this.runId !== run.id) return;
+    Plotly.react(this.systemPlot, traces, {
+      height: 260, margin: { l: 52, r: 12, t: 8, b: 36 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      legend: { orientation: "h", y: -0.22, x: 0 }, font: { family: "Inter, system-ui, sans-serif", size: 11, color: "#3b4351" },
+    }, { displaylogo: false, responsive: true });
   }
 
   // Append what the console gained since the last look (the whole tail on first call).
@@ -133,7 +206,11 @@ export class RunPage {
     if (!run || !this.detail) return;
     this.stateCell.replaceChildren(stateBadge(run.state));
     this.durationCell.textContent = fmtDuration(runDuration(run));
-    if (run.state === "running" || this.detail.state === "running") this.tailConsole();
+    if (run.state === "running" || this.detail.state === "running") {
+      this.tailConsole();
+      // a live run's new alerts appear without a reload; asked at most every ALERTS_REFRESH_MS
+      if (Date.now() - (this.alertsAt || 0) >= ALERTS_REFRESH_MS) this.drawAlerts(run);
+    }
     this.detail.state = run.state;
   }
 }

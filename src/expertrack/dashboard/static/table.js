@@ -249,12 +249,23 @@ class ColumnPicker {
   }
 }
 
-// Columns a first visit shows: the loss-like metrics, and the config keys whose values differ between runs.
+// Auxiliary losses a model logs beside its main one (load balancing, router z-loss, MoE aux): never a default.
+const AUX_LOSS = /(^|[/_])(moe|aux|z|lb|load|balance|balancing|router|bal)(_|$)/i;
+
+// How much a loss key looks like *the* loss: "train/loss" and "val/loss" before "loss", before "train/xx_loss".
+function lossRank(key) {
+  const leaf = key.slice(key.lastIndexOf("/") + 1).toLowerCase();
+  const split = /(^|\/)(train|val|valid|validation|eval|test)\//i.test(key) || !key.includes("/");
+  return (leaf === "loss" ? 0 : 2) + (split ? 0 : 1);
+}
+
+// Columns a first visit shows: the main loss metrics, and the config keys whose values differ between runs.
 export function defaultColumns(runs) {
   const metricKeys = [...new Set(runs.flatMap((r) => r.metric_keys || []))].sort();
-  const losses = metricKeys.filter((k) => /loss$/i.test(k) && !/(^|\/)(moe|aux|z)_?/i.test(k));
-  const preferred = losses.filter((k) => /(^|\/)(train|val|eval)\//i.test(k) || !k.includes("/"));
-  const metricCols = (preferred.length ? preferred : losses).slice(0, 2);
+  const losses = metricKeys.filter((k) => /loss$/i.test(k) && !AUX_LOSS.test(k.slice(k.lastIndexOf("/") + 1)));
+  const ranked = (losses.length ? losses : metricKeys.filter((k) => /loss$/i.test(k)))
+    .map((k, i) => [lossRank(k), i, k]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(([, , k]) => k);
+  const metricCols = ranked.slice(0, 2);
   const configKeys = [...new Set(runs.flatMap((r) => Object.keys(r.config || {})))].sort();
   const scalar = (k) => runs.every((r) => typeof (r.config?.[k] ?? 0) !== "object");
   const varying = configKeys.filter((k) => scalar(k) && new Set(runs.map((r) => JSON.stringify(r.config?.[k] ?? null))).size > 1);
