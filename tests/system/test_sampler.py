@@ -4,6 +4,8 @@ finish(), its thread gone after finish(), off with one setting, and out of the t
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -135,3 +137,29 @@ def test_cuda_visible_devices_choose_the_gpus() -> None:
     assert visible_indices("2,0", 4) == [2, 0]
     assert visible_indices("1,7,2", 4) == [1]  # CUDA stops at the first index that does not exist
     assert visible_indices("GPU-8f2a", 2) == [0, 1]
+
+
+def test_child_processes_are_counted_together(tracking_dir: Path) -> None:
+    # a child holding 200 MiB (a DataLoader worker, or the program `expertrack run` wraps)
+    code = "import sys; block = b'x' * (200 << 20); print('ready', flush=True); sys.stdin.read()"
+    run = expertrack.init(project="sys", system_metrics=0.05)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            run.flush()
+            stored = expertrack.Api(tracking_dir).run(run.id)
+            keys = stored.metric_keys()
+            if "system/children/rss_gb" in keys and stored.scalars("system/children/rss_gb")[2].max() >= 0.19:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the child's memory never showed in system/children/rss_gb")
+    finally:
+        child.communicate("", timeout=60)
+    run.finish()
+    stored = expertrack.Api(tracking_dir).run(run.id)
+    assert stored.scalars("system/children/count")[2].max() >= 1
+    assert (stored.scalars("system/children/cpu_percent")[2] >= 0).all()
+    assert stored.scalars("system/children/count")[2][-1] == 0  # gone by the sample at finish()

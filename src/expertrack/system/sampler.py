@@ -7,7 +7,8 @@ to the run's writer as one row. System series are not part of the run's steps: t
 move or split the rows that ``log()`` makes (``history()`` leaves them out unless asked); plot them against time.
 
 Names (all under ``system/``): ``cpu_percent`` and ``memory_percent`` of the node, ``memory_used_gb``,
-``process/cpu_percent`` (of one core: 200 is two cores busy), ``process/rss_gb``, ``process/threads``; per GPU
+``process/cpu_percent`` (of one core: 200 is two cores busy), ``process/rss_gb``, ``process/threads``; the same
+for all its descendant processes together, ``children/cpu_percent``, ``children/rss_gb``, ``children/count``; per GPU
 ``gpu/<index>/...`` (see :mod:`expertrack.system.gpu`). The first sample has no CPU percentages: psutil measures
 them between two calls.
 """
@@ -70,6 +71,7 @@ class SystemSampler:
         self._stop = threading.Event()
         self._psutil: Any = None
         self._process: Any = None
+        self._children: dict[int, Any] = {}  # pid -> psutil.Process, kept for CPU percentages between samples
         self._gpus: Any = None
         self._thread = threading.Thread(target=self._loop, name="expertrack-system", daemon=True)
 
@@ -142,4 +144,30 @@ class SystemSampler:
         if self.samples:  # psutil's percentages are over the time since the previous call
             values["cpu_percent"] = float(psutil.cpu_percent(None))
             values["process/cpu_percent"] = float(process.cpu_percent(None))
+        values.update(self._children_values())
+        return values
+
+    def _children_values(self) -> dict[str, float]:
+        """This process's descendants together: DataLoader workers, or the program ``expertrack run`` wraps.
+
+        A child's CPU percentage needs two readings of the same psutil object, so the objects are kept between
+        samples; a child seen for the first time counts from the next sample on."""
+        psutil = self._psutil
+        try:
+            current = {child.pid: child for child in self._process.children(recursive=True)}
+        except psutil.Error:
+            return {}
+        known = self._children
+        self._children = {pid: known.get(pid, child) for pid, child in current.items()}
+        rss, cpu = 0, 0.0
+        for pid, child in self._children.items():
+            try:
+                rss += child.memory_info().rss
+                percent = child.cpu_percent(None)
+            except psutil.Error:  # it ended between the listing and the reading
+                continue
+            cpu += percent if pid in known else 0.0
+        values = {"children/count": float(len(self._children)), "children/rss_gb": rss / _GB}
+        if self.samples:
+            values["children/cpu_percent"] = cpu
         return values
