@@ -6,15 +6,19 @@ go on (``watch``; media objects such as ``Image`` can be built, and ``log`` repo
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
-from expertrack.notify import Notifier
+from expertrack.notify import Notifier, say
 from expertrack.session import current_run
 
 __all__ = [
+    "Artifact",
     "Audio",
     "Histogram",
     "Html",
@@ -23,9 +27,15 @@ __all__ = [
     "Table",
     "Video",
     "alert",
+    "log_artifact",
     "login",
+    "require",
     "save",
+    "termerror",
+    "termlog",
+    "termwarn",
     "unwatch",
+    "use_artifact",
     "watch",
 ]
 
@@ -124,3 +134,68 @@ class Audio(_Media):
 
 class Html(_Media):
     """``wandb.Html``."""
+
+
+class Artifact:
+    """``wandb.Artifact``: can be built and filled (nothing is copied); logging it says once that it is not
+    stored. Libraries build one only when asked to upload models (the Trainer's ``WANDB_LOG_MODEL``, Lightning's
+    ``log_model``)."""
+
+    def __init__(self, name: str, type: str, description: str | None = None, metadata: Any = None, **kwargs: Any):
+        self.name = name
+        self.type = type
+        self.description = description
+        self.metadata = dict(metadata or {})
+
+    def add_file(self, local_path: str, name: str | None = None, **kwargs: Any) -> None:
+        """Accepted; the file stays where it is."""
+
+    def add_dir(self, local_path: str, name: str | None = None, **kwargs: Any) -> None:
+        """Accepted; the directory stays where it is."""
+
+    @contextlib.contextmanager
+    def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> Iterator[IO[Any]]:
+        """A file to write into the artifact (the HF Trainer writes the model's files so): what is written is
+        dropped, since the artifact is never stored."""
+        yield io.BytesIO() if "b" in mode else io.StringIO()
+
+    def __repr__(self) -> str:
+        return f"<Artifact {self.name!r} (W&B artifact, not stored by expertrack)>"
+
+
+def log_artifact(artifact: Any, *args: Any, **kwargs: Any) -> Any:
+    """``wandb.log_artifact``: said once, not stored (see ``Run.log_artifact``)."""
+    run = current_run()
+    if run is None:
+        _notifier.once("artifact-no-run", "log_artifact(): no run (call init() first); nothing stored")
+        return artifact
+    return run.log_artifact(artifact, *args, **kwargs)
+
+
+def use_artifact(artifact: Any, *args: Any, **kwargs: Any) -> Any:
+    """``wandb.use_artifact``: raises a clear error (see ``Run.use_artifact``)."""
+    from expertrack.session import require_run
+
+    return require_run("use_artifact").use_artifact(artifact, *args, **kwargs)
+
+
+def require(*args: Any, **kwargs: Any) -> None:
+    """``wandb.require("service")`` and the like switch W&B internals; there are none here."""
+
+
+def termlog(message: str = "", *args: Any, **kwargs: Any) -> None:
+    """wandb's console message helpers print on stderr with expertrack's prefix."""
+    say(str(message))
+
+
+def termwarn(message: str = "", *args: Any, repeat: bool = True, **kwargs: Any) -> None:
+    """A warning on stderr; ``repeat=False`` says it once per process, as wandb does."""
+    if repeat:
+        say(f"warning: {message}")
+    else:
+        _notifier.once(f"termwarn:{message}", f"warning: {message}")
+
+
+def termerror(message: str = "", *args: Any, **kwargs: Any) -> None:
+    """An error message on stderr (nothing is raised)."""
+    say(f"error: {message}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.notify import Notifier
+from expertrack.runcalls import WandbRunCalls
 from expertrack.runconfig import Config, Summary, dumps
 from expertrack.summary import SummaryState, parse_summary_spec
 from expertrack.values import flatten
@@ -24,7 +25,7 @@ from expertrack.writer import Writer
 FINISH_DEADLINE_S = 30.0
 
 
-class Run:
+class Run(WandbRunCalls):
     """One tracked run. Create it with ``expertrack.init()``; use it as a context manager or call ``finish()``."""
 
     def __init__(

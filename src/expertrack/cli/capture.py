@@ -46,6 +46,13 @@ _PYTHON = re.compile(r"python[\d.]*")
     "with the command asked to flush each line (lines: live, faster), or a plain pipe (pipe: fastest, lines "
     "come in blocks). auto: pty when expertrack's own stdout is a terminal, else lines.",
 )
+@click.option(
+    "--as-wandb",
+    is_flag=True,
+    help="Run COMMAND with its `import wandb` resolved to expertrack (W&B code paths such as the HF Trainer's "
+    "report_to='wandb' or Lightning's WandbLogger record here, unchanged); the program's wandb.init makes the run, "
+    "so its output is passed through and not parsed. See docs/integrations.md.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     dir_: Path | None,
@@ -57,6 +64,7 @@ def run(
     parser: str | None,
     mirror: str | None,
     stdout_mode: str,
+    as_wandb: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pass its output through unchanged, and track what it prints as metrics.
@@ -68,7 +76,20 @@ def run(
     The command's stdout is parsed (format chosen with --parser, else detected from its first lines), its
     flags and any printed config table become the run's config, and its whole console is saved with the run.
     expertrack exits with the command's exit code (128+N when signal N ended it).
+
+    With --as-wandb the command's own `import wandb` records the run instead:
+    expertrack run --as-wandb --project moe -- python train.py --report_to wandb
     """
+    if as_wandb:
+        given: dict[str, object] = {"--name": name, "--group": group, "--tag": tags, "--config": configs}
+        given.update({"--parser": parser, "--stdout": stdout_mode != "auto"})
+        unused = [flag for flag, value in given.items() if value]
+        if unused:
+            raise click.UsageError(
+                f"{', '.join(unused)} cannot be used with --as-wandb: the program's wandb.init() makes the run and "
+                "its output is not read (set name, group, tags and config there; --project, --dir and --mirror apply)"
+            )
+        _exec_as_wandb(list(command), dir_, project, mirror)
     from expertrack.capture.wrap import WrapOptions, wrap
 
     options = WrapOptions(
@@ -153,3 +174,29 @@ def _checked_parser(parser: str | None) -> str | None:
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--parser") from err
     return parser
+
+
+def _exec_as_wandb(argv: list[str], dir_: Path | None, project: str | None, mirror: str | None) -> None:
+    """Replace this process with the command, its ``import wandb`` resolved to expertrack's stand-in.
+
+    exec, not a child: signals, the terminal and the exit status are the command's own, as if run directly.
+    The tracking directory is fixed here ($EXPERTRACK_DIR) so a framework's wandb ``dir=`` cannot move the run.
+    """
+    from expertrack.paths import ENV_DIR, tracking_dir
+    from expertrack.standin import with_stand_in
+
+    env = with_stand_in(os.environ)
+    env[ENV_DIR] = str(tracking_dir(dir_))
+    if project:  # both: frameworks pass WANDB_PROJECT to wandb.init themselves (the Trainer, Lightning)
+        env["WANDB_PROJECT"] = env["EXPERTRACK_PROJECT"] = project
+    if mirror:
+        env["EXPERTRACK_MIRROR"] = mirror
+    say(f"running {argv[0]} with `import wandb` resolved to expertrack; runs go to {env[ENV_DIR]}")
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        say(f"command not found: {argv[0]}")
+        sys.exit(127)
+    except OSError as err:  # not executable, a directory, ...
+        say(f"cannot run {argv[0]}: {err.strerror or err}")
+        sys.exit(126)

@@ -76,4 +76,7 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from expertrack.standin import deactivate
+
+    deactivate()  # `sync` and `import wandb` need the real wandb, even with $EXPERTRACK_AS_WANDB set
     cli()

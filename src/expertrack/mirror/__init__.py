@@ -8,7 +8,6 @@ wandb; only the mirror process and ``expertrack sync`` do. See docs/wandb.md.
 
 from __future__ import annotations
 
-import importlib.util
 import netrc
 import os
 import subprocess
@@ -34,11 +33,12 @@ def _say_once(topic: str, message: str) -> None:
 
 
 def wandb_importable() -> bool:
-    """Whether ``import wandb`` can find the package, without importing it (importing costs about 0.5 s)."""
-    try:
-        return importlib.util.find_spec("wandb") is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether the real wandb is installed, without importing it (importing costs about 0.5 s); under the
+    ``import wandb`` stand-in (expertrack.standin) ``find_spec("wandb")`` would find the stand-in, so the search
+    looks past it."""
+    from expertrack.standin import real_wandb_importable
+
+    return real_wandb_importable()
 
 
 def wandb_configured() -> str | None:
@@ -121,7 +121,10 @@ def launch(run_id: str, store_path: Path, extra_env: dict[str, str] | None = Non
     from expertrack.mirror.locks import mirror_dir
 
     log_path = mirror_dir(store_path) / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in run_id)}.log"
-    env = {**os.environ, **(extra_env or {})}
+    from expertrack.standin import without_stand_in
+
+    # the mirror needs the real wandb, even when this process runs under the stand-in (expertrack run --as-wandb)
+    env = {**without_stand_in(os.environ), **(extra_env or {})}
     package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same expertrack
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     command = [
