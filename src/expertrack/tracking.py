@@ -128,6 +128,12 @@ class Run(WandbRunCalls):
                 self._queue.append(("m", step, float(timestamp), flat))
             self._step = step + 1
 
+    def _log_series(self, values: Mapping[str, Any], index: int, timestamp: float) -> None:
+        """Points outside the run's steps (system metrics: ``index`` is the sample's number), written as they come,
+        even while ``finish()`` runs; they never open, move or commit the rows that ``log()`` makes."""
+        if self._queue is not None:
+            self._queue.append(("m", int(index), float(timestamp), flatten(values, self.notifier)))
+
     def _commit(self) -> None:
         """Emit the open row at the current step and advance (call with the lock held)."""
         if self._pending:

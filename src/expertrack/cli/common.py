@@ -249,6 +249,16 @@ def environment_lines(env: dict[str, Any]) -> list[tuple[str, Any]]:
         lines.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(env["packages"].items()))))
     if env.get("gpus"):
         lines.append(("gpus", ", ".join(env["gpus"])))
+    ranks = env.get("distributed") or {}
+    if ranks:  # a distributed job: which process recorded the run (see docs/distributed.md)
+        local = f", local rank {ranks['local_rank']}" if ranks.get("local_rank") is not None else ""
+        lines.append(
+            (
+                "distributed",
+                f"rank {ranks.get('rank')} of {ranks.get('world_size')} ({ranks.get('source')}) on "
+                f"{ranks.get('node')}{local}; recording ranks: {ranks.get('ranks')}",
+            )
+        )
     return lines
 
 

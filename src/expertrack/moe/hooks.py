@@ -108,6 +108,7 @@ def watch(
     lb_convention: str | LBConvention = "default",
     strict: bool = False,
     capacity_factor: float | None = None,
+    process_group: Any = None,
 ) -> Watcher:
     """Hook ``model``'s routers (named in ``routers``, else found automatically) into a :class:`RouterStats`.
 
@@ -115,7 +116,8 @@ def watch(
     RouterStats; otherwise one is made with ``domains``, ``lb_convention`` and ``capacity_factor`` (which adds the
     token drop rate at that capacity). With ``strict`` an error while
     collecting statistics raises; by default it is reported once as a warning and counted in ``Watcher.errors``
-    (tracking never stops training).
+    (tracking never stops training). ``process_group`` makes the RouterStats sum its windows over that group's
+    ranks when it logs (see :class:`RouterStats`).
     """
     found = _named(model, routers) if routers is not None else find_routers(model, num_experts)
     if not found:
@@ -133,12 +135,22 @@ def watch(
     if top_k is None:
         top_k = _infer_top_k(model, found)
     if stats is None:
-        stats = RouterStats(num_experts, top_k, len(found), domains, lb_convention, capacity_factor)
+        stats = RouterStats(
+            num_experts,
+            top_k,
+            len(found),
+            domains=domains,
+            lb_convention=lb_convention,
+            capacity_factor=capacity_factor,
+            process_group=process_group,
+        )
     elif stats.num_experts != num_experts or stats.num_layers not in (None, len(found)):
         raise ValueError(
             f"watch(): stats expects {stats.num_experts} experts and {stats.num_layers} layers; "
             f"the model has {len(found)} routers over {num_experts} experts"
         )
+    elif process_group is not None and stats.process_group is not process_group:
+        raise ValueError("watch(): pass process_group to the RouterStats you give as stats=, not to watch()")
     return Watcher(model, found, stats, strict)
 
 

@@ -36,6 +36,8 @@ SCALARS = (
     MAXVIO_MAX,
 )
 DROP_RATE = "moe/drop_rate"  # only with RouterStats(capacity_factor=...): token slots over capacity, mean of layers
+# Logged only when RouterStats reduces over a process group: max over ranks of each rank's own MaxVio.
+MAXVIO_RANK_MAX = "moe/maxvio_rank_max"
 
 # Arrays (L = layers, E = experts, D = domains).
 UTILIZATION = "moe/utilization"  # [L, E] fractions of token-slot assignments, rows sum to 1

@@ -17,6 +17,7 @@ import torch
 
 from expertrack.moe import losses, names
 from expertrack.moe._inputs import Logits, stack_logits, token_domains, token_mask
+from expertrack.moe.distributed import PassSums, reduce_window
 from expertrack.moe.losses import LBConvention, lb_from_sums, slot_counts, top_experts
 from expertrack.moe.metrics import domain_slot_counts, entropy, load_fractions, maxvio, token_entropy
 
@@ -29,6 +30,10 @@ class RouterStats:
     is a preset name or an :class:`~expertrack.moe.losses.LBConvention` (default: per-layer mean, divided by k).
     ``capacity_factor`` (e.g. 1.25) also logs ``moe/drop_rate``: the share of token slots that an expert capacity
     of ``ceil(capacity_factor * k * T / E)`` per forward pass would drop.
+
+    With ``process_group`` (a torch.distributed group, e.g. ``torch.distributed.group.WORLD``) ``compute()`` and
+    ``log_to()`` sum the window over the group's ranks in one collective, so the metrics are those of the global
+    batch, plus ``moe/maxvio_rank_max``; every rank must call them together (see ``expertrack.moe.distributed``).
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class RouterStats:
         domains: Sequence[str] | None = names.DEFAULT_DOMAINS,
         lb_convention: str | LBConvention = "default",
         capacity_factor: float | None = None,
+        process_group: Any = None,
     ) -> None:
         if num_experts < 2:
             raise ValueError(f"num_experts must be at least 2, got {num_experts}")
@@ -55,6 +61,8 @@ class RouterStats:
         self._acc: dict[str, torch.Tensor] | None = None
         self._updates = 0
         self._config_recorded = False
+        self.process_group = process_group
+        self._passes = PassSums() if process_group is not None else None  # per-pass sums for the reduction
 
     @property
     def num_updates(self) -> int:
@@ -113,6 +121,8 @@ class RouterStats:
             capacity = torch.ceil(tokens * (self.capacity_factor * self.top_k / self.num_experts))
             acc["dropped"] += (counts - capacity).clamp_min(0).sum(-1)
             acc["slots"] += counts.sum(-1)
+        if self._passes is not None:
+            self._passes.add(counts, lb_counts, prob_sums, tokens)
 
     def _window(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The accumulators, allocated on the logits' device at the first update."""
@@ -134,6 +144,9 @@ class RouterStats:
         acc = self._acc
         if acc is None or self._updates == 0:
             return {}
+        rank_maxvio = None
+        if self._passes is not None:  # a collective: the window of every rank in the group, summed
+            acc, rank_maxvio = reduce_window(acc, self._passes, self.process_group, self.top_k, self.lb_convention)
         log_e = math.log(self.num_experts)
         tokens = acc["tokens"].clamp_min(1)
         batches = acc["batches"].clamp_min(1)
@@ -167,6 +180,8 @@ class RouterStats:
             out[names.AFFINITY] = acc["affinity"].clone()
         if self.capacity_factor is not None:
             out[names.DROP_RATE] = (acc["dropped"] / acc["slots"].clamp_min(1)).mean()
+        if rank_maxvio is not None:
+            out[names.MAXVIO_RANK_MAX] = rank_maxvio
         return out
 
     def log_to(self, run: Any, step: int, extra: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
@@ -191,6 +206,8 @@ class RouterStats:
         if self._acc is not None:
             for tensor in self._acc.values():
                 tensor.zero_()
+        if self._passes is not None:
+            self._passes.clear()
         self._updates = 0
 
     def config(self) -> dict[str, Any]:
