@@ -55,8 +55,27 @@ def sync(runs: tuple[str, ...], project: str | None, all_: bool, timeout: float,
         store_path = Path(api.path)
     finally:
         api.close()
+    _require_wandb_setup(len(chosen))
     wandb = _import_wandb()
     _sync(store_path, chosen, wandb, timeout)
+
+
+def _require_wandb_setup(runs: int) -> None:
+    """Stop, with one message saying what is missing and how to set it up, when W&B cannot take any run: each
+    run would otherwise fail alone with the same error (issue 18)."""
+    from expertrack.mirror import wandb_configured
+
+    if wandb_configured() is not None:
+        return
+    if os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
+        missing = "WANDB_MODE is 'disabled'"
+    else:
+        missing = "W&B is not set up here: no WANDB_API_KEY, no `wandb login`, WANDB_MODE is not offline"
+    raise click.ClickException(
+        f"{missing}, so none of the {runs} run(s) can be sent (nothing was sent; they stay in the store). "
+        "Set it up with `wandb login` (or export WANDB_API_KEY=...), then run this again; or set "
+        "WANDB_MODE=offline to write W&B offline run directories and upload them later with `wandb sync DIR`."
+    )
 
 
 def _sync(store_path: Path, run_ids: list[str], wandb: Any, timeout: float) -> None:

@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from expertrack.capture.program import program_of
 from expertrack.cli.common import (
     RunLookupError,
     add_plain_row,
@@ -30,6 +31,7 @@ from expertrack.cli.common import (
     open_api,
     print_pairs,
     print_rows,
+    program_lines,
     resolve_run,
     run_duration,
     split_keys,
@@ -150,7 +152,11 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
     print_pairs(console, "config", flatten(dict(run.config or {})))
     print_pairs(console, "summary", flatten(dict(run.summary or {})))
     environment = dict(run.environment or {})
-    print_pairs(console, "environment", environment_lines(environment))
+    program = program_of(run)  # `expertrack run`: the wrapped program, apart from expertrack's own process
+    if program is not None:
+        print_pairs(console, "program (wrapped by expertrack run)", program_lines(program))
+    title = "environment (expertrack's process)" if program else "environment"
+    print_pairs(console, title, environment_lines(environment))
     if show_env:
         print_pairs(console, "environment variables", sorted((environment.get("env") or {}).items()))
     console.print()

@@ -85,11 +85,16 @@ def _named(model: nn.Module, routers: Sequence[str]) -> list[tuple[str, nn.Modul
 def _infer_top_k(model: nn.Module, routers: list[tuple[str, nn.Module]]) -> int:
     name, router = routers[0]
     parent = dict(model.named_modules())[name.rpartition(".")[0]]
-    for owner in (router, parent, getattr(model, "config", None)):
+    config = getattr(model, "config", None)
+    for owner in (router, parent, config):
         for attr in _TOP_K_ATTRS:
             value = getattr(owner, attr, None)
             if isinstance(value, int) and value > 0:
                 return value
+    # Switch Transformers route each token to one expert by design (Fedus et al. 2021, section 2.1), so their
+    # config has no top-k field; HF names the router class after it (SwitchTransformersTop1Router).
+    if getattr(config, "model_type", None) == "switch_transformers" or type(router).__name__.endswith("Top1Router"):
+        return 1
     raise ValueError("watch(): cannot tell top_k from the model; pass top_k=...")
 
 
