@@ -32,6 +32,8 @@ def tracking_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("EXPERTRACK_DIR", str(directory))
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("EXPERTRACK_MODE", raising=False)
+    # system metrics (a sampler thread, system/... series) only where a test asks for them: tests/system/
+    monkeypatch.setenv("EXPERTRACK_SYSTEM_METRICS", "off")
     yield directory
     run = session.current_run()
     if run is not None:

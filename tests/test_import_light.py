@@ -22,3 +22,10 @@ def test_logging_a_run_loads_no_heavy_module(tmp_path) -> None:
         "print(','.join(heavy))\n"
     )
     assert run_python(code).stdout.strip() == ""
+
+
+def test_dir_of_moe_lists_its_lazy_names_without_loading_torch() -> None:
+    code = "import sys, expertrack.moe\nprint(' '.join(dir(expertrack.moe)))\nprint('torch' in sys.modules)\n"
+    names, torch_loaded = run_python(code).stdout.splitlines()
+    assert {"watch", "RouterStats", "load_balancing_loss", "maxvio"} <= set(names.split())  # tab completion sees them
+    assert torch_loaded == "False"

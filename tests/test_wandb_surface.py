@@ -43,13 +43,15 @@ def test_a_wandb_script_with_login_watch_save_alert_and_media_runs_unchanged(tmp
     err = result.stderr
     assert err.count("watch(): gradient and parameter histograms are not recorded") == 1
     assert "save(): huge.bin is 17 MiB, over 16 MiB; not stored with the run" in err
-    assert "expertrack: alert: loss is low: below 0.5" in err
+    assert err.count("loss is low: below 0.5") == 1  # an alert: printed once, and stored with the run
     assert err.count("'samples' is a Image") == 1  # media: said once, not stored; the numbers are
     (run,) = expertrack.Api(tmp_path / "runs").runs()
     assert run.state == "finished"
     assert run.scalars("loss")[2].tolist() == [1.0, 0.5, 1.0 / 3]
     assert run.file("notes.txt") == b"lr sweep, seed 0"
     assert "samples" not in run.metric_keys() and "samples" not in run.array_keys()
+    (alert,) = run.alerts()
+    assert (alert.rule, alert.message, alert.step) == ("wandb", "loss is low: below 0.5", 2)
 
 
 def test_save_without_a_run_stores_nothing_and_says_so(capsys) -> None:

@@ -16,7 +16,21 @@ from __future__ import annotations
 from typing import Any
 
 from expertrack.api import Api, ApiRun
-from expertrack.compat import Audio, Histogram, Html, Image, Settings, Table, Video, alert, login, save, unwatch, watch
+from expertrack.compat import (
+    AlertLevel,
+    Audio,
+    Histogram,
+    Html,
+    Image,
+    Settings,
+    Table,
+    Video,
+    alert,
+    login,
+    save,
+    unwatch,
+    watch,
+)
 from expertrack.errors import AmbiguousRunError, ExpertrackError, NoRunError, RunNotFoundError, StoreError
 from expertrack.session import current_run, init, require_run
 from expertrack.tracking import Run
@@ -24,6 +38,7 @@ from expertrack.tracking import Run
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertLevel",
     "AmbiguousRunError",
     "Api",
     "ApiRun",
@@ -70,9 +85,7 @@ def define_metric(
     name: str, step_metric: str | None = None, summary: str | None = None, **kwargs: Any
 ) -> dict[str, Any]:
     """``define_metric`` on the current run."""
-    return require_run("define_metric").define_metric(
-        name, step_metric=step_metric, summary=summary, **kwargs
-    )
+    return require_run("define_metric").define_metric(name, step_metric=step_metric, summary=summary, **kwargs)
 
 
 class _CurrentRunAttribute:
@@ -112,9 +125,7 @@ class _CurrentRunAttribute:
         return len(self._target())
 
     def __repr__(self) -> str:
-        return (
-            repr(self._target()) if current_run() is not None else f"<expertrack.{self._attribute}: no run>"
-        )
+        return repr(self._target()) if current_run() is not None else f"<expertrack.{self._attribute}: no run>"
 
 
 config: Any = _CurrentRunAttribute("config")

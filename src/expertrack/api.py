@@ -10,6 +10,7 @@ from typing import Any
 
 from expertrack.errors import RunNotFoundError
 from expertrack.paths import store_path
+from expertrack.store.alerts import AlertRecord
 from expertrack.store.downsample import minmax_indices
 from expertrack.store.sqlite import ArrayOverview, RunRecord, ScalarOverview, Store
 
@@ -147,16 +148,21 @@ class ApiRun:
             raise KeyError(f"run {self.name!r} has no array {key!r} at step {step}")
         return value
 
-    def history(self, keys: list[str] | None = None, samples: int | None = None) -> Any:
+    def history(self, keys: list[str] | None = None, samples: int | None = None, stream: str = "default") -> Any:
         """A pandas DataFrame with ``_step``, ``_timestamp`` and one column per scalar key, one row per step.
 
         Every point by default. With ``samples``, each key is reduced to about that many points keeping each
-        bucket's first, min, max and last value, so spikes survive (never random sampling).
+        bucket's first, min, max and last value, so spikes survive (never random sampling). System metrics
+        (``system/...``, whose step is the sample's number, not a training step) are left out unless named in
+        ``keys`` or asked for with ``stream="system"``, as wandb keeps them apart.
         """
         import numpy as np
         import pandas as pd
 
-        wanted = self.metric_keys() if keys is None else list(keys)
+        if stream not in ("default", "system"):
+            raise ValueError(f"history(stream=...) is 'default' or 'system', not {stream!r}")
+        system = [k for k in self.metric_keys() if k.startswith("system/")] if stream == "system" else None
+        wanted = system if system is not None else list(keys) if keys is not None else self._training_keys()
         columns: dict[str, Any] = {}
         stamps = []
         for key in wanted:
@@ -173,6 +179,14 @@ class ApiRun:
         timestamp = pd.concat(stamps, axis=1).min(axis=1)
         frame.insert(0, "_timestamp", timestamp.reindex(frame.index))
         return frame.sort_index().reset_index()
+
+    def alerts(self) -> list[AlertRecord]:
+        """The alerts raised for the run, oldest first: ``rule``, ``key``, ``step``, ``value``, ``time`` (unix
+        seconds) and ``message`` of each (docs/alerts.md)."""
+        return self._store.alerts(self.id)
+
+    def _training_keys(self) -> list[str]:
+        return [k for k in self.metric_keys() if not k.startswith("system/")]
 
     def file(self, name: str) -> bytes | None:
         """A file stored with the run (for wrapped programs, "console.log"), or None."""

@@ -1,12 +1,14 @@
 """The rest of wandb's module-level surface, so a W&B training script runs unchanged under ``import expertrack as
-wandb``: calls with a local meaning do it (``save`` keeps small files with the run, ``alert`` prints), calls that
-only make sense for W&B's service do nothing (``login``), and calls expertrack does not support say so once and
-go on (``watch``; media objects such as ``Image`` can be built, and ``log`` reports them once as not stored).
+wandb``: calls with a local meaning do it (``save`` keeps small files with the run, ``alert`` raises an alert
+stored with the run), calls that only make sense for W&B's service do nothing (``login``), and calls expertrack
+does not support say so once and go on (``watch``; media objects such as ``Image`` can be built, and ``log``
+reports them once as not stored).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import glob
 import io
 import os
@@ -18,6 +20,7 @@ from expertrack.notify import Notifier, say
 from expertrack.session import current_run
 
 __all__ = [
+    "AlertLevel",
     "Artifact",
     "Audio",
     "Histogram",
@@ -88,8 +91,21 @@ def save(glob_str: str, base_path: str | None = None, policy: str = "live") -> l
     return stored
 
 
+class AlertLevel(enum.Enum):
+    """``wandb.AlertLevel``: shown in the alert's message as ``[INFO]``, ``[WARN]`` or ``[ERROR]``."""
+
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
 def alert(title: str, text: str = "", level: Any = None, wait_duration: Any = None) -> None:
-    """W&B sends alerts by e-mail or Slack; here the alert is printed on stderr."""
+    """An alert on the current run, as ``run.alert``: stored with the run, printed on stderr and sent to
+    ``$EXPERTRACK_WEBHOOK`` if set (docs/alerts.md). Without a run it is only printed."""
+    run = current_run()
+    if run is not None:
+        run.alert(title, text, level=level, wait_duration=wait_duration)
+        return
     shown = f" [{getattr(level, 'name', level)}]" if level is not None else ""
     print(f"expertrack: alert{shown}: {title}" + (f": {text}" if text else ""), file=sys.stderr, flush=True)
 

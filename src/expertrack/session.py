@@ -13,18 +13,22 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from expertrack import lifecycle
+from expertrack import ranks as rank_info
+from expertrack.alerts.config import AlertSettings
+from expertrack.alerts.config import resolve as resolve_alerts
 from expertrack.errors import ExpertrackError, NoRunError, StoreError
 from expertrack.notify import Notifier, say
 from expertrack.paths import STORE_FILE, tracking_dir
 from expertrack.runconfig import Config, dumps, to_jsonable
 from expertrack.store import Store
 from expertrack.summary import SummaryState
+from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
 from expertrack.tracking import Run
 from expertrack.writer import Writer, queue_bound
 
@@ -103,6 +107,11 @@ def init(
     mirror: str | None = None,
     config_exclude_keys: Sequence[str] | None = None,
     config_include_keys: Sequence[str] | None = None,
+    alerts: Any = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    ranks: str | int | None = None,
+    system_metrics: bool | float | str | None = None,
     **_wandb_only: Any,
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
@@ -114,9 +123,18 @@ def init(
     ``config_exclude_keys`` leaves those top-level keys of ``config`` out; ``config_include_keys`` keeps only those
     (one or the other, as in wandb; later ``run.config`` changes are not filtered). Resuming (``id`` of a stored
     run and ``resume="allow"``) keeps the run's project, and its tags, group and notes unless new ones are given.
+    ``alerts`` configures the alert rules: None for the defaults (or ``$EXPERTRACK_ALERTS``), False for none, a dict
+    of rule tables, a TOML file's path, or a list of ``--alert`` specs (docs/alerts.md).
+
+    Under a launcher (torchrun, SLURM, torch.distributed) only rank 0 records by default; the other ranks get a
+    run that accepts every call and stores nothing. ``rank``/``world_size`` override what the launcher says;
+    ``ranks`` (default ``$EXPERTRACK_RANKS``, else ``"zero"``) may name another recording rank (see
+    docs/distributed.md). ``system_metrics`` (default ``$EXPERTRACK_SYSTEM_METRICS``, else on) samples CPU,
+    memory and GPUs every 10 s, or every given number of seconds; False turns it off.
     """
     global _current
     config_dict = _filter_config(_config_mapping(config), config_exclude_keys, config_include_keys)
+    alert_settings = resolve_alerts(alerts)  # a bad rule is refused here, before anything starts
     if _current is not None and not _current._finished:
         _current.finish()
     mode = tracking_mode(mode)
@@ -125,10 +143,16 @@ def init(
     tag_list = None if tags is None else [str(t) for t in tags]
     notifier = Notifier()
     directory = tracking_dir(dir)
-    if mode == "disabled":
+    # ---- distributed jobs (issue 15): which rank records; see expertrack.ranks and docs/distributed.md ----
+    where = rank_info.detect(rank, world_size)
+    ranks = _ranks_setting(ranks, where, notifier)
+    recording = rank_info.records(where, ranks)
+    interval = sampling_interval(system_metrics)
+    # ---- end of distributed jobs ----
+    if mode == "disabled" or not recording:
         run = Run(
             id=id or _new_id(),
-            name=name or "disabled",
+            name=name or ("disabled" if recording else f"rank-{where.rank}"),
             project=project or DEFAULT_PROJECT,
             group=group,
             tags=tag_list or [],
@@ -139,8 +163,23 @@ def init(
             notifier=notifier,
         )
     else:
-        bound = queue_bound(_wandb_only.get("settings"))
-        run = _start(project, name, config_dict, tag_list, group, notes, directory, id, resume, notifier, bound)
+        environment = _with_ranks(where.as_dict(str(ranks))) if where.distributed else _environment_json
+        run = _start(
+            project,
+            name,
+            config_dict,
+            tag_list,
+            group,
+            notes,
+            directory,
+            id,
+            resume,
+            notifier,
+            environment,
+            system_interval=interval,
+            alert_settings=alert_settings,
+            max_queued_points=queue_bound(_wandb_only.get("settings")),
+        )
         _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
@@ -158,7 +197,10 @@ def _start(
     run_id: str | None,
     resume: bool | str | None,
     notifier: Notifier,
-    max_queued_points: int,
+    environment: Callable[[], str],
+    system_interval: float | None = None,
+    alert_settings: AlertSettings | None = None,
+    max_queued_points: int | None = None,
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
@@ -182,11 +224,23 @@ def _start(
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
         _insert(store, run_id, fields)
+    first_sample = _next_system_sample(store, run_id) if existing is not None else 0  # before the writer's thread
+    engine = None
+    if alert_settings is not None:
+        from expertrack.alerts.engine import AlertEngine, RunIdentity
+
+        engine = AlertEngine(alert_settings, RunIdentity(run_id, fields.name or run_id, fields.project), notifier)
     writer = Writer(
-        store, run_id, notifier, summary=summary, environment=_environment_json, max_queued_points=max_queued_points
+        store,
+        run_id,
+        notifier,
+        summary=summary,
+        environment=environment,
+        alerts=engine,
+        max_queued_points=max_queued_points or queue_bound(),
     )
     writer.start()
-    return Run(
+    run = Run(
         id=run_id,
         name=fields.name or run_id,
         project=fields.project,
@@ -200,6 +254,16 @@ def _start(
         start_step=start_step,
         resumed=existing is not None,
     )
+    if system_interval is not None:  # issue 15: system metrics, on their own thread (expertrack.system)
+        sampler = SystemSampler(run, system_interval, first_sample).start()
+        run._on_finish.append(lambda _run: sampler.stop())
+    return run
+
+
+def _next_system_sample(store: Store, run_id: str) -> int:
+    """A resumed run's system series go on after their last sample (their step is the sample's number)."""
+    last = [store.read_scalars(run_id, k)[0][-1:] for k in store.scalar_keys(run_id) if k.startswith(SYSTEM_PREFIX)]
+    return max((int(steps[0]) + 1 for steps in last if len(steps)), default=0)
 
 
 @dataclass
@@ -315,6 +379,31 @@ def _environment_json() -> str:
     from expertrack.environment import collect_environment
 
     return dumps(collect_environment())
+
+
+def _with_ranks(distributed: dict[str, Any]) -> Callable[[], str]:
+    """The environment capture, plus the process's rank, world size and node under ``"distributed"``."""
+
+    def capture() -> str:
+        from expertrack.environment import collect_environment
+
+        return dumps({**collect_environment(), "distributed": distributed})
+
+    return capture
+
+
+def _ranks_setting(ranks: str | int | None, where: rank_info.RankInfo, notifier: Notifier) -> str | int:
+    """``init(ranks=...)``, else ``$EXPERTRACK_RANKS``, else ``"zero"``; ``"all"`` is not built yet (said once)."""
+    if ranks is None:
+        text = os.environ.get("EXPERTRACK_RANKS", "").strip() or "zero"
+        ranks = int(text) if text.isdigit() else text
+    if ranks == "all" and where.distributed and where.rank == 0:
+        notifier.once(
+            "ranks-all",
+            "init(ranks='all'): every rank writing one run is not built yet (docs/distributed.md); "
+            "rank 0 records this run and the other ranks store nothing",
+        )
+    return ranks
 
 
 def _start_mirror(run: Run, mode: str | None, mirror: str, notifier: Notifier) -> None:

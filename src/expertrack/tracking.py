@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from expertrack.notify import Notifier
+from expertrack.alerts.manual import ManualAlerts
+from expertrack.notify import Notifier, say
 from expertrack.runcalls import WandbRunCalls
 from expertrack.runconfig import Config, Summary, dumps
 from expertrack.summary import SummaryState, parse_summary_spec
@@ -70,6 +71,7 @@ class Run(WandbRunCalls):
         self._killed = False  # finished by a signal: what the loop still logs before the process ends is not news
         if writer is not None:
             writer.before_flush = self.publish
+        self._manual_alerts = ManualAlerts()
 
     # ---- logging ----------------------------------------------------------------------------------------------
 
@@ -137,6 +139,13 @@ class Run(WandbRunCalls):
                 self._enqueue(step, float(timestamp), flat)
             self._step = step + 1
 
+    def _log_series(self, values: Mapping[str, Any], index: int, timestamp: float) -> None:
+        """Points outside the run's steps (system metrics: ``index`` is the sample's number), written as they come,
+        even while ``finish()`` runs; they never open, move or commit the rows that ``log()`` makes."""
+        flat = flatten(values, self.notifier)
+        with self._lock:  # counted against the writer's bound like log()'s rows (a sampler thread, never a handler)
+            self._enqueue(int(index), float(timestamp), flat)
+
     def _commit(self) -> None:
         """Emit the open row at the current step and advance (call with the lock held)."""
         pending = self._pending
@@ -193,6 +202,15 @@ class Run(WandbRunCalls):
         self._defs.append(definition)
         self._put(("defs", list(self._defs)))
         return definition
+
+    def alert(self, title: str, text: str = "", level: Any = None, wait_duration: Any = None) -> None:
+        """wandb's ``run.alert``: an alert stored with the run, printed, and sent to the webhook (docs/alerts.md);
+        ``wait_duration`` seconds hold back a repeat of the same title. Its step is the current row's."""
+        if self._writer is not None and self._writer.alerts is not None:
+            step = self._step if self._pending or self._step == 0 else self._step - 1
+            self._manual_alerts.raise_alert(self._writer.alerts, step, title, text, level, wait_duration)
+        else:  # a disabled run stores nothing, but the program asked for the alert to be seen
+            say(f"alert [wandb] run {self.name}: {title}" + (f": {text}" if text else ""))
 
     # ---- files ------------------------------------------------------------------------------------------------
 

@@ -30,14 +30,18 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expertrack.notify import Notifier
 from expertrack.store import Store
+from expertrack.store.alerts import insert_alerts
 from expertrack.store.chunks import INSERT_CHUNK, INSERT_PIECE, SEAL_FLUSHES, SEAL_POINTS, Piece, SeriesBuffer
 from expertrack.store.sqlite import BUSY_TIMEOUT_S, insert_array
 from expertrack.summary import SummaryState
 from expertrack.values import check_key
+
+if TYPE_CHECKING:
+    from expertrack.alerts.engine import AlertEngine
 
 FLUSH_INTERVAL_S = 0.5  # half the 1 s loss bound (LOSS_BOUND_S), so a flush in progress still meets it
 LOSS_BOUND_S = 1.0  # what a kill -9 may lose while the writer keeps up: README, docs and tests use this number
@@ -95,6 +99,7 @@ class Writer:
         summary: SummaryState | None = None,
         environment: Callable[[], str] | None = None,
         max_queued_points: int = MAX_QUEUED_POINTS,
+        alerts: AlertEngine | None = None,
     ) -> None:
         self.store = store
         self._environment = environment  # captured first thing on this thread, so even a short run records it
@@ -103,6 +108,7 @@ class Writer:
         self.flush_interval = flush_interval
         self.queue: deque[tuple[Any, ...]] = deque()
         self.summary = summary or SummaryState()
+        self.alerts = alerts  # rules fed each key's new points here, on this thread (expertrack.alerts)
         self.errors = 0
         # the bound: Run counts points into logged_points (under its lock) and checks it against settled_points,
         # which only this thread raises, once they are committed or given up; each counter has one writer
@@ -170,6 +176,8 @@ class Writer:
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
+        if self.alerts is not None:
+            self.alerts.close()
         if self._thread.is_alive():
             return False
         self.store.close()
@@ -370,9 +378,17 @@ class Writer:
             import numpy as np
 
             for key, start in touched.items():
-                # each key's new points of this flush; a copied slice: a NumPy view would pin the array's buffer
-                self.summary.update(key, np.frombuffer(self._series[key].values[start:], dtype=np.float64))
+                # each key's new points of this flush (the shape alerts hook into); a copied slice: a NumPy view
+                # would pin the array's buffer and block later appends
+                series = self._series[key]
+                values = np.frombuffer(series.values[start:], dtype=np.float64)
+                self.summary.update(key, values)
+                if self.alerts is not None:
+                    self.alerts.scalars(key, series.steps[start:], values)
             self._summary_dirty = True
+        if self.alerts is not None:
+            self.alerts.tick()
+            self._misc.extend(("alert", alert) for alert in self.alerts.take())
 
     def _absorb_value(
         self, key: str, step: int, t: float, value: Any, touched: dict[str, int], ongoing: dict[str, SeriesBuffer]
@@ -386,6 +402,8 @@ class Writer:
                 return
             if not isinstance(value, float):
                 self._misc.append(("array", key, step, t, value))
+                if self.alerts is not None:
+                    self.alerts.array(key, step, value)
                 self._logged_again(key)
                 return
         series = self._series.get(key)
@@ -541,6 +559,8 @@ class Writer:
             _, key, step, t, array = record
             if check_key(key, self.notifier):
                 insert_array(conn, self._key_id(conn, key), step, t, array)
+        elif kind == "alert":
+            insert_alerts(conn, self.run_id, [record[1]])
         elif kind == "config":
             conn.execute("UPDATE runs SET config = ? WHERE id = ?", (record[1], self.run_id))
         elif kind == "defs":

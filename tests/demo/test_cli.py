@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,12 @@ def test_python_m_demo_with_own_data_runs_every_variant(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "expertrack.demo", "--quick", "--steps", "6", "--threads", "1", "--no-figures"]
     proc = subprocess.run([*cmd, "--data", str(data), "--dir", str(runs)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "poems loss / ppl" in proc.stdout and "sql loss / ppl" in proc.stdout
+    assert "validation loss / perplexity per domain" in proc.stdout
+    assert re.search(r"┃ run +┃ +poems ┃ +sql ┃", proc.stdout), proc.stdout
+    # stdout is a pipe here, as in a log file: plain progress lines, not bars drawn over (issue 18, item 3)
+    progress = re.findall(r"^run (\d)/3 (\S+) seed 0: step 6/6, loss \d+\.\d{3}, \d+:\d\d elapsed$", proc.stdout, re.M)
+    assert progress == [("1", "dense"), ("2", "moe"), ("3", "moe-no-lb")], proc.stdout
+    assert proc.stdout.index("run 3/3") < proc.stdout.index("validation loss / perplexity")
     stored = expertrack.Api(runs).runs(project="expertrack-demo")
     assert sorted(r.config["variant"] for r in stored) == ["dense", "moe", "moe-no-lb"]
     assert all(r.config["domains"] == ["poems", "sql"] for r in stored)

@@ -42,11 +42,13 @@ def affinity(step: int) -> np.ndarray:
     return counts
 
 
-def log_run(directory: Path, variant: str, seed: int, moe_metrics: bool = True, **init: object) -> str:
+def log_run(
+    directory: Path | str, variant: str, seed: int, moe_metrics: bool = True, project: str = "fig", **init: object
+) -> str:
     """Log one synthetic run; returns its id."""
     is_moe = variant != "dense"
     config = {"variant": variant, "seed": seed, "batch_size": 4, "block_size": 16, "moe": {"domains": DOMAINS}}
-    run = expertrack.init(project="fig", name=f"{variant}-s{seed}", config=config, dir=directory, **init)
+    run = expertrack.init(project=project, name=f"{variant}-s{seed}", config=config, dir=directory, **init)
     for step in range(STEPS):
         data: dict = {"train/loss": train_loss(variant, seed, step)}
         if is_moe and moe_metrics:

@@ -93,8 +93,9 @@ def test_domain_eval_has_bars_for_every_series_in_loss_and_perplexity(selection)
     assert [t.get_text() for t in loss.texts][:4] == [f"{_mean_loss('dense', i):.2f}" for i in (0, 1, 2, None)]
     colours = {c.get_label(): c.patches[0].get_facecolor() for c in loss.containers if isinstance(c, BarContainer)}
     assert colours["MoE"] != colours["Dense"]
-    # eval/ppl overall was not logged: it is derived from eval/loss, and the note says so
-    assert any("eval/ppl not logged; drawn as exp(eval/loss)" in n for n in result.notes)
+    # eval/ppl overall is logged by no run: drawn as exp(eval/loss) for all, the figure's rule, with no note
+    assert not any("eval/ppl" in n for n in result.notes)
+    assert {s["key"] for s in result.sources if s.get("key", "").startswith("eval/")} >= {"eval/loss"}
 
 
 def test_domain_eval_without_eval_metrics_names_them(tmp_path: Path):
@@ -117,3 +118,33 @@ def test_a_run_that_diverged_is_left_out_of_the_bars_with_a_note(tmp_path: Path)
     assert "moe-s1 (nan from step 39)" in note
     code = result.table[(result.table.key == "eval/loss/code") & (result.table.series == "MoE")].iloc[0]
     assert code.n_runs == 1 and code["mean"] == pytest.approx(eval_loss("moe", 0, 0))  # not 2.6
+
+
+def test_a_series_of_one_run_gets_no_error_bar_but_keeps_its_value_label(tmp_path: Path):
+    directory = tmp_path / "runs"
+    for variant in ("dense", "moe", "moe-no-lb"):
+        log_run(directory, variant, 0)  # one seed: the demo's default
+    log_run(directory, "moe", 1)  # ... but two for the MoE
+    result = domain_eval(select(expertrack.Api(directory).runs(project="fig")))
+    loss = result.figure.axes[0]
+    assert all(len(segment) == 0 for segment in _error_segments(loss, "Dense"))  # not a zero-height cap
+    assert all(len(segment) == 2 for segment in _error_segments(loss, "MoE"))
+    assert [t.get_text() for t in loss.texts][:4] == [f"{eval_loss('dense', 0, i):.2f}" for i in (0, 1, 2, None)]
+
+
+def _error_segments(ax, label: str) -> list:
+    container = next(c for c in ax.containers if isinstance(c, BarContainer) and c.get_label() == label)
+    return container.errorbar.lines[2][0].get_segments()
+
+
+def test_a_note_says_where_logged_and_computed_perplexity_share_a_bar_group(tmp_path: Path):
+    directory = tmp_path / "runs"
+    for variant in ("dense", "moe", "moe-no-lb"):
+        log_run(directory, variant, 0)
+    with expertrack.init(project="fig", name="dense-s1", config={"variant": "dense"}, dir=directory) as run:
+        run.log({"eval/loss": 2.0, "eval/ppl": 7.0}, step=39)  # this one logs its own overall perplexity
+    result = domain_eval(select(expertrack.Api(directory).runs(project="fig")))
+    assert result.notes == [
+        "eval/ppl: drawn as exp(eval/loss) for dense-s0, moe-s0, moe-no-lb-s0, which log no eval/ppl, "
+        "beside the logged eval/ppl of dense-s1"
+    ]

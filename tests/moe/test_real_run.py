@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 import expertrack
@@ -16,8 +15,6 @@ from tests.moe.helpers import TinyMoE
 
 
 def test_router_stats_into_a_real_run_and_back(tmp_path: Path) -> None:
-    if not hasattr(expertrack, "init"):
-        pytest.skip("the core logging API has not landed yet")
     torch.manual_seed(0)
     model = TinyMoE(num_experts=4, top_k=2, depth=2)
     run = expertrack.init(project="moe", name="moe-test", dir=tmp_path)

@@ -71,10 +71,9 @@ def test_switch_router_returns_a_one_hot_first_and_logits_last() -> None:
     model = transformers.SwitchTransformersEncoderModel(config).eval()  # eval: no router jitter, no dropout
     routers = [name for name, _ in find_routers(model)]
     assert routers == ["encoder.block.0.layer.1.mlp.router", "encoder.block.1.layer.1.mlp.router"]
-    with pytest.raises(ValueError, match="top_k"):
-        watch(model)  # Switch routes top-1 but says so nowhere the watcher can read
     ids = torch.randint(0, 64, (2, 5))
-    with watch(model, top_k=1, strict=True) as watcher, torch.no_grad():
+    with watch(model, strict=True) as watcher, torch.no_grad():  # top-1 by design: no top_k to pass (issue 18)
+        assert watcher.stats.top_k == 1
         model(input_ids=ids)
         got = watcher.stats.compute()[names.TOKENS_PER_EXPERT]
     # the router's output is (int64 one-hot dispatch, top probability, logits): the logits must be the ones used

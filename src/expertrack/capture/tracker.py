@@ -5,6 +5,9 @@ the saved console.
 its own thread for a live child: the reader thread only enqueues chunks (``on_output``), so parsing and storing
 never slow the child down unless the queue fills (then the reader waits, which is back-pressure, not loss).
 
+Nothing a parser reads waits long here (issue 18): the format is chosen within DETECT_VALUE_SECONDS of the first
+line holding a value, the run's open row is published within POLL_S, and a quiet output wakes the writer.
+
 Saved with the run: ``console.log``, every byte of stdout and stderr in the order they arrived, a whole line
 at a time (see ``Console``), and ``stdout.log``, stdout alone (what the parser read, so ``reparse`` sees exactly
 the same lines). Both are appended about once a second, not per line.
@@ -21,8 +24,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from expertrack.capture.child import STDERR, STDOUT
-from expertrack.capture.parsers import ConfigItems, Item, Metrics, Parser, detect, get_parser
-from expertrack.capture.parsers.base import MAX_LINE_CHARS
+from expertrack.capture.parsers import ConfigItems, Item, Metrics, Parser, detect, get_parser, parser_names
+from expertrack.capture.parsers.base import MAX_LINE_CHARS, finished_line
+from expertrack.capture.parsers.generic import generic_metrics
 
 if TYPE_CHECKING:
     from expertrack.tracking import Run
@@ -30,11 +34,18 @@ if TYPE_CHECKING:
 CONSOLE_FILE = "console.log"
 STDOUT_FILE = "stdout.log"
 CONSOLE_FLUSH_S = 1.0
-# When to stop holding lines and choose (checked as lines arrive, and each second while idle): a known format
-# is trusted after a few lines or seconds (its first signature line alone can be ambiguous, e.g. llm.c's table
-# border); the fallback only after many, since a known format's first metric line may follow a long start-up.
+# When to stop holding lines and choose (checked as lines arrive, and while idle): a known format is trusted
+# after a few lines or seconds (its first signature line alone can be ambiguous, e.g. llm.c's table border); the
+# fallback only after many, since a known format's first metric line may follow a long start-up. But a line that
+# some parser reads a value from is held only DETECT_VALUE_SECONDS (the lines printed with it, usually in the
+# same burst, still count): every value must reach the store within a second of its line (issue 18), and the
+# writer adds up to half a second of its own.
 DETECT_MIN_LINES, DETECT_MIN_SECONDS = 20, 2.0
 DETECT_MAX_LINES, DETECT_MAX_SECONDS = 50, 15.0
+DETECT_VALUE_SECONDS = 0.15
+# How often the tracker thread looks at a quiet output (held lines to release, the run's open row to publish),
+# and how long an open row may wait before it is published while output keeps coming.
+POLL_S = 0.1
 MAX_LINE_BYTES = 4 * MAX_LINE_CHARS  # longer lines are never metrics (parsers skip them); not even buffered
 # Output waiting to be parsed, bounded in bytes (not chunks: a read is often one short line). A burst this large
 # is absorbed at once, so a child that prints faster than we parse keeps its speed; past it, the child waits.
@@ -52,13 +63,17 @@ class LineFeeder:
     coloured ``step 4: ...`` is read as the plain text on screen). A line over MAX_LINE_BYTES is cut to the text
     after its last "\\r" (a progress bar redrawn thousands of times: parsers read only its last drawing) and
     skipped only when that is still too long. Until a parser is chosen, lines are held and fed once it is.
+
+    ``live``: the output of a running program, whose values must show within a second (``Parser.go_live``).
     """
 
-    def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:
-        self._parser: Parser | None = get_parser(parser) if parser else None
+    def __init__(self, parser: str | None, announce: Callable[[str], None], live: bool = False) -> None:
+        self._live = live
+        self._parser: Parser | None = self._ready(get_parser(parser)) if parser else None
         self._announce = announce
         self._held: list[str] = []
         self._first_line_at: float | None = None
+        self._value_at: float | None = None  # when the first held line that holds a value came
         self._partial = b""
         self._skipping = False  # inside an overlong line, until its newline
         self.lines = 0  # complete lines seen
@@ -118,21 +133,27 @@ class LineFeeder:
         if self._parser is not None:
             return self._parser.feed(line)
         self._held.append(line)
+        now = time.monotonic()
         if self._first_line_at is None:
-            self._first_line_at = time.monotonic()
+            self._first_line_at = now
+        if self._live and self._value_at is None and holds_value(line):
+            self._value_at = now
         return self._choose(final=False)
 
     def _choose(self, final: bool) -> list[Item]:
         """Pick the parser when the held lines show a known format, or when waiting longer would not help."""
         name = detect(self._held)
         if not final:
-            waited = time.monotonic() - (self._first_line_at or time.monotonic())
+            now = time.monotonic()
+            waited = now - (self._first_line_at or now)
             lines, seconds = (
                 (DETECT_MAX_LINES, DETECT_MAX_SECONDS) if name == "generic" else (DETECT_MIN_LINES, DETECT_MIN_SECONDS)
             )
+            if self._value_at is not None:
+                seconds = min(seconds, self._value_at - (self._first_line_at or now) + DETECT_VALUE_SECONDS)
             if len(self._held) < lines and waited < seconds:
                 return []
-        self._parser = get_parser(name)
+        self._parser = self._ready(get_parser(name))
         if self._held:  # nothing printed, nothing to say
             self._announce(f"parsing output as {name}")
         held, self._held = self._held, []
@@ -140,6 +161,28 @@ class LineFeeder:
         for line in held:
             items += self._parser.feed(line)
         return items
+
+    def _ready(self, parser: Parser) -> Parser:
+        if self._live:
+            parser.go_live()
+        return parser
+
+
+def holds_value(line: str) -> bool:
+    """Whether any built-in parser could read a metric or config value from this line (while detecting)."""
+    if "\r" in line:
+        line = finished_line(line)
+    if len(line) > MAX_LINE_CHARS:
+        return False
+    return bool(generic_metrics(line)[1]) or any(parser.feed(line) for parser in _value_readers())
+
+
+def _value_readers() -> list[Parser]:
+    """Fresh live parsers of the families: each line is read on its own, and a value held for a step counts."""
+    readers = [get_parser(name) for name in parser_names() if name != "generic"]
+    for reader in readers:
+        reader.go_live()
+    return readers
 
 
 def _drawn_last(raw: bytes) -> bytes:
@@ -240,12 +283,13 @@ class OutputTracker:
     """Consumes the child's output on its own thread: parses stdout into the run, saves the console."""
 
     def __init__(self, parser: str | None, announce: Callable[[str], None]) -> None:
-        self.feeder = LineFeeder(parser, announce)
+        self.feeder = LineFeeder(parser, announce, live=True)
         self._announce = announce
         self._queue = ByteQueue(QUEUE_BYTES)
         self._run: Run | None = None
         self._console = Console()
         self._last_save = time.monotonic()
+        self._unpublished_since: float | None = None  # when the run's open row got its first unpublished value
         self._failed = False
         self._thread = threading.Thread(target=self._loop, name="expertrack-parse", daemon=True)
 
@@ -270,16 +314,18 @@ class OutputTracker:
         try:
             while True:
                 try:
-                    chunk = self._queue.get(timeout=CONSOLE_FLUSH_S)
+                    chunk = self._queue.get(timeout=POLL_S)
                 except queue.Empty:
                     self._track(self.feeder.poll())
-                    self._save_console()
-                    if self._run is not None:
-                        self._run.publish()  # output went quiet: store the newest step now, not at the next one
+                    self._publish(write_now=True)  # output went quiet: store the newest step now, not at the next
+                    if time.monotonic() - self._last_save >= CONSOLE_FLUSH_S:
+                        self._save_console()
                     continue
                 if chunk is None:
                     break
                 self._consume(*chunk)
+                if self._unpublished_since is not None and time.monotonic() - self._unpublished_since >= POLL_S:
+                    self._publish()  # output keeps coming, but the step it belongs to may last a minute
             self._track(self.feeder.finish())
             self._save_console()
         except Exception as exc:  # outer boundary: a tracker bug must never block or kill the child
@@ -295,6 +341,22 @@ class OutputTracker:
     def _track(self, items: list[Item]) -> None:
         if items and self._run is not None:
             apply_items(self._run, items)
+            if self._unpublished_since is None:
+                self._unpublished_since = time.monotonic()
+
+    def _publish(self, write_now: bool = False) -> None:
+        """Hand the run's open row to the writer (an explicit step keeps it open until the next step, which a
+        slow trainer prints a minute later); values logged later at the same step replace these in place.
+
+        ``write_now`` (the output went quiet) also wakes the writer instead of leaving the values to its next
+        flush, up to half a second away: at most one extra write per quiet spell, so a slow trainer's step is in
+        the store about as soon as it is printed, and a fast one's writes stay on the writer's cadence.
+        """
+        if self._unpublished_since is not None and self._run is not None:
+            self._run.publish()
+            if write_now:
+                self._run.flush(timeout=0)  # wakes the writer; does not wait for it
+        self._unpublished_since = None
 
     def _save_console(self) -> None:
         self._last_save = time.monotonic()

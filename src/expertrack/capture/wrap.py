@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expertrack.capture.child import Child, ChildExit, SpawnError, find_libstdbuf, forward_signals
+from expertrack.capture.program import ProgramProbe
 from expertrack.capture.tracker import OutputTracker
 from expertrack.notify import say
 
@@ -41,6 +42,7 @@ class WrapOptions:
     parser: str | None = None
     mirror: str | None = None  # None: $EXPERTRACK_MIRROR, else auto (as init() decides)
     stdout_mode: str = "auto"  # auto, pty, lines or pipe (see capture/child.py)
+    alerts: list[str] | None = None  # --alert specs (None: the defaults; see expertrack.alerts.config)
 
 
 def wrap(options: WrapOptions) -> int:
@@ -55,23 +57,33 @@ def wrap(options: WrapOptions) -> int:
         except SpawnError as err:
             say(str(err))
             return err.exit_code
+        # at the program's own priority: at the lower one, a busy machine would stretch this import to seconds
+        threading.Thread(target=_import_numpy, name="expertrack-preload", daemon=True).start()
         _lower_priority_of_new_threads()
+        probe = None
         try:
             run = start_run(options)
             tracker.start(run)
+            if run is not None:
+                probe = ProgramProbe(options.argv, run)  # the program's own interpreter, asked off its path
+                probe.start()
             ended = child.wait()
         finally:
             if child.running:  # our own code failed while the command still runs
                 child.send_signal(signal.SIGTERM)
-        finish_tracking(tracker, run, ended)
+        finish_tracking(tracker, run, ended, probe)
     return ended.status
 
 
-def finish_tracking(tracker: OutputTracker, run: Run | None, ended: ChildExit) -> None:
+def finish_tracking(
+    tracker: OutputTracker, run: Run | None, ended: ChildExit, probe: ProgramProbe | None = None
+) -> None:
     """Parse what is left and finish the run the way the command ended; a failure here is said, and never
     changes the exit status the caller returns."""
     try:
         tracker.close()
+        if probe is not None:
+            probe.wait()  # a program shorter than the probe: its description still goes in before the end
         if run is not None:
             run.finish(exit_code=ended.status, signal=ended.signal)
     except Exception as exc:  # outer boundary: the command has ended; its exit status must come through
@@ -98,12 +110,20 @@ def start_run(options: WrapOptions) -> Run | None:
             config=redact_config({**parse_argv_config(options.argv), **options.config}),
             dir=options.dir,
             mirror=options.mirror,
+            alerts=options.alerts,
         )
     except Exception as exc:  # outer boundary: tracking must never stop the command from running
         say(f"could not start tracking ({type(exc).__name__}: {exc}); running the command untracked")
         return None
     say(f"tracking run {run.name} ({run.id}) in {_shown(run.dir)}")
     return run
+
+
+def _import_numpy() -> None:
+    """Import NumPy now, off every other thread's path: the run's writer needs it for the summary of the first
+    values it stores, and importing it then (0.2-0.5 s on a busy 2-core machine) would hold the program's first
+    metrics back by as much (issue 18: every value in the store within a second of its line)."""
+    import numpy  # noqa: F401
 
 
 def _lower_priority_of_new_threads() -> None:

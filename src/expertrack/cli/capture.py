@@ -47,6 +47,15 @@ _PYTHON = re.compile(r"python[\d.]*")
     "come in blocks). auto: pty when expertrack's own stdout is a terminal, else lines.",
 )
 @click.option(
+    "--alert",
+    "alert_specs",
+    multiple=True,
+    metavar="RULE[:off|:NAME=VALUE,...]|FILE.toml",
+    help="Configure an alert rule (nan, spike, dead_expert, maxvio, entropy, stall), e.g. --alert stall:minutes=30 "
+    "--alert spike --alert nan:off; 'off' turns every rule off; a .toml file gives them all. Repeatable; see "
+    "docs/alerts.md.",
+)
+@click.option(
     "--as-wandb",
     is_flag=True,
     help="Run COMMAND with its `import wandb` resolved to expertrack (W&B code paths such as the HF Trainer's "
@@ -64,6 +73,7 @@ def run(
     parser: str | None,
     mirror: str | None,
     stdout_mode: str,
+    alert_specs: tuple[str, ...],
     as_wandb: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -80,6 +90,11 @@ def run(
     With --as-wandb the command's own `import wandb` records the run instead:
     expertrack run --as-wandb --project moe -- python train.py --report_to wandb
     """
+    if as_wandb and alert_specs:
+        raise click.UsageError(
+            "--alert cannot be used with --as-wandb: the program's own wandb.init() makes the run; give the rules "
+            "in a TOML file with EXPERTRACK_ALERTS=FILE instead (docs/alerts.md)"
+        )
     if as_wandb:
         given: dict[str, object] = {"--name": name, "--group": group, "--tag": tags, "--config": configs}
         given.update({"--parser": parser, "--stdout": stdout_mode != "auto"})
@@ -103,6 +118,7 @@ def run(
         parser=_checked_parser(parser),
         mirror=mirror,
         stdout_mode=stdout_mode,
+        alerts=_checked_alerts(alert_specs),
     )
     sys.exit(wrap(options))
 
@@ -161,6 +177,19 @@ def _config_options(values: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--config")
         config[key.strip()] = coerce_value(text)
     return config
+
+
+def _checked_alerts(specs: tuple[str, ...]) -> list[str] | None:
+    """Fail before anything starts when an --alert names no rule or a bad setting."""
+    if not specs:
+        return None
+    from expertrack.alerts import resolve
+
+    try:
+        resolve(list(specs))
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--alert") from err
+    return list(specs)
 
 
 def _checked_parser(parser: str | None) -> str | None:

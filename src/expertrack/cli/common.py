@@ -7,7 +7,9 @@ never print a traceback.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import re
 import shlex
 import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -177,7 +179,26 @@ def format_value(value: Any) -> str:
         if math.isinf(number):
             return "inf" if number > 0 else "-inf"
         return f"{number:.5g}"
+    if isinstance(value, (list, tuple, dict)):
+        return _flow(value)
     return str(value)
+
+
+_PLAIN_TEXT = re.compile(r"[^\s,\[\]{}:\"'#][^,\[\]{}\"]*(?<!\s)")
+
+
+def _flow(value: Any) -> str:
+    """A list or dict as a user writes one in a YAML file or a Hydra override: ``[code, math, prose]``,
+    ``{lr: 0.0003, warmup: 30}``; text is quoted only where it would read otherwise (``"a, b"``)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flow(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow(str(key))}: {_flow(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, str):
+        return value if _PLAIN_TEXT.fullmatch(value) and ": " not in value else json.dumps(value)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # null, true, false
+    return format_value(value)
 
 
 def format_bytes(size: int) -> str:
@@ -228,6 +249,33 @@ def environment_lines(env: dict[str, Any]) -> list[tuple[str, Any]]:
         lines.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(env["packages"].items()))))
     if env.get("gpus"):
         lines.append(("gpus", ", ".join(env["gpus"])))
+    ranks = env.get("distributed") or {}
+    if ranks:  # a distributed job: which process recorded the run (see docs/distributed.md)
+        local = f", local rank {ranks['local_rank']}" if ranks.get("local_rank") is not None else ""
+        lines.append(
+            (
+                "distributed",
+                f"rank {ranks.get('rank')} of {ranks.get('world_size')} ({ranks.get('source')}) on "
+                f"{ranks.get('node')}{local}; recording ranks: {ranks.get('ranks')}",
+            )
+        )
+    return lines
+
+
+def program_lines(program: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A wrapped program's description (``expertrack.capture.program``), one readable line per part."""
+    lines: list[tuple[str, Any]] = []
+    if program.get("command"):
+        lines.append(("command", shlex.join(str(a) for a in program["command"])))
+    lines.append(("executable", program.get("executable") or "(not found on PATH)"))
+    python = program.get("python") or {}
+    if python:
+        name = python.get("implementation", "Python")
+        lines.append(("python", f"{name} {python.get('version', '?')} at {python.get('executable', '?')}"))
+        packages = python.get("packages") or {}
+        lines.append(("packages", ", ".join(f"{k} {v}" for k, v in packages.items()) or "(none)"))
+    if program.get("python_error"):
+        lines.append(("python", f"could not ask the interpreter: {program['python_error']}"))
     return lines
 
 

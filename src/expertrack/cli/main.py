@@ -7,6 +7,7 @@ for torch, matplotlib or a web server. Each command lives in its own module unde
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import click
 
@@ -18,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "show": "expertrack.cli.runs:show",
     "export": "expertrack.cli.runs:export",
     "rm": "expertrack.cli.runs:rm",
+    "alerts": "expertrack.cli.alerts:alerts",
     "run": "expertrack.cli.capture:run",
     "reparse": "expertrack.cli.capture:reparse",
     "sync": "expertrack.cli.mirror:sync",
@@ -33,10 +35,11 @@ SHORT_HELP: dict[str, str] = {
     "show": "Show one run: config, summary, environment, metrics.",
     "export": "Export a run's history as CSV, Parquet or JSON lines.",
     "rm": "Delete runs from the store (asks first).",
+    "alerts": "List the alerts raised for a run (NaN, loss spike, dead expert, stall, ...).",
     "run": "Run a training command and track its output.",
     "reparse": "Rebuild a wrapped run's metrics from its saved console output.",
     "sync": "Replay local runs into Weights & Biases.",
-    "import": "Import runs from other trackers (W&B offline directories).",
+    "import": "Import runs from other trackers (W&B offline directories, Megatron-LM tokens per expert).",
     "figures": "Make the report's figures from stored runs.",
     "ui": "Serve the live local dashboard.",
     "demo": "Run the reference experiment: dense vs MoE vs MoE without load balancing.",
@@ -67,16 +70,35 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="expertrack")
-def cli() -> None:
+@click.option(
+    "--dir",
+    "dir_",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Tracking directory, as if given to the command (`expertrack --dir D ls` = `expertrack ls --dir D`).",
+)
+@click.pass_context
+def cli(ctx: click.Context, dir_: Path | None) -> None:
     """expertrack: local-first experiment tracking for dense and MoE language models.
 
     Runs are stored in a SQLite file under ./expertrack-runs (or --dir / EXPERTRACK_DIR).
     """
+    if dir_ is not None and ctx.invoked_subcommand:
+        command = cli.get_command(ctx, ctx.invoked_subcommand)
+        # the command's own --dir, when given after it, still wins: a default_map only supplies defaults
+        ctx.default_map = {ctx.invoked_subcommand: _dir_default(command, dir_)} if command else None
+
+
+def _dir_default(command: click.Command, directory: Path) -> dict[str, object]:
+    """A default_map giving ``--dir`` to ``command`` or, for a group (``import``), to each of its commands."""
+    if isinstance(command, click.Group):
+        return {name: _dir_default(sub, directory) for name, sub in command.commands.items()}
+    return {"dir_": directory}
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (also ``python -m expertrack``)."""
     from expertrack.standin import deactivate
 
     deactivate()  # `sync` and `import wandb` need the real wandb, even with $EXPERTRACK_AS_WANDB set
-    cli()
+    cli(prog_name="expertrack")

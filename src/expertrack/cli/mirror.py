@@ -55,8 +55,27 @@ def sync(runs: tuple[str, ...], project: str | None, all_: bool, timeout: float,
         store_path = Path(api.path)
     finally:
         api.close()
+    _require_wandb_setup(len(chosen))
     wandb = _import_wandb()
     _sync(store_path, chosen, wandb, timeout)
+
+
+def _require_wandb_setup(runs: int) -> None:
+    """Stop, with one message saying what is missing and how to set it up, when W&B cannot take any run: each
+    run would otherwise fail alone with the same error (issue 18)."""
+    from expertrack.mirror import wandb_configured
+
+    if wandb_configured() is not None:
+        return
+    if os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
+        missing = "WANDB_MODE is 'disabled'"
+    else:
+        missing = "W&B is not set up here: no WANDB_API_KEY, no `wandb login`, WANDB_MODE is not offline"
+    raise click.ClickException(
+        f"{missing}, so none of the {runs} run(s) can be sent (nothing was sent; they stay in the store). "
+        "Set it up with `wandb login` (or export WANDB_API_KEY=...), then run this again; or set "
+        "WANDB_MODE=offline to write W&B offline run directories and upload them later with `wandb sync DIR`."
+    )
 
 
 def _sync(store_path: Path, run_ids: list[str], wandb: Any, timeout: float) -> None:
@@ -115,3 +134,83 @@ def import_wandb(path: Path, dir_: Path | None) -> None:
                 console.print(f"  left out values that are not numbers: {left}")
     except WandbLogError as err:
         raise click.ClickException(str(err)) from err
+
+
+@import_group.command("megatron-tpe")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@dir_option
+@click.option("--run", "run_ref", metavar="RUN", help="Add the arrays to this stored run instead of a new one.")
+@click.option("--project", default="megatron", show_default=True, help="Project of the new run.")
+@click.option("--name", help="Name of the new run (default: the directory's name).")
+@click.option("--ranks", type=click.Choice(["sum", "concat"]), help="How to combine several rank files.")
+@click.option("--rank", type=click.IntRange(min=0), help="Read only this rank's file.")
+def import_megatron_tpe(
+    path: Path, dir_: Path | None, run_ref: str | None, project: str, name: str | None, ranks: str | None,
+    rank: int | None,
+) -> None:  # fmt: skip
+    """Import Megatron-LM tokens-per-expert files (tokens_per_expert/rank<N>.jsonl, written with
+    --save-tokens-per-experts-interval) as per-layer arrays moe/tokens_per_expert [L, E] of a run.
+
+    PATH is the job's --save directory, its tokens_per_expert directory, or one rank<N>.jsonl file. Several
+    ranks need --ranks sum (data-parallel copies of the same experts) or --ranks concat (expert-parallel
+    slices, in rank order), or --rank N. Megatron's iteration i is stored at step i - 1 (see docs/cli.md).
+    """
+    from expertrack.mirror.megatron_tpe import MegatronTpeError, combine
+
+    try:
+        data = combine(path, ranks=ranks, rank=rank)
+    except MegatronTpeError as err:
+        raise click.ClickException(str(err)) from err
+    stored = {key: arrays for key, arrays in data.arrays.items() if arrays}
+    if not stored:
+        first = f"; the first bad line: {data.bad_lines[0]}" if data.bad_lines else ""
+        raise click.ClickException(f"nothing to import from {path}: no complete iteration{first}")
+    target = _megatron_into(run_ref, dir_, project, name or _job_name(path), data)
+    console = make_console()
+    for key, arrays in stored.items():
+        shape = "x".join(str(n) for n in next(iter(arrays.values())).shape)
+        layers = data.layers[key]
+        console.print(
+            f"{key}: {len(arrays)} steps of [{shape}] (layers {layers[0]}-{layers[-1]}) into run {target}",
+            markup=False,
+        )
+    if data.bad_lines:
+        console.print(f"skipped {len(data.bad_lines)} bad lines; the first: {data.bad_lines[0]}", markup=False)
+    if data.incomplete:
+        console.print(f"left out {data.incomplete} iterations missing a layer or a rank", markup=False)
+
+
+def _megatron_into(run_ref: str | None, dir_: Path | None, project: str, name: str, data: Any) -> str:
+    """Store the arrays into the named run, or a new finished one; return how to name it."""
+    import time
+
+    import expertrack
+    from expertrack.mirror.megatron_tpe import summary
+    from expertrack.paths import store_path
+    from expertrack.store import Store
+    from expertrack.store.writes import add_arrays
+
+    if run_ref is not None:
+        record = resolve_run(open_api(dir_), run_ref)
+        now = time.time()
+        with Store(store_path(dir_)) as store:
+            for key, arrays in data.arrays.items():
+                add_arrays(store, record.id, key, [(step, now, a) for step, a in sorted(arrays.items())])
+        return f"{record.name} ({record.id})"
+    run = expertrack.init(project=project, name=name, dir=dir_, mirror="off", config={"megatron_tpe": summary(data)})
+    rows: dict[int, dict[str, Any]] = {}
+    for key, arrays in data.arrays.items():
+        for step, array in arrays.items():
+            rows.setdefault(step, {})[key] = array
+    for step in sorted(rows):
+        run.log(rows[step], step=step)
+    run.finish()
+    return f"{run.name} ({run.id})"
+
+
+def _job_name(path: Path) -> str:
+    """The job's directory name: the --save directory above tokens_per_expert/ or a rank file."""
+    path = path.resolve()
+    if path.is_file():
+        path = path.parent
+    return (path.parent if path.name == "tokens_per_expert" else path).name or "megatron"

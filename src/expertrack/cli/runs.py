@@ -14,6 +14,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from expertrack.capture.program import program_of
 from expertrack.cli.common import (
     RunLookupError,
     add_plain_row,
@@ -30,6 +31,7 @@ from expertrack.cli.common import (
     open_api,
     print_pairs,
     print_rows,
+    program_lines,
     resolve_run,
     run_duration,
     split_keys,
@@ -150,7 +152,11 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
     print_pairs(console, "config", flatten(dict(run.config or {})))
     print_pairs(console, "summary", flatten(dict(run.summary or {})))
     environment = dict(run.environment or {})
-    print_pairs(console, "environment", environment_lines(environment))
+    program = program_of(run)  # `expertrack run`: the wrapped program, apart from expertrack's own process
+    if program is not None:
+        print_pairs(console, "program (wrapped by expertrack run)", program_lines(program))
+    title = "environment (expertrack's process)" if program else "environment"
+    print_pairs(console, title, environment_lines(environment))
     if show_env:
         print_pairs(console, "environment variables", sorted((environment.get("env") or {}).items()))
     console.print()
@@ -160,6 +166,7 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
         console.print()
         print_rows(console, "arrays", ("key", "steps", "last step", "shape", "dtype"), arrays)
     print_pairs(console, "files", [(name, format_bytes(len(run.file(name) or b""))) for name in run.file_names()])
+    _print_alerts(console, run)
     mirror = _mirror_line(api, run.id)
     if mirror:
         console.print(f"\n[bold]W&B mirror[/bold]: {escape(mirror)}", markup=True)
@@ -217,6 +224,16 @@ def _dtype_name(dtype: str) -> str:
     if kind in kinds and size.isdigit():
         return f"{kinds[kind]}{int(size) * 8}"
     return dtype
+
+
+def _print_alerts(console: Any, run: ApiRun) -> None:
+    """The run's alerts (docs/alerts.md), when it has any."""
+    from expertrack.cli.alerts import alerts_table
+
+    found = [(run, alert) for alert in run.alerts()]
+    if found:
+        console.print("\n[bold]alerts[/bold]", markup=True)
+        console.print(alerts_table(found, with_run=False))
 
 
 def _mirror_line(api: Api, run_id: str) -> str | None:

@@ -9,6 +9,7 @@ Routes (all GET):
   /api/runs/{ref}/console?offset  its console output from a byte offset (live tail)
   /api/runs/{ref}/array?key&step  one array (e.g. moe/affinity [L,E,D]) at a step, for the MoE view
   /api/runs/{ref}/array_series?key  a small array at every step (e.g. a per-layer entropy), as columns
+  /api/runs/{ref}/alerts          its alerts, oldest first: [{"rule","key","step","value","time","message"}]
   /api/series?key&runs&buckets&after&x&lo&hi   one scalar key for several runs, min/max downsampled
   /api/grouped?key&runs&by&band&buckets       the same runs grouped (by=group|config.KEY): mean and band per group
 Bad input answers 4xx with {"error": "..."}; nothing here writes to the store.
@@ -180,6 +181,11 @@ class Handlers:
         key = _required(request, "key")
         with self.api() as api:
             return PackedJSON(_data().array_series(self._run(api, request), key))
+
+    def alerts(self, request: Request) -> Response:
+        # value: a number, null, or "NaN"/"Infinity"/"-Infinity" (JSON has none); time: unix seconds
+        with self.api() as api:
+            return JSON([alert.as_dict() for alert in self._run(api, request).alerts()])
 
     def series(self, request: Request) -> Response:
         key = _required(request, "key")
@@ -371,6 +377,7 @@ def create_app(
         Route("/api/runs/{ref}/console", h.console),
         Route("/api/runs/{ref}/array", h.array),
         Route("/api/runs/{ref}/array_series", h.array_series),
+        Route("/api/runs/{ref}/alerts", h.alerts),
     ]
     # Answers are compressed when the browser accepts gzip: a team's dashboard is read over a network, where a
     # 50-run chart's 1.2 MB costs more to send than to compress (see GZIP_LEVEL).

@@ -91,7 +91,7 @@ def run_demo(opts: DemoOptions, echo: report.Echo | None = None) -> list[RunResu
     results: list[RunResult] = []
     started = time.perf_counter()
     seeds = range(opts.seed, opts.seed + opts.seeds)
-    with report.progress(console) as bar:
+    with report.progress(console, runs=len(seeds) * len(VARIANTS)) as bar:
         for seed in seeds:
             for variant in VARIANTS:
                 cfg = replace(base, seed=seed)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from expertrack.demo.corpus import Corpus
@@ -18,7 +19,7 @@ from expertrack.demo.train import RunResult, TrainConfig
 
 Echo = Callable[..., None]
 SPECIALIZED = 1.5  # a domain counts as specialised when some expert gets this many times its uniform share
-Bar = Progress
+PLAIN_PROGRESS_EVERY_S = 5.0  # how often a line is printed when stdout is not a terminal (a log file, CI)
 
 
 def console() -> Console:
@@ -26,8 +27,11 @@ def console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
-def progress(out: Console) -> Progress:
-    """One bar per run, with its latest training loss."""
+def progress(out: Console, runs: int) -> Bar:
+    """One bar per run, with its latest training loss; plain lines when stdout is not a terminal (a bar redrawn
+    in a log file shows nothing until the end)."""
+    if not out.is_terminal:
+        return PlainProgress(out, runs)
     return Progress(
         TextColumn("{task.description:<18}"),
         BarColumn(),
@@ -36,6 +40,62 @@ def progress(out: Console) -> Progress:
         TimeElapsedColumn(),
         console=out,
     )
+
+
+class PlainProgress:
+    """Progress as plain lines, one every PLAIN_PROGRESS_EVERY_S and one as each run ends:
+    ``run 2/3 moe seed 0: step 120/300, loss 2.341, 0:45 elapsed, ETA 1:07 (all runs 4:12)``.
+
+    The ETA assumes the steps still to come (of this run, then of all runs) take as long as this run's so far.
+    Takes the calls ``rich.progress.Progress`` gets from the demo (``add_task``, ``update``, ``with``).
+    """
+
+    def __init__(self, out: Console, runs: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._out, self._runs, self._clock = out, runs, clock
+        self._tasks: list[dict[str, Any]] = []
+        self._last_line = clock()
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: int, loss: float) -> TaskID:
+        self._tasks.append({"name": description, "total": total, "done": 0, "loss": loss, "start": self._clock()})
+        return TaskID(len(self._tasks) - 1)
+
+    def update(self, task: TaskID, advance: int = 1, loss: float = math.nan) -> None:
+        state = self._tasks[task]
+        state["done"] += advance
+        state["loss"] = loss
+        now = self._clock()
+        if state["done"] >= state["total"] or now - self._last_line >= PLAIN_PROGRESS_EVERY_S:
+            self._last_line = now
+            self._out.file.write(self.line(task, now) + "\n")
+            self._out.file.flush()
+
+    def line(self, task: int, now: float) -> str:
+        """The progress line of a run at time ``now``."""
+        state = self._tasks[task]
+        done, total = state["done"], state["total"]
+        elapsed = now - state["start"]
+        per_step = elapsed / done if done else math.nan
+        left = total - done
+        text = f"run {task + 1}/{self._runs} {state['name']}: step {done}/{total}, loss {state['loss']:.3f}, "
+        text += f"{_clock_time(elapsed)} elapsed"
+        if left and done:
+            later = (self._runs - task - 1) * total  # the runs to come have this run's budget
+            text += f", ETA {_clock_time(left * per_step)} (all runs {_clock_time((left + later) * per_step)})"
+        return text
+
+
+Bar = Progress | PlainProgress
+
+
+def _clock_time(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def print_setup(echo: Echo, corpus: Corpus, cfg: TrainConfig, tracking: Path, threads: int | None) -> None:
@@ -86,29 +146,35 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def results_table(results: Sequence[RunResult], domains: Sequence[str], top_k: int) -> Table:
-    """Per-domain eval loss and perplexity per run, then the balance metrics of its last stats window."""
-    table = Table(title="results (validation, end of training)")
-    table.add_column("run")
+def results_tables(results: Sequence[RunResult], domains: Sequence[str], top_k: int) -> list[Table]:
+    """Two tables that each fit 80 columns: per-domain eval loss and perplexity (and time) per run, then the
+    balance metrics of its last stats window (MoE runs only)."""
+    losses = Table(title="validation loss / perplexity per domain, end of training")
+    losses.add_column("run")
     for d in domains:
-        table.add_column(f"{d} loss / ppl", justify="right")
-    for col in ("MaxVio", "load H/logE", "max spec.", "I(E;D)/H(D)", "time s"):
-        table.add_column(col, justify="right")
+        losses.add_column(d, justify="right")
+    losses.add_column("time s", justify="right")
     for r in results:
+        cells = [f"{r.variant} (seed {r.seed})"]
+        cells += [f"{_fmt(r.eval_loss[d])} / {_fmt(math.exp(r.eval_loss[d]), 2)}" for d in domains]
+        losses.add_row(*cells, f"{r.seconds:.0f}")
+    routing = Table(title="routing, last stats window")
+    routing.add_column("run")
+    for col in ("MaxVio", "load H/logE", "max spec.", "I(E;D)/H(D)"):
+        routing.add_column(col, justify="right")
+    for r in results:
+        if r.affinity is None and not r.balance:
+            continue  # a dense run has no router
         spec = specialization(r.affinity, top_k)
         best = max(spec.items(), key=lambda kv: kv[1]) if spec else None
-        cells = [f"{r.variant} (seed {r.seed})"]
-        for d in domains:
-            cells.append(f"{_fmt(r.eval_loss[d])} / {_fmt(math.exp(r.eval_loss[d]), 2)}")
-        cells += [
+        routing.add_row(
+            f"{r.variant} (seed {r.seed})",
             _fmt(r.balance.get("moe/maxvio")),
             _fmt(r.balance.get("moe/load_entropy_norm")),
             f"{best[1]:.2f} ({domains[best[0]]})" if best else "-",
             _fmt(domain_information(r.affinity)),
-            f"{r.seconds:.0f}",
-        ]
-        table.add_row(*cells)
-    return table
+        )
+    return [losses, routing]
 
 
 def print_results(echo: Echo, results: Sequence[RunResult], elapsed: float) -> None:
@@ -117,7 +183,8 @@ def print_results(echo: Echo, results: Sequence[RunResult], elapsed: float) -> N
         return
     domains = list(results[0].eval_loss)
     top_k = 2
-    echo(results_table(results, domains, top_k))
+    for table in results_tables(results, domains, top_k):
+        echo(table)
     echo(
         "MaxVio = (max - mean) / mean expert load (0 = balanced); load H/logE = entropy of the expert load, "
         "normalised (1 = balanced); max spec. = highest expert share of a domain's tokens relative to uniform "

@@ -1,7 +1,8 @@
 """Grouped bar figures of end-of-training values: the load-balancing ablation (3) and per-domain eval (4).
 
-A bar is the mean of a series' runs (seeds); its error bar is one standard deviation across them, and each
-run's own value is drawn as a dot, since with two or three seeds the dots say more than the bar.
+A bar is the mean of a series' runs (seeds); its error bar is one standard deviation across them (none for a
+series of one run), and each run's own value is drawn as a dot, since with two or three seeds the dots say more
+than the bar.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def _draw_panel(ax: Axes, panel: BarPanel) -> None:
     for i, series in enumerate(panel.bars):
         offsets = x - 0.4 + width * (i + 0.5)
         means = np.array([np.mean(v) if v else np.nan for v in series.values])
-        errors = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in series.values])
+        # one run has no spread to show: NaN draws no error bar at all, where 0 drew caps that read as "no variance"
+        errors = np.array([np.std(v, ddof=1) if len(v) > 1 else np.nan for v in series.values])
         ax.bar(
             offsets,
             means,
@@ -108,7 +110,7 @@ def _draw_panel(ax: Axes, panel: BarPanel) -> None:
                     markersize=2.4,
                     zorder=3,
                 )
-            top = max([mean + error, *values]) if values else np.nan
+            top = max([mean + (error if np.isfinite(error) else 0.0), *values]) if values else np.nan
             if label_values and np.isfinite(top):
                 ax.annotate(
                     f"{mean:.{decimals}f}",
@@ -128,7 +130,11 @@ def _draw_panel(ax: Axes, panel: BarPanel) -> None:
         ax.set_ylim(0, max(tops) * 1.12 or 1.0)  # room for the value labels inside the axes
 
 
-def _values(series: Series, metric: Metric, sources: list[dict], derived: dict[str, list[str]]) -> list[float]:
+def _values(
+    series: Series, metric: Metric, sources: list[dict], derived: dict[str, list[str]], exp: dict[str, list[str]]
+) -> list[float]:
+    """The end values of ``series`` for ``metric``; ``exp`` collects, per metric key, the runs whose value was
+    drawn as exp() of another key ("+" prefixed) and those that logged the key itself."""
     values = []
     for run in series.runs:
         keys = run.metric_keys()
@@ -146,7 +152,9 @@ def _values(series: Series, metric: Metric, sources: list[dict], derived: dict[s
         value, used = final_value(steps, points, metric.tail)
         if key != metric.key:
             value = float(np.exp(value))
-            derived.setdefault(f"{metric.key} not logged; drawn as exp({key}) for", []).append(run.name)
+            exp.setdefault(f"+{metric.key}", []).append(run.name)
+        elif metric.exp_of:
+            exp.setdefault(metric.key, []).append(run.name)
         values.append(value)
         sources.append({**run_record(run, series), "key": key, "steps": used, "value": value})
     return values
@@ -161,11 +169,12 @@ def build_panels(
     sources: list[dict] = []
     missing: list[str] = []
     derived: dict[str, list[str]] = {}
+    exp: dict[str, list[str]] = {}
     for title, ylabel, metrics in layout:
         panel = BarPanel(title, ylabel, [])
         columns = []
         for metric in metrics:
-            per_series = [_values(s, metric, sources, derived) for s in series]
+            per_series = [_values(s, metric, sources, derived, exp) for s in series]
             if not any(per_series):
                 missing.append(metric.key)
                 continue
@@ -195,9 +204,28 @@ def build_panels(
     if not panels:
         raise MissingDataError(f"{figure}: none of {', '.join(missing)} is logged in runs {runs}")
     notes = [f"{what} {', '.join(names)}" for what, names in derived.items()]
+    notes += _mixed_sources(layout, exp)
     if missing:
         notes.append(f"{figure}: not logged in any of runs {runs}, left out: {', '.join(missing)}")
     return panels, pd.DataFrame(rows), sources, notes
+
+
+def _mixed_sources(layout: Sequence[tuple[str, str, Sequence[Metric]]], exp: dict[str, list[str]]) -> list[str]:
+    """Notes for the bars that compare a value some runs logged with one computed for others (exp of a loss).
+
+    Drawing perplexity as exp(loss) for every run is the figure's rule (its caption and JSON say so); a note is
+    worth reading only where the same bar group mixes the two, since a run's own perplexity may be measured
+    differently (per token vs per byte, another averaging).
+    """
+    notes = []
+    for metric in (m for _, _, metrics in layout for m in metrics if m.exp_of):
+        computed, logged = exp.get(f"+{metric.key}", []), exp.get(metric.key, [])
+        if computed and logged:
+            notes.append(
+                f"{metric.key}: drawn as exp({metric.exp_of}) for {', '.join(computed)}, which log no "
+                f"{metric.key}, beside the logged {metric.key} of {', '.join(logged)}"
+            )
+    return notes
 
 
 def eval_domains(selection: Selection) -> list[str]:

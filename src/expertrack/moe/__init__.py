@@ -93,3 +93,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # later lookups skip this function
     return value
+
+
+def __dir__() -> list[str]:
+    """The lazily loaded names too (PEP 562), so ``dir()`` and tab completion show them before first use."""
+    return sorted({*globals(), *__all__})

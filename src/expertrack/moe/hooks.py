@@ -9,7 +9,9 @@ named ``router``, ``gate``, ``gate_proj`` or ``wg`` whose width (an ``nn.Linear`
 Transformers (``mlp.router``).
 
 Caveat: statistics are recomputed from the logits as softmax then top-k. Routers that pick experts differently
-(sigmoid scores, a per-expert bias as in DeepSeek-V3, capacity dropping) are measured as if they did not.
+(sigmoid scores, a per-expert bias as in DeepSeek-V3, capacity dropping) are measured as if they did not. The bias
+itself is logged, though: when every router (or its MoE block) carries one (``e_score_correction_bias`` in HF
+transformers' DeepSeek-V3, ``expert_bias`` in Megatron-LM), ``log_to`` adds it as ``moe/expert_bias`` [L, E].
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from expertrack.moe.stats import RouterStats
 ROUTER_NAMES = ("router", "gate", "gate_proj", "wg")
 _EXPERT_COUNT_ATTRS = ("num_experts", "num_local_experts", "n_routed_experts")
 _TOP_K_ATTRS = ("top_k", "num_experts_per_tok", "k")
+_BIAS_ATTRS = ("e_score_correction_bias", "expert_bias")  # auxiliary-loss-free balancing (DeepSeek-V3)
 
 
 def _router_width(module: nn.Module) -> int | None:
@@ -82,11 +85,16 @@ def _named(model: nn.Module, routers: Sequence[str]) -> list[tuple[str, nn.Modul
 def _infer_top_k(model: nn.Module, routers: list[tuple[str, nn.Module]]) -> int:
     name, router = routers[0]
     parent = dict(model.named_modules())[name.rpartition(".")[0]]
-    for owner in (router, parent, getattr(model, "config", None)):
+    config = getattr(model, "config", None)
+    for owner in (router, parent, config):
         for attr in _TOP_K_ATTRS:
             value = getattr(owner, attr, None)
             if isinstance(value, int) and value > 0:
                 return value
+    # Switch Transformers route each token to one expert by design (Fedus et al. 2021, section 2.1), so their
+    # config has no top-k field; HF names the router class after it (SwitchTransformersTop1Router).
+    if getattr(config, "model_type", None) == "switch_transformers" or type(router).__name__.endswith("Top1Router"):
+        return 1
     raise ValueError("watch(): cannot tell top_k from the model; pass top_k=...")
 
 
@@ -99,13 +107,17 @@ def watch(
     num_experts: int | None = None,
     lb_convention: str | LBConvention = "default",
     strict: bool = False,
+    capacity_factor: float | None = None,
+    process_group: Any = None,
 ) -> Watcher:
     """Hook ``model``'s routers (named in ``routers``, else found automatically) into a :class:`RouterStats`.
 
     ``top_k`` and ``num_experts`` are read from the model when not given. Pass ``stats`` to use your own
-    RouterStats; otherwise one is made with ``domains`` and ``lb_convention``. With ``strict`` an error while
+    RouterStats; otherwise one is made with ``domains``, ``lb_convention`` and ``capacity_factor`` (which adds the
+    token drop rate at that capacity). With ``strict`` an error while
     collecting statistics raises; by default it is reported once as a warning and counted in ``Watcher.errors``
-    (tracking never stops training).
+    (tracking never stops training). ``process_group`` makes the RouterStats sum its windows over that group's
+    ranks when it logs (see :class:`RouterStats`).
     """
     found = _named(model, routers) if routers is not None else find_routers(model, num_experts)
     if not found:
@@ -123,12 +135,22 @@ def watch(
     if top_k is None:
         top_k = _infer_top_k(model, found)
     if stats is None:
-        stats = RouterStats(num_experts, top_k, len(found), domains=domains, lb_convention=lb_convention)
+        stats = RouterStats(
+            num_experts,
+            top_k,
+            len(found),
+            domains=domains,
+            lb_convention=lb_convention,
+            capacity_factor=capacity_factor,
+            process_group=process_group,
+        )
     elif stats.num_experts != num_experts or stats.num_layers not in (None, len(found)):
         raise ValueError(
             f"watch(): stats expects {stats.num_experts} experts and {stats.num_layers} layers; "
             f"the model has {len(found)} routers over {num_experts} experts"
         )
+    elif process_group is not None and stats.process_group is not process_group:
+        raise ValueError("watch(): pass process_group to the RouterStats you give as stats=, not to watch()")
     return Watcher(model, found, stats, strict)
 
 
@@ -145,6 +167,7 @@ class Watcher:
         self._layers: list[torch.Tensor | None] = [None] * len(routers)
         self._domain_ids: torch.Tensor | None = None
         self._mask: torch.Tensor | None = None
+        self._biases = _bias_owners(model, routers, stats.num_experts)
         self._handles = [module.register_forward_hook(self._router_hook(i)) for i, (_, module) in enumerate(routers)]
         self._handles.append(model.register_forward_pre_hook(self._begin_pass))
         self._handles.append(model.register_forward_hook(self._end_pass))
@@ -177,8 +200,14 @@ class Watcher:
             self.enabled = enabled
 
     def log_to(self, run: Any, step: int) -> dict[str, Any]:
-        """``self.stats.log_to(run, step)``: log the window's router metrics and start a new window."""
-        return self.stats.log_to(run, step)
+        """``self.stats.log_to(run, step)``: log the window's router metrics and start a new window; with the
+        routers' balancing biases as ``moe/expert_bias`` [L, E] when the model has them (same single copy)."""
+        extra = None
+        if self._biases:
+            with torch.no_grad():
+                rows = [getattr(owner, attr).detach().float().reshape(-1) for owner, attr in self._biases]
+                extra = {names.EXPERT_BIAS: torch.stack(rows)}
+        return self.stats.log_to(run, step, extra=extra)
 
     def flush(self) -> None:
         """Hand the logits collected so far to the stats (done automatically when the model's forward ends)."""
@@ -248,3 +277,25 @@ class Watcher:
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+
+def _bias_owners(model: nn.Module, routers: list[tuple[str, nn.Module]], experts: int) -> list[tuple[nn.Module, str]]:
+    """(module, attribute) holding each router's balancing bias [E], looked up on the router, then its block;
+    [] unless every router has one (a partial [L', E] would not say which layers it is)."""
+    modules = dict(model.named_modules())
+    owners = []
+    for name, router in routers:
+        parent = modules[name.rpartition(".")[0]]
+        found = next(
+            (
+                (owner, attr)
+                for owner in (router, parent)
+                for attr in _BIAS_ATTRS
+                if isinstance(getattr(owner, attr, None), torch.Tensor) and getattr(owner, attr).numel() == experts
+            ),
+            None,
+        )
+        if found is None:
+            return []
+        owners.append(found)
+    return owners

@@ -17,6 +17,7 @@ import torch
 
 from expertrack.moe import losses, names
 from expertrack.moe._inputs import Logits, stack_logits, token_domains, token_mask
+from expertrack.moe.distributed import PassSums, reduce_window
 from expertrack.moe.losses import LBConvention, lb_from_sums, slot_counts, top_experts
 from expertrack.moe.metrics import domain_slot_counts, entropy, load_fractions, maxvio, token_entropy
 
@@ -27,6 +28,12 @@ class RouterStats:
     ``num_layers`` is taken from the first update when not given. ``domains`` names the domain ids passed to
     ``update()`` (id i is ``domains[i]``); None or [] turns the experts x domains affinity off. ``lb_convention``
     is a preset name or an :class:`~expertrack.moe.losses.LBConvention` (default: per-layer mean, divided by k).
+    ``capacity_factor`` (e.g. 1.25) also logs ``moe/drop_rate``: the share of token slots that an expert capacity
+    of ``ceil(capacity_factor * k * T / E)`` per forward pass would drop.
+
+    With ``process_group`` (a torch.distributed group, e.g. ``torch.distributed.group.WORLD``) ``compute()`` and
+    ``log_to()`` sum the window over the group's ranks in one collective, so the metrics are those of the global
+    batch, plus ``moe/maxvio_rank_max``; every rank must call them together (see ``expertrack.moe.distributed``).
     """
 
     def __init__(
@@ -36,6 +43,8 @@ class RouterStats:
         num_layers: int | None = None,
         domains: Sequence[str] | None = names.DEFAULT_DOMAINS,
         lb_convention: str | LBConvention = "default",
+        capacity_factor: float | None = None,
+        process_group: Any = None,
     ) -> None:
         if num_experts < 2:
             raise ValueError(f"num_experts must be at least 2, got {num_experts}")
@@ -46,9 +55,14 @@ class RouterStats:
         self.num_layers = num_layers
         self.domains = list(domains or [])
         self.lb_convention = losses.lb_convention(lb_convention)
+        if capacity_factor is not None and not capacity_factor > 0:
+            raise ValueError(f"capacity_factor must be greater than 0, got {capacity_factor}")
+        self.capacity_factor = capacity_factor
         self._acc: dict[str, torch.Tensor] | None = None
         self._updates = 0
         self._config_recorded = False
+        self.process_group = process_group
+        self._passes = PassSums() if process_group is not None else None  # per-pass sums for the reduction
 
     @property
     def num_updates(self) -> int:
@@ -101,6 +115,14 @@ class RouterStats:
         acc["tokens"] += tokens
         acc["z_sum"] += z_sum
         acc["entropy_sum"] += h_sum
+        if self.capacity_factor is not None:
+            # Switch Transformer / GShard capacity: each expert takes at most capacity_factor x its even share of
+            # the pass's k*T' slots; the rest overflow (Megatron-LM's get_capacity, the same ceil)
+            capacity = torch.ceil(tokens * (self.capacity_factor * self.top_k / self.num_experts))
+            acc["dropped"] += (counts - capacity).clamp_min(0).sum(-1)
+            acc["slots"] += counts.sum(-1)
+        if self._passes is not None:
+            self._passes.add(counts, lb_counts, prob_sums, tokens)
 
     def _window(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The accumulators, allocated on the logits' device at the first update."""
@@ -114,7 +136,7 @@ class RouterStats:
         if layers != self.num_layers:
             raise ValueError(f"got logits for {layers} layers; RouterStats was made for {self.num_layers} layers")
         if self._acc is None or self._acc["counts"].device != x.device:
-            self._acc = _zeros(layers, experts, len(self.domains), x.device)
+            self._acc = _zeros(layers, experts, len(self.domains), x.device, self.capacity_factor is not None)
         return self._acc
 
     def compute(self) -> dict[str, torch.Tensor]:
@@ -122,6 +144,9 @@ class RouterStats:
         acc = self._acc
         if acc is None or self._updates == 0:
             return {}
+        rank_maxvio = None
+        if self._passes is not None:  # a collective: the window of every rank in the group, summed
+            acc, rank_maxvio = reduce_window(acc, self._passes, self.process_group, self.top_k, self.lb_convention)
         log_e = math.log(self.num_experts)
         tokens = acc["tokens"].clamp_min(1)
         batches = acc["batches"].clamp_min(1)
@@ -129,6 +154,9 @@ class RouterStats:
         load_h = entropy(utilization)  # (L,)
         router_h = acc["entropy_sum"] / tokens  # (L,)
         maxvio_layers = acc["maxvio_sum"] / batches
+        load = acc["counts"].float()
+        # population standard deviation over experts (Shazeer et al. 2017, arXiv:1701.06538, CV of the load)
+        load_cv = load.std(-1, correction=0) / load.mean(-1).clamp_min(torch.finfo(load.dtype).tiny)
         out = {
             names.LB_LOSS: acc["lb_sum"] / batches,
             names.Z_LOSS: (acc["z_sum"] / tokens).mean(),
@@ -137,6 +165,11 @@ class RouterStats:
             names.ROUTER_ENTROPY_NORM: router_h.mean() / log_e,
             names.LOAD_ENTROPY: load_h.mean(),
             names.LOAD_ENTROPY_NORM: load_h.mean() / log_e,
+            names.LOAD_CV: load_cv.mean(),
+            names.DEAD_EXPERTS: (acc["counts"] == 0).sum().float(),
+            names.MAXVIO_MIN: maxvio_layers.min(),
+            names.MAXVIO_MEDIAN: torch.quantile(maxvio_layers, 0.5),  # the mean of the middle two for even L
+            names.MAXVIO_MAX: maxvio_layers.max(),
             names.UTILIZATION: utilization,
             names.TOKENS_PER_EXPERT: acc["counts"].clone(),  # copies: reset() zeroes the accumulators in place
             names.MAXVIO_LAYERS: maxvio_layers,
@@ -145,19 +178,24 @@ class RouterStats:
         }
         if self.domains:
             out[names.AFFINITY] = acc["affinity"].clone()
+        if self.capacity_factor is not None:
+            out[names.DROP_RATE] = (acc["dropped"] / acc["slots"].clamp_min(1)).mean()
+        if rank_maxvio is not None:
+            out[names.MAXVIO_RANK_MAX] = rank_maxvio
         return out
 
-    def log_to(self, run: Any, step: int) -> dict[str, Any]:
+    def log_to(self, run: Any, step: int, extra: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
         """Log the window's metrics with ``run.log(metrics, step=step)`` and start a new window.
 
-        One device-to-host copy for everything. Scalars are logged as floats, arrays as NumPy arrays (counts as
+        One device-to-host copy for everything, ``extra`` tensors included (``watch`` passes the routers'
+        balancing biases there). Scalars are logged as floats, arrays as NumPy arrays (counts as
         int64). The first call also records ``run.config["moe"]`` when the run has an item-assignable config.
         Returns what was logged ({} and nothing logged when the window is empty).
         """
         values = self.compute()
         if not values:
             return {}
-        metrics = _to_host(values)
+        metrics = _to_host({**values, **(extra or {})})
         self._record_config(run)
         run.log(metrics, step=step)
         self.reset()
@@ -168,6 +206,8 @@ class RouterStats:
         if self._acc is not None:
             for tensor in self._acc.values():
                 tensor.zero_()
+        if self._passes is not None:
+            self._passes.clear()
         self._updates = 0
 
     def config(self) -> dict[str, Any]:
@@ -178,6 +218,7 @@ class RouterStats:
             "num_layers": self.num_layers,
             "domains": list(self.domains),
             "lb_convention": self.lb_convention.name,
+            **({"capacity_factor": self.capacity_factor} if self.capacity_factor is not None else {}),
         }
 
     def _record_config(self, run: Any) -> None:
@@ -189,7 +230,9 @@ class RouterStats:
             config[names.CONFIG_KEY] = self.config()
 
 
-def _zeros(layers: int, experts: int, domains: int, device: torch.device) -> dict[str, torch.Tensor]:
+def _zeros(
+    layers: int, experts: int, domains: int, device: torch.device, capacity: bool = False
+) -> dict[str, torch.Tensor]:
     def f32(*shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float32, device=device)
 
@@ -204,6 +247,8 @@ def _zeros(layers: int, experts: int, domains: int, device: torch.device) -> dic
     }
     if domains:
         acc["affinity"] = torch.zeros(layers, experts, domains, dtype=torch.long, device=device)
+    if capacity:
+        acc["dropped"], acc["slots"] = f32(layers), f32(layers)
     return acc
 
 

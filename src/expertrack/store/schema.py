@@ -144,6 +144,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE arrays_index RENAME TO arrays;
         """,
     ),
+    (
+        4,
+        "alerts: what the alert rules raised for a run (rule, key, step, value, time, message)",
+        """
+        CREATE TABLE alerts (
+            id       INTEGER PRIMARY KEY,
+            run_id   TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            rule     TEXT NOT NULL,                     -- nan | spike | dead_expert | maxvio | entropy | stall | wandb
+            key      TEXT,                              -- the metric it concerns (NULL for a stall)
+            step     INTEGER,                           -- the step it concerns (NULL before any step)
+            value    REAL,                              -- the value that raised it (+-inf kept; NaN is NULL)
+            time     REAL NOT NULL,                     -- unix seconds when it was raised
+            message  TEXT NOT NULL
+        );
+        CREATE INDEX alerts_run ON alerts(run_id, id);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

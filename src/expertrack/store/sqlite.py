@@ -19,6 +19,7 @@ from typing import Any
 
 from expertrack.errors import AmbiguousRunError, RunNotFoundError, StoreError
 from expertrack.store import chunks
+from expertrack.store.alerts import AlertRecord, read_alerts
 from expertrack.store.schema import LATEST_VERSION, migrate
 
 BUSY_TIMEOUT_S = 30.0
@@ -494,6 +495,12 @@ class Store:
             )
             if self.version >= 2:
                 self.conn.execute("DELETE FROM scalar_pieces WHERE run_id = ?", (run_id,))
+
+    # ---- alerts -----------------------------------------------------------------------------------------------
+
+    def alerts(self, run_id: str) -> list[AlertRecord]:
+        """The alerts raised for a run, oldest first (see ``expertrack.store.alerts``)."""
+        return [alert for _run, alert in read_alerts(self.conn, run_id)]
 
     # ---- files ------------------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import expertrack
 from expertrack import (
+    AlertLevel,
     Audio,
     Histogram,
     Html,
@@ -42,6 +43,7 @@ from expertrack.compat import (
 from expertrack.tracking import Run
 
 __all__ = [
+    "AlertLevel",
     "Artifact",
     "Audio",
     "Histogram",

@@ -44,6 +44,16 @@ class Parser:
     """
 
     name: ClassVar[str] = ""
+    live: bool = False  # see ``go_live``
+
+    def go_live(self) -> None:
+        """Parse a live program's output: a value whose step a later line decides is returned at once, at a
+        provisional step, and returned again at its own step once that line comes (see ``PROVISIONAL_STEP``).
+
+        ``expertrack run`` calls this so that every value reaches the store within a second of its line, however
+        slow the program (issue 18); ``reparse`` does not, since it has every line at once and never needs to guess.
+        """
+        self.live = True
 
     def feed(self, line: str) -> list[Item]:
         """Parse one line of output (no trailing newline) and return the items it completed."""
@@ -105,6 +115,12 @@ def coerce_value(text: str) -> Any:
     return text
 
 
+# Where a live parser puts a value whose step is not known yet: the step a new run starts at. When its own step
+# turns out to be this one, the value is logged again there and replaces itself (the store keeps the last value
+# logged at a step, so a correction lands in place); when it turns out later, the value is logged again at that
+# step, and the provisional point stays where it was shown (nothing recorded is ever deleted).
+PROVISIONAL_STEP = 0
+
 # Step-less lines held before the first line with a step; a program that prints this many is taken to have no
 # steps at all, and they are counted as steps 0, 1, 2, ... (a longer numeric preamble would push the run past its
 # first step lines, which the run then refuses).
@@ -139,12 +155,14 @@ class StepClock:
         "held",
         "held_since",
         "last",
+        "provisional",
     )
 
     def __init__(self) -> None:
         self.last: int | None = None
         self.held: list[dict[str, float]] = []  # step-less values waiting for the first step
         self.held_since = 0.0  # time.monotonic() of the first held line
+        self.provisional = False  # a live program's held values are also returned at once (Parser.go_live)
         self._count = 0  # steps counted for a program without steps
         self._highest = -1
         self._offset = 0  # added to printed steps once a per-epoch counter restarted
@@ -189,7 +207,9 @@ class StepClock:
         if not self.held:
             self.held_since = time.monotonic()
         self.held.append(values)
-        return self.finish() if len(self.held) >= MAX_HELD_STEPLESS else []
+        if len(self.held) >= MAX_HELD_STEPLESS:
+            return self.finish()
+        return [Metrics(PROVISIONAL_STEP, values)] if self.provisional else []
 
     def expire(self) -> list[Item]:
         """The held values, counted as steps, once they have waited HELD_STEPLESS_S for a step (else nothing)."""

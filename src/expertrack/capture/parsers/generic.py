@@ -64,6 +64,10 @@ class JsonlParser(Parser):
     def poll(self) -> list[Item]:
         return self._clock.expire()
 
+    def go_live(self) -> None:
+        super().go_live()
+        self._clock.provisional = True
+
 
 class GenericParser(Parser):
     """Fallback parser: name=value and name: value pairs anywhere, and JSON objects."""
@@ -85,6 +89,10 @@ class GenericParser(Parser):
 
     def poll(self) -> list[Item]:
         return self._clock.expire()
+
+    def go_live(self) -> None:
+        super().go_live()
+        self._clock.provisional = True
 
 
 def generic_metrics(line: str) -> tuple[int | None, dict[str, float]]:

@@ -32,6 +32,7 @@ import re
 
 from expertrack.capture.parsers.base import (
     MAX_LINE_CHARS,
+    PROVISIONAL_STEP,
     ConfigItems,
     Item,
     Metrics,
@@ -229,7 +230,7 @@ class LlmcParser(Parser):
         if self._eval_step is None:
             self._pending.append(values)
             if len(self._pending) < _MAX_HELD_EVALUATIONS:
-                return []
+                return [Metrics(PROVISIONAL_STEP, values)] if self.live else []
             self._eval_step = 0  # evaluations and no training: they measured the weights before any update
             return self.finish()
         return [Metrics(self._eval_step, values)]

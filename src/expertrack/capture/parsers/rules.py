@@ -106,6 +106,10 @@ class RulesParser(Parser):
     def poll(self) -> list[Item]:
         return self._clock.expire()
 
+    def go_live(self) -> None:
+        super().go_live()
+        self._clock.provisional = True
+
     def _metrics(self, rule: Rule, match: re.Match[str]) -> list[Item]:
         values: dict[str, float] = {}
         for group, metric in rule.names:
