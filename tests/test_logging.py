@@ -225,8 +225,8 @@ def test_publish_writes_the_open_row_without_closing_it() -> None:
 def test_a_key_logged_again_at_a_published_step_keeps_one_point_the_later_value(
     sealed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if sealed:  # the published point went into a chunk that is no longer rewritten: readers keep the last
-        monkeypatch.setattr("expertrack.store.chunks.MAX_REWRITES", 1)
+    if sealed:  # the published point went into a piece or chunk already written: readers keep the last
+        monkeypatch.setattr("expertrack.writer.SEAL_FLUSHES", 1)
     run = expertrack.init(project="pub")
     run.log({"train_loss": 1.0}, step=4)
     run.log({"train_loss": 1.0}, step=5)

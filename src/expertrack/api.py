@@ -91,6 +91,7 @@ class ApiRun:
         self.created_at, self.ended_at = record.created_at, record.ended_at
         self.exit_code, self.exit_signal = record.exit_code, record.exit_signal
         self.heartbeat_at = record.heartbeat_at
+        self.dropped_points = record.dropped_points  # logged but not kept: the writer's bound was reached
 
     def __repr__(self) -> str:
         return f"<ApiRun {self.name!r} id={self.id} project={self.project!r} state={self.state}>"

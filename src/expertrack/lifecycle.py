@@ -4,6 +4,16 @@ Installed once per process at ``init()``. Each run not finished by the user is f
 the state that matches how the interpreter stopped. A SIGTERM (a scheduler's "stop") finishes the run as killed
 and then lets the signal do what it would have done. We only take over SIGTERM when nobody else handles it.
 
+Why SIGTERM is finished on another thread. A Python signal handler runs on the main thread between two bytecodes
+of whatever it interrupted, possibly inside ``Run.log`` while it holds the run's lock, or inside the writer's
+condition; ``finish()`` waits on both, so finishing from the handler could wait forever (issue 12). The handler
+therefore only wakes a finisher thread, started at install and waiting on an Event nobody else touches, and returns
+at once. The finisher finishes every run (waiting on locks is safe there: the main thread keeps running and lets
+them go) and then sends the process SIGTERM again with the default disposition, so the process ends with the
+status a SIGTERM gives (-15 to a parent) as before. The handler restores the default disposition first: a second
+SIGTERM while the runs finish ends the process at once, as a scheduler that insists expects. Meanwhile training
+goes on for the fraction of a second the finish takes; what it logs after the run ended is not stored.
+
 How the exit status of a SystemExit is learnt. An uncaught SystemExit never reaches ``sys.excepthook``, and by the
 time atexit handlers run CPython has already read its code and freed it. So every SystemExit we can reach carries an
 ``_ExitWitness`` in its ``__dict__``: CPython frees the SystemExit that ends the interpreter from C, after every
@@ -39,6 +49,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +59,17 @@ if TYPE_CHECKING:
     from expertrack.tracking import Run
 
 _runs: list[Run] = []
+_finishing: weakref.WeakSet[Run] = weakref.WeakSet()  # runs whose finish() began: a SIGTERM waits for it to end
 _installed = False
 _exit: dict[str, Any] = {"exception": None, "status": None}  # how the interpreter is stopping, seen by our hooks
 _original_exit = sys.exit
 _original_excepthook = sys.excepthook
 _WITNESS = "_expertrack_exit_witness"
 _MONITORING_TOOL_ID = 4  # 0 debugger, 1 coverage, 2 profiler, 5 optimizer by convention; hypothesis takes 3
+_terminate = threading.Event()  # set by the SIGTERM handler: the only thing it does that could touch a lock
+_terminate_signal: list[int] = []
+_finisher: list[threading.Thread] = []
+_owner_pid: list[int] = []  # the process that installed the handler (a forked child inherits the handler only)
 
 
 def install(run: Run) -> None:
@@ -62,6 +78,12 @@ def install(run: Run) -> None:
     _runs.append(run)
     run._on_finish.append(_forget)
     if _installed:
+        forked = bool(_owner_pid) and _owner_pid[0] != os.getpid()
+        if forked and signal.getsignal(signal.SIGTERM) is _on_sigterm and _on_main_thread():
+            # a forked process starting its own run: the parent's finisher thread did not come along, and the
+            # parent's runs are the parent's to end (their connections must not be used across a fork)
+            _runs[:] = [run]
+            _start_finisher()
         return
     _installed = True
     atexit.register(_at_exit)
@@ -71,11 +93,25 @@ def install(run: Run) -> None:
         if hasattr(builtins, name):
             setattr(builtins, name, _Quitter(getattr(builtins, name)))
     _watch_unwinding()
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    if _on_main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        _start_finisher()
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _start_finisher() -> None:
+    """The thread that finishes the runs after a SIGTERM, started now so the handler never starts a thread."""
+    _owner_pid[:] = [os.getpid()]
+    thread = threading.Thread(target=_finish_on_signal, name="expertrack-sigterm", daemon=True)
+    _finisher[:] = [thread]
+    thread.start()
+
+
 def _forget(run: Run) -> None:
+    _finishing.add(run)
     if run in _runs:
         _runs.remove(run)
     from expertrack import session
@@ -162,6 +198,9 @@ def exit_status(code: object) -> int:
 
 
 def _at_exit() -> None:
+    if _terminate.is_set() and _finisher and _finisher[0].is_alive():
+        # the program ended while a SIGTERM finish is under way: let it end the runs and the process as SIGTERM
+        _finisher[0].join()
     kind = _exit["exception"]
     for run in list(_runs):
         if kind is not None and issubclass(kind, KeyboardInterrupt):
@@ -173,7 +212,19 @@ def _at_exit() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    for run in list(_runs):
-        run.finish(exit_code=128 + signum, signal=signum)
+    """Record the request and return: no lock is taken here (see the module docstring)."""
     signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    if not _owner_pid or _owner_pid[0] != os.getpid() or not _finisher[0].is_alive():
+        os.kill(os.getpid(), signum)  # a forked child has no finisher thread: end as the signal would have
+        return
+    _terminate_signal.append(signum)
+    _terminate.set()
+
+
+def _finish_on_signal() -> None:
+    """On the finisher thread: wait for a SIGTERM, finish every run as killed, then end the process with it."""
+    _terminate.wait()
+    signum = _terminate_signal[0] if _terminate_signal else signal.SIGTERM
+    for run in [*_runs, *_finishing]:  # a run the program was finishing: its finish() returns when that one has
+        run.finish(exit_code=128 + signum, signal=signum)
+    os.kill(os.getpid(), signum)  # the handler restored the default disposition: this ends the process

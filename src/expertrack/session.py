@@ -30,7 +30,7 @@ from expertrack.store import Store
 from expertrack.summary import SummaryState
 from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
 from expertrack.tracking import Run
-from expertrack.writer import Writer
+from expertrack.writer import Writer, queue_bound
 
 DEFAULT_PROJECT = "uncategorized"
 _current: Run | None = None
@@ -178,6 +178,7 @@ def init(
             environment,
             system_interval=interval,
             alert_settings=alert_settings,
+            max_queued_points=queue_bound(_wandb_only.get("settings")),
         )
         _start_mirror(run, mode, mirror, notifier)
     _current = run
@@ -199,6 +200,7 @@ def _start(
     environment: Callable[[], str],
     system_interval: float | None = None,
     alert_settings: AlertSettings | None = None,
+    max_queued_points: int | None = None,
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
@@ -228,7 +230,15 @@ def _start(
         from expertrack.alerts.engine import AlertEngine, RunIdentity
 
         engine = AlertEngine(alert_settings, RunIdentity(run_id, fields.name or run_id, fields.project), notifier)
-    writer = Writer(store, run_id, notifier, summary=summary, environment=environment, alerts=engine)
+    writer = Writer(
+        store,
+        run_id,
+        notifier,
+        summary=summary,
+        environment=environment,
+        alerts=engine,
+        max_queued_points=max_queued_points or queue_bound(),
+    )
     writer.start()
     run = Run(
         id=run_id,

@@ -24,6 +24,7 @@ from expertrack.values import flatten
 from expertrack.writer import Writer
 
 FINISH_DEADLINE_S = 30.0
+KILLED_LOG_PAUSE_S = 0.05
 
 
 class Run(WandbRunCalls):
@@ -66,6 +67,10 @@ class Run(WandbRunCalls):
         self.config = Config(config, self._config_changed)
         self.summary = Summary(self._summary_snapshot, self._summary_set, self._summary_delete)
         self._on_finish: list[Any] = []
+        self._ended = threading.Event()  # set when finish() has returned: a second finish() waits for the first
+        self._killed = False  # finished by a signal: what the loop still logs before the process ends is not news
+        if writer is not None:
+            writer.before_flush = self.publish
         self._manual_alerts = ManualAlerts()
 
     # ---- logging ----------------------------------------------------------------------------------------------
@@ -82,22 +87,28 @@ class Run(WandbRunCalls):
         values = flatten(data, self.notifier)
         with self._lock:
             if self._finished:
-                self.notifier.once("log-after-finish", f"log() after finish() on run {self.name!r}; not stored")
-                return
-            if step is not None:
-                if type(step) is not int:
-                    step = _as_step(step)
-                if step < self._step:
-                    self._refuse(values, step)
+                if not self._killed:
+                    self.notifier.once("log-after-finish", f"log() after finish() on run {self.name!r}; not stored")
                     return
-                if step > self._step:
+            else:
+                if step is not None:
+                    if type(step) is not int:
+                        step = _as_step(step)
+                    if step < self._step:
+                        self._refuse(values, step)
+                        return
+                    if step > self._step:
+                        self._commit()
+                        self._step = step
+                    if commit is None:
+                        commit = False
+                self._pending.update(values)
+                if commit is None or commit:
                     self._commit()
-                    self._step = step
-                if commit is None:
-                    commit = False
-            self._pending.update(values)
-            if commit is None or commit:
-                self._commit()
+                return
+        # a signal ended the run and the process ends once the writer is done: a loop still logging here would
+        # only take CPU from that last flush (the signal's default action would have stopped it already)
+        time.sleep(KILLED_LOG_PAUSE_S)
 
     def publish(self) -> None:
         """Write the open row's values now, keeping the row open at the same step.
@@ -109,7 +120,7 @@ class Run(WandbRunCalls):
         """
         with self._lock:
             if self._pending and self._queue is not None and not self._finished:
-                self._queue.append(("m", self._step, time.time(), self._pending))
+                self._enqueue(self._step, time.time(), self._pending)
                 self._pending = {}
 
     def _log_row(self, values: Mapping[str, Any], step: int, timestamp: float) -> None:
@@ -125,22 +136,41 @@ class Run(WandbRunCalls):
                 self._refuse(flat, step)
                 return
             if flat and self._queue is not None:
-                self._queue.append(("m", step, float(timestamp), flat))
+                self._enqueue(step, float(timestamp), flat)
             self._step = step + 1
 
     def _log_series(self, values: Mapping[str, Any], index: int, timestamp: float) -> None:
         """Points outside the run's steps (system metrics: ``index`` is the sample's number), written as they come,
         even while ``finish()`` runs; they never open, move or commit the rows that ``log()`` makes."""
-        if self._queue is not None:
-            self._queue.append(("m", int(index), float(timestamp), flatten(values, self.notifier)))
+        flat = flatten(values, self.notifier)
+        with self._lock:  # counted against the writer's bound like log()'s rows (a sampler thread, never a handler)
+            self._enqueue(int(index), float(timestamp), flat)
 
     def _commit(self) -> None:
         """Emit the open row at the current step and advance (call with the lock held)."""
-        if self._pending:
-            if self._queue is not None:
-                self._queue.append(("m", self._step, time.time(), self._pending))
+        pending = self._pending
+        if pending:
+            writer = self._writer
+            if writer is not None:
+                # inlined _enqueue: this is log()'s hot path
+                if writer.logged_points - writer.settled_points < writer.max_queued_points:
+                    writer.logged_points += len(pending)
+                    writer.queue.append(("m", self._step, time.time(), pending))
+                else:
+                    writer.drop(len(pending))
             self._pending = {}
         self._step += 1
+
+    def _enqueue(self, step: int, timestamp: float, values: dict[str, Any]) -> None:
+        """Queue one row for the writer, or count it dropped past the writer's bound (call with the lock held)."""
+        writer = self._writer
+        if writer is None:
+            return
+        if writer.logged_points - writer.settled_points < writer.max_queued_points:
+            writer.logged_points += len(values)
+            writer.queue.append(("m", step, timestamp, values))
+        else:
+            writer.drop(len(values))
 
     def _refuse(self, values: dict[str, Any], step: int) -> None:
         key = next(iter(values), "<empty>")
@@ -196,9 +226,13 @@ class Run(WandbRunCalls):
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
     def flush(self, timeout: float = FINISH_DEADLINE_S) -> bool:
-        """Write everything logged so far to the store; False if ``timeout`` passed first."""
-        # an open row (commit=False, or an explicit step) is written when committed, as in wandb
-        return self._writer.flush(timeout) if self._writer is not None else True
+        """Write everything logged so far to the store, the open row of ``log(x, step=N)`` included (it stays
+        open: values logged later at that step replace these); False if ``timeout`` passed first, the store
+        could not be written (the message says why), or the run has finished (its writer is stopped)."""
+        if self._writer is None:
+            return True
+        self.publish()
+        return self._writer.flush(timeout)
 
     def finish(
         self,
@@ -209,14 +243,26 @@ class Run(WandbRunCalls):
     ) -> None:
         """End the run: finished (exit code 0 or None), failed (non-zero), or killed (``signal`` given).
 
-        Waits at most ``timeout`` seconds for the writer, and never for the network.
+        Waits at most ``timeout`` seconds for the writer, and never for the network. Called while another
+        thread is finishing the run (a SIGTERM during a finish), it returns when that finish has.
         """
         with self._lock:
-            if self._finished:
-                return
-            if self._pending:
-                self._commit()
-            self._finished = True
+            owner = not self._finished  # the first caller ends the run; any other waits for it to have ended
+            if owner:
+                if self._pending:
+                    self._commit()
+                self._finished = True
+                self._killed = bool(signal)
+        if not owner:
+            self._ended.wait(timeout)
+            return
+        try:
+            self._end(exit_code, signal, timeout)
+        finally:
+            self._ended.set()
+
+    def _end(self, exit_code: int | None, signal: int | None, timeout: float) -> None:
+        """Queue the end record and close the writer (``finish`` has marked the run finished)."""
         state = "killed" if signal else ("failed" if exit_code else "finished")
         self._put(("end", state, exit_code if exit_code is not None else 0, signal, time.time()), force=True)
         for callback in self._on_finish:
@@ -225,7 +271,7 @@ class Run(WandbRunCalls):
             self.notifier.once(
                 "finish-timeout",
                 f"finish(): the store did not answer within {timeout:.0f} s; "
-                f"{len(self._writer.queue)} records of run {self.name!r} were not written",
+                f"{self._writer.unwritten_points():,} points of run {self.name!r} were not written",
             )
 
     def __enter__(self) -> Run:

@@ -123,6 +123,7 @@ def test_run_page_detail_and_console_tail(tracking_dir: Path) -> None:
     assert detail["config"] == {"lr": 3e-4, "model": {"layers": 2}}
     assert detail["summary"]["train/loss"] == pytest.approx(4.0 / 60 + 3e-4)
     assert isinstance(detail["environment"], dict) and detail["files"] == ["console.log"]
+    assert detail["dropped_points"] == 0  # the run page shows it when a run dropped any (issue 12)
     assert client.get("/api/runs/dense-a").json()["id"] == dense  # by name too
     whole = client.get(f"/api/runs/{dense}/console").json()
     assert whole["present"] and whole["text"].startswith("step 0\n") and not whole["truncated"]

@@ -177,6 +177,7 @@ def _header(run: ApiRun) -> list[tuple[str, Any]]:
     exit_status = "-" if run.exit_code is None else str(run.exit_code)
     if run.exit_signal is not None:
         exit_status += f" (signal {run.exit_signal})"
+    dropped = [("dropped points", f"{run.dropped_points:,} (the store did not keep up)")] if run.dropped_points else []
     return [
         ("name", run.name),
         ("project", run.project),
@@ -188,6 +189,7 @@ def _header(run: ApiRun) -> list[tuple[str, Any]]:
         ("started", format_time(run.created_at)),
         ("ended", format_time(run.ended_at)),
         ("duration", format_duration(run_duration(run, time.time()))),
+        *dropped,
     ]
 
 

@@ -174,6 +174,7 @@ def run_detail(run: Any, with_env: bool = False) -> dict[str, Any]:
         "metric_defs": run.metric_defs or [],
         "exit_code": run.exit_code,
         "exit_signal": run.exit_signal,
+        "dropped_points": run.dropped_points,
         "files": run.file_names(),
     }
 

@@ -93,6 +93,28 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        2,
+        "write path: points dropped past the writer's bound, per run; recent points as per-flush pieces",
+        """
+        ALTER TABLE runs ADD COLUMN dropped_points INTEGER NOT NULL DEFAULT 0;
+
+        -- One row per writer flush: the new points of every key it touched, until the writer seals them into
+        -- scalar_chunks. keys is a JSON list of [key_id, n]; steps/times/vals hold those keys' points in that
+        -- order, in the same encoding as scalar_chunks. Several writers of one run each add their own rows.
+        CREATE TABLE scalar_pieces (
+            run_id    TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            seq       INTEGER NOT NULL,
+            n         INTEGER NOT NULL,
+            step_max  INTEGER NOT NULL,
+            keys      TEXT NOT NULL,
+            steps     BLOB NOT NULL,
+            times     BLOB NOT NULL,
+            vals      BLOB NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
         3,
         "arrays split: the index (step, time, dtype, shape, size) apart from the payload (array_data)",
         # Why: in one WITHOUT ROWID table an 80 MB payload lay in the index's own b-tree, so listing a run's

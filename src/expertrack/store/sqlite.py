@@ -54,6 +54,7 @@ class RunRecord:
     environment: dict[str, Any]
     hostname: str | None
     pid: int | None
+    dropped_points: int = 0  # points the writer could not keep (its memory bound was reached); schema 2
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
@@ -106,6 +107,7 @@ class Store:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self.readonly = readonly
         self.version = 0  # the schema version, once opened
+        self._run_columns = _RUN_COLUMNS + ", 0"  # with dropped_points once the schema has it (version 2)
         try:
             if readonly:
                 if not self.path.exists():
@@ -151,11 +153,13 @@ class Store:
         if self.readonly:
             if 0 < self.version < LATEST_VERSION:
                 self._upgrade_for_reading()
-            return
-        self._enable_wal()
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.version = migrate(self.conn, self._check_ours)
-        self._check_ours()
+        else:
+            self._enable_wal()
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.version = migrate(self.conn, self._check_ours)
+            self._check_ours()
+        if self.version >= 2:
+            self._run_columns = _RUN_COLUMNS + ", dropped_points"
 
     def _upgrade_for_reading(self) -> None:
         """Readers of a store an older expertrack wrote bring it to this schema first (the migrations keep every
@@ -225,7 +229,7 @@ class Store:
 
     def runs(self, project: str | None = None) -> list[RunRecord]:
         """Every run (of ``project`` if given), oldest first."""
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        sql = f"SELECT {self._run_columns} FROM runs"
         args: tuple[Any, ...] = ()
         if project is not None:
             sql, args = sql + " WHERE project = ?", (project,)
@@ -234,7 +238,7 @@ class Store:
 
     def run(self, run_id: str) -> RunRecord:
         """The run with exactly this id."""
-        row = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {self._run_columns} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r} in {self.path}")
         return RunRecord.from_row(row)
@@ -243,14 +247,14 @@ class Store:
         """A run named by its id, else by its name, else by a unique id prefix; several runs of that name, or
         several ids of that prefix, raise ``AmbiguousRunError``. A whole name beats an id prefix: the run named
         ``e`` is never mistaken for the run whose id starts with ``e``."""
-        row = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (ref,)).fetchone()
+        row = self.conn.execute(f"SELECT {self._run_columns} FROM runs WHERE id = ?", (ref,)).fetchone()
         if row is not None:
             return RunRecord.from_row(row)
-        rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (ref,)).fetchall()
+        rows = self.conn.execute(f"SELECT {self._run_columns} FROM runs WHERE name = ?", (ref,)).fetchall()
         if not rows:
             escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             rows = self.conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",)
+                f"SELECT {self._run_columns} FROM runs WHERE id LIKE ? ESCAPE '\\'", (escaped + "%",)
             ).fetchall()
         if len(rows) == 1:
             return RunRecord.from_row(rows[0])
@@ -290,16 +294,34 @@ class Store:
             " ORDER BY name",
             (run_id,),
         ).fetchall()
-        return [r[0] for r in rows]
+        names = {r[0] for r in rows}
+        if table == "scalar_chunks" and self.version >= 2:  # a key whose points are all still in pieces
+            in_pieces = chunks.piece_counts(self._piece_headers(run_id))
+            if in_pieces:
+                ids = {v: k for k, v in self.key_ids(run_id).items()}
+                names.update(ids[i] for i in in_pieces if i in ids)
+        return sorted(names)
+
+    def _piece_headers(self, run_id: str) -> list[tuple[str]]:
+        if self.version < 2:
+            return []
+        return self.conn.execute("SELECT keys FROM scalar_pieces WHERE run_id = ?", (run_id,)).fetchall()
 
     def point_counts(self, run_id: str, key: str | None = None) -> dict[str, int]:
-        """Number of stored points per scalar key (of ``key`` alone if given), in one grouped query."""
+        """Number of stored points per scalar key (of ``key`` alone if given): chunks in one grouped query, plus
+        the newest points, in the run's pieces."""
         sql = "SELECT k.name, SUM(c.n) FROM keys k JOIN scalar_chunks c ON c.key_id = k.id WHERE k.run_id = ?"
         args: tuple[Any, ...] = (run_id,)
         if key is not None:
             sql, args = sql + " AND k.name = ?", (run_id, key)
         rows = self.conn.execute(sql + " GROUP BY k.name", args).fetchall()
-        return {name: int(n) for name, n in rows}
+        counts = {name: int(n) for name, n in rows}
+        in_pieces = chunks.piece_counts(self._piece_headers(run_id))
+        if in_pieces:
+            for name, key_id in self.key_ids(run_id).items():
+                if key_id in in_pieces and (key is None or name == key):
+                    counts[name] = counts.get(name, 0) + in_pieces[key_id]
+        return counts
 
     def scalar_overview(self, run_id: str) -> dict[str, ScalarOverview]:
         """Per scalar key: points, last step and value, min and max (NaN ignored), sorted by key.
@@ -329,7 +351,36 @@ class Store:
                 if last_step is None:
                     last_step, last = seen.last_step, seen.last
             out[name] = ScalarOverview(int(n), last_step, last, low, high)
-        return out
+        if self.version >= 2:
+            self._overview_of_pieces(run_id, out)
+        return dict(sorted(out.items()))
+
+    def _overview_of_pieces(self, run_id: str, out: dict[str, ScalarOverview]) -> None:
+        """Fold the run's pieces (its newest points, not yet in chunks) into ``scalar_overview``'s answer, reading
+        each piece once whatever the number of keys."""
+        import numpy as np
+
+        names = {key_id: name for name, key_id in self.key_ids(run_id).items()}
+        rows = self.conn.execute(
+            "SELECT keys, steps, vals FROM scalar_pieces WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+        for key_id, step_blob, value_blob in chunks.piece_entries(rows):
+            name = names.get(key_id)
+            if name is None or not step_blob:
+                continue
+            values = np.frombuffer(value_blob, dtype="<f8")
+            finite = values[~np.isnan(values)]
+            low, high = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
+            last_step = int(np.frombuffer(step_blob, dtype="<i8").max())
+            last: float | None = float(values[-1])
+            seen = out.get(name)
+            n = values.size
+            if seen is not None:
+                n += seen.points
+                low, high = _fold(min, seen.min, low), _fold(max, seen.max, high)
+                if seen.last_step is not None and seen.last_step > last_step:  # another writer's is newer
+                    last_step, last = seen.last_step, seen.last
+            out[name] = ScalarOverview(int(n), last_step, last, low, high)
 
     def array_overview(self, run_id: str) -> dict[str, ArrayOverview]:
         """Per array key: steps logged, the last step, and that step's shape, dtype and size, sorted by key.
@@ -359,7 +410,16 @@ class Store:
         if after_step is not None:
             sql, args = sql + " AND c.step_max > ?", (*args, after_step)
         rows = self.conn.execute(sql + " ORDER BY c.seq", args).fetchall()
-        steps, times, values = chunks.last_per_step(*chunks.decode(rows))
+        if self.version >= 2:  # the newest points, not yet sealed into chunks, are in the run's pieces
+            key_id = self.conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ?", (run_id, key)).fetchone()
+            if key_id is not None:
+                piece_sql = "SELECT keys, steps, times, vals FROM scalar_pieces WHERE run_id = ?"
+                piece_args: tuple[Any, ...] = (run_id,)
+                if after_step is not None:
+                    piece_sql, piece_args = piece_sql + " AND step_max > ?", (run_id, after_step)
+                pieces = self.conn.execute(piece_sql + " ORDER BY seq", piece_args).fetchall()
+                rows += chunks.piece_slices(pieces, key_id[0])
+        steps, times, values = chunks.last_per_step(*chunks.in_step_order(*chunks.decode(rows)))
         if after_step is not None and steps.size and steps[0] <= after_step:
             keep = steps > after_step
             steps, times, values = steps[keep], times[keep], values[keep]
@@ -369,8 +429,14 @@ class Store:
         """The highest step of any scalar or array of the run, or None when nothing was logged.
 
         Steps only grow within a series, so each series' last chunk (by primary key) holds its highest step:
-        this never scans chunk data, and the dashboard calls it for every running run on every poll.
+        this never scans chunk data, and the dashboard calls it for every running run on every poll. The newest
+        points may still be in pieces (each carries its step maximum).
         """
+        pieces = None
+        if self.version >= 2:
+            pieces = self.conn.execute(
+                "SELECT MAX(step_max) FROM scalar_pieces WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
         row = self.conn.execute(
             "SELECT MAX(m) FROM (SELECT (SELECT step_max FROM scalar_chunks c WHERE c.key_id = k.id"
             " ORDER BY c.seq DESC LIMIT 1) AS m FROM keys k WHERE k.run_id = ?"
@@ -378,7 +444,8 @@ class Store:
             " WHERE k.run_id = ?)",
             (run_id, run_id),
         ).fetchone()
-        return None if row[0] is None else int(row[0])
+        known = [int(v) for v in (row[0], pieces) if v is not None]
+        return max(known) if known else None
 
     def read_arrays(self, run_id: str, key: str, after_step: int | None = None) -> list[tuple[int, float, Any]]:
         """[(step, time, ndarray)] of one array series, in step order."""
@@ -426,6 +493,8 @@ class Store:
             self.conn.execute(
                 "DELETE FROM scalar_chunks WHERE key_id IN (SELECT id FROM keys WHERE run_id = ?)", (run_id,)
             )
+            if self.version >= 2:
+                self.conn.execute("DELETE FROM scalar_pieces WHERE run_id = ?", (run_id,))
 
     # ---- alerts -----------------------------------------------------------------------------------------------
 
@@ -491,6 +560,13 @@ def insert_array(conn: sqlite3.Connection, key_id: int, step: int, time: float, 
 
 
 class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; on an error, or a COMMIT that fails (a full disk), ``ROLLBACK``.
+
+    A failed COMMIT can leave the transaction open, and then every later ``BEGIN`` fails; rolling back lets the
+    next flush start afresh. The ROLLBACK's own error (SQLite may already have rolled back: "no transaction is
+    active") never replaces the error that caused it.
+    """
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
@@ -499,4 +575,18 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the error that brought us here is the one to report

@@ -83,6 +83,7 @@ export class RunPage {
       ["tags", el("span", {}, ...(run.tags || []).map((t) => el("span", { class: "chip", text: t })))],
       ["created", fmtDate(run.created_at)], ["duration", this.durationCell],
       ["steps", run.last_step === null ? "" : String(run.last_step)],
+      ["dropped points", run.dropped_points ? `${run.dropped_points.toLocaleString()} (the store did not keep up)` : ""],
       ["exit", run.exit_code === null || run.exit_code === undefined ? "" : `code ${run.exit_code}${run.exit_signal ? `, signal ${run.exit_signal}` : ""}`],
     ].filter(([, v]) => v !== null && v !== undefined && v !== "");
     this.root.replaceChildren(
