@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expertrack import lifecycle
+from expertrack import allranks, lifecycle
 from expertrack import ranks as rank_info
 from expertrack.alerts.config import AlertSettings
 from expertrack.alerts.config import resolve as resolve_alerts
@@ -146,6 +146,10 @@ def init(
     # ---- distributed jobs (issue 15): which rank records; see expertrack.ranks and docs/distributed.md ----
     where = rank_info.detect(rank, world_size)
     ranks = _ranks_setting(ranks, where, notifier)
+    writing_rank: int | None = None  # ranks="all": this process's rank, its points' dimension
+    if ranks == "all" and where.distributed and mode != "disabled":
+        id, ranks = _shared_run_id(id, where, project, notifier)
+        writing_rank = where.rank if ranks == "all" else None
     recording = rank_info.records(where, ranks)
     interval = sampling_interval(system_metrics)
     # ---- end of distributed jobs ----
@@ -179,8 +183,10 @@ def init(
             system_interval=interval,
             alert_settings=alert_settings,
             max_queued_points=queue_bound(_wandb_only.get("settings")),
+            rank=writing_rank,
         )
-        _start_mirror(run, mode, mirror, notifier)
+        if not writing_rank:  # one mirror per run: rank 0's
+            _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
     return run
@@ -201,30 +207,20 @@ def _start(
     system_interval: float | None = None,
     alert_settings: AlertSettings | None = None,
     max_queued_points: int | None = None,
+    rank: int | None = None,
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
-    existing = _existing(store, run_id)
-    if existing is not None and resume in (None, False, "never"):
-        store.close()
-        raise ExpertrackError(
-            f"a run with id {run_id!r} already exists in {directory}; pass resume='allow' "
-            "to continue it, or choose another id"
-        )
-    if existing is None and resume == "must":
-        store.close()
-        raise ExpertrackError(f"resume='must' but there is no run with id {run_id!r} in {directory}")
     summary = SummaryState()
     fields = _RunFields(project or DEFAULT_PROJECT, name, group, tags, notes, config)
-    if existing is not None:
+    existing: bool | None = None
+    if rank:  # ranks="all", a rank other than 0: it joins the run rank 0 owns (expertrack.allranks)
         assert run_id is not None
-        fields, start_step = _resume(store, run_id, fields, summary)
+        start_step = allranks.join(store, run_id, rank, fields.project)
+        fields.name = fields.name or run_id
     else:
-        run_id = run_id or _new_id()
-        fields.name = fields.name or _default_name(store, fields.project)
-        start_step = 0
-        _insert(store, run_id, fields)
-    first_sample = _next_system_sample(store, run_id) if existing is not None else 0  # before the writer's thread
+        run_id, fields, start_step, existing = _open_run(store, run_id, resume, fields, summary, rank)
+    first_sample = _next_system_sample(store, run_id, rank or 0) if existing is not None else 0  # before the writer
     engine = None
     if alert_settings is not None:
         from expertrack.alerts.engine import AlertEngine, RunIdentity
@@ -238,6 +234,7 @@ def _start(
         environment=environment,
         alerts=engine,
         max_queued_points=max_queued_points or queue_bound(),
+        rank=rank,
     )
     writer.start()
     run = Run(
@@ -260,9 +257,54 @@ def _start(
     return run
 
 
-def _next_system_sample(store: Store, run_id: str) -> int:
+def _open_run(
+    store: Store,
+    run_id: str | None,
+    resume: bool | str | None,
+    fields: _RunFields,
+    summary: SummaryState,
+    rank: int | None,
+) -> tuple[str, _RunFields, int, bool | None]:
+    """Create or resume the run's row: (id, fields, first step, whether it existed). ``rank`` is 0 under
+    ``ranks="all"`` (the owner: it fills in a placeholder row another rank made first), else None."""
+    existing = _existing(store, run_id)
+    claimed = rank == 0 and existing is not None and run_id is not None and allranks.placeholder(store, run_id)
+    if claimed:
+        existing = None
+    if existing is not None and resume in (None, False, "never"):
+        store.close()
+        raise ExpertrackError(
+            f"a run with id {run_id!r} already exists in {store.path.parent}; pass resume='allow' "
+            "to continue it, or choose another id"
+        )
+    if existing is None and resume == "must" and not claimed:
+        store.close()
+        raise ExpertrackError(f"resume='must' but there is no run with id {run_id!r} in {store.path.parent}")
+    if existing is not None:
+        assert run_id is not None
+        fields, start_step = _resume(store, run_id, fields, summary)
+    else:
+        run_id = run_id or _new_id()
+        fields.name = fields.name or _default_name(store, fields.project)
+        start_step = 0
+        if claimed:
+            allranks.claim(store, run_id, fields.project, fields.name, _row_fields(fields))
+        else:
+            _insert(store, run_id, fields)
+    if rank == 0:
+        with store.transaction() as conn:
+            allranks.register(conn, run_id, 0)
+    return run_id, fields, start_step, existing
+
+
+def _row_fields(fields: _RunFields) -> dict[str, Any]:
+    return {"group": fields.group, "tags": fields.tags, "notes": fields.notes, "config": dumps(fields.config)}
+
+
+def _next_system_sample(store: Store, run_id: str, rank: int = 0) -> int:
     """A resumed run's system series go on after their last sample (their step is the sample's number)."""
-    last = [store.read_scalars(run_id, k)[0][-1:] for k in store.scalar_keys(run_id) if k.startswith(SYSTEM_PREFIX)]
+    keys = [k for k in store.scalar_keys(run_id, rank) if k.startswith(SYSTEM_PREFIX)]
+    last = [store.read_scalars(run_id, k, rank=rank)[0][-1:] for k in keys]
     return max((int(steps[0]) + 1 for steps in last if len(steps)), default=0)
 
 
@@ -393,17 +435,28 @@ def _with_ranks(distributed: dict[str, Any]) -> Callable[[], str]:
 
 
 def _ranks_setting(ranks: str | int | None, where: rank_info.RankInfo, notifier: Notifier) -> str | int:
-    """``init(ranks=...)``, else ``$EXPERTRACK_RANKS``, else ``"zero"``; ``"all"`` is not built yet (said once)."""
+    """``init(ranks=...)``, else ``$EXPERTRACK_RANKS``, else ``"zero"``."""
     if ranks is None:
         text = os.environ.get("EXPERTRACK_RANKS", "").strip() or "zero"
         ranks = int(text) if text.isdigit() else text
-    if ranks == "all" and where.distributed and where.rank == 0:
+    return ranks
+
+
+def _shared_run_id(
+    run_id: str | None, where: rank_info.RankInfo, project: str | None, notifier: Notifier
+) -> tuple[str | None, str]:
+    """(the run id every rank writes, ``"all"``), or, when the ranks cannot agree on one, (``run_id``,
+    ``"zero"``): rank 0 records alone, as it says once."""
+    shared, source = allranks.shared_id(run_id, where, project or DEFAULT_PROJECT, _new_id())
+    if shared is not None:
+        return shared, "all"
+    if where.rank == 0:
         notifier.once(
             "ranks-all",
-            "init(ranks='all'): every rank writing one run is not built yet (docs/distributed.md); "
-            "rank 0 records this run and the other ranks store nothing",
+            f"init(ranks='all'): the ranks cannot agree on one run id ({source}); rank 0 records this run alone "
+            "(docs/distributed.md)",
         )
-    return ranks
+    return run_id, "zero"
 
 
 def _start_mirror(run: Run, mode: str | None, mirror: str, notifier: Notifier) -> None:

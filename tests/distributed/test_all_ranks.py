@@ -1,0 +1,103 @@
+"""init(ranks="all"): one run that every rank writes, each point labelled with its rank (issue 15).
+
+Real torch.distributed (gloo on CPU) in real processes started by torch.multiprocessing, a real SQLite store that
+both ranks write at once, and a real SIGKILL of one rank while the other goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+
+import expertrack
+from expertrack.writer import LOSS_BOUND_S
+from tests.distributed.all_ranks_workers import STEPS, every_rank_logs, logs_until_killed
+
+
+def only_run(directory: Path) -> expertrack.ApiRun:
+    runs = expertrack.Api(directory).runs()
+    assert len(runs) == 1, [(r.id, r.name) for r in runs]
+    return runs[0]
+
+
+def test_every_rank_writes_one_run_read_back_per_rank(tmp_path: Path) -> None:
+    directory = tmp_path / "runs"
+    mp.spawn(every_rank_logs, args=(2, str(tmp_path / "rdzv"), str(directory)), nprocs=2, join=True)
+    run = only_run(directory)
+    assert run.ranks() == [0, 1]
+    for rank in (0, 1):
+        steps, _times, values = run.scalars("loss", rank=rank)
+        assert steps.tolist() == list(range(STEPS))
+        assert values.tolist() == [rank * 10.0 + s for s in range(STEPS)]
+        frame = run.history(rank=rank)
+        assert frame["loss"].tolist() == [rank * 10.0 + s for s in range(STEPS)]
+        assert f"only_rank_{rank}" in frame.columns and f"only_rank_{1 - rank}" not in frame.columns
+    # a reader that knows nothing of ranks sees rank 0's series, under plain names (nothing mangled)
+    assert run.metric_keys() == ["loss", "only_rank_0"]
+    assert run.history()["loss"].tolist() == [float(s) for s in range(STEPS)]
+    # the run's row is rank 0's: its config, summary and end; rank 1 ended later with exit code 3, in its own row
+    assert run.config == {"lr": 0.1, "seen_by": 0, "last_writer": 0}
+    assert run.summary["best"] == 0.0 and run.summary["loss"] == STEPS - 1
+    assert (run.state, run.exit_code) == ("finished", 0)
+    assert run.environment["distributed"]["ranks"] == "all" and run.environment["distributed"]["rank"] == 0
+    states = run.rank_states()
+    assert sorted(states) == [0, 1]
+    assert (states[0].state, states[0].exit_code) == ("finished", 0)
+    assert (states[1].state, states[1].exit_code) == ("failed", 3)
+    with pytest.raises(ValueError, match="has no series of rank 2; its ranks: \\[0, 1\\]"):
+        run.history(rank=2)
+
+
+def _poll(condition: object, what: str, limit_s: float = 120.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"waited {limit_s} s for {what}"
+        time.sleep(0.05)
+
+
+def _progress(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    lines = [line.split() for line in path.read_text().splitlines() if len(line.split()) == 2]
+    return np.array([int(s) for s, _ in lines]), np.array([float(t) for _, t in lines])
+
+
+def test_a_rank_killed_with_sigkill_loses_only_its_last_second(tmp_path: Path) -> None:
+    directory, out = tmp_path / "runs", tmp_path / "out"
+    out.mkdir()
+    context = mp.spawn(
+        logs_until_killed,
+        args=(2, str(tmp_path / "rdzv"), str(directory), str(out)),
+        nprocs=2,
+        join=False,
+    )
+    assert context is not None
+    rank1 = out / "rank1.log"
+    _poll(lambda: rank1.exists() and _progress(rank1)[0].size > 300, "rank 1 to log 300 points")
+    killed_at = time.time()
+    os.kill(context.processes[1].pid, signal.SIGKILL)
+    context.processes[1].join(60)
+    assert context.processes[1].exitcode == -signal.SIGKILL
+    (out / "finish").write_text("")
+    context.processes[0].join(120)
+    assert context.processes[0].exitcode == 0  # rank 0 went on and finished
+    run = only_run(directory)
+    assert run.state == "finished"  # the run is rank 0's: finished, although rank 1 crashed
+    states = run.rank_states()
+    assert states[0].state == "finished" and states[1].state == "crashed"
+    # rank 0 lost nothing
+    logged0 = int((out / "rank0.done").read_text())
+    assert run.scalars("loss")[0].tolist() == list(range(logged0))
+    # rank 1 lost only what it logged in the last LOSS_BOUND_S before the kill; what it stored has no gap
+    stored, _times, values = run.scalars("loss", rank=1)
+    assert stored.tolist() == list(range(stored.size)) and values.tolist() == [float(s) for s in stored]
+    logged_steps, logged_times = _progress(rank1)
+    older = logged_steps[logged_times < killed_at - LOSS_BOUND_S]
+    assert older.size > 0 and stored.size > int(older.max()), (
+        f"rank 1 lost points logged more than {LOSS_BOUND_S} s before SIGKILL: stored up to {stored.size - 1}, "
+        f"logged {int(older.max())} by then"
+    )
