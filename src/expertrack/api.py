@@ -5,6 +5,7 @@ Opens the store read-only, so it is safe beside running trainers and never chang
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -92,6 +93,7 @@ class ApiRun:
         self.exit_code, self.exit_signal = record.exit_code, record.exit_signal
         self.heartbeat_at = record.heartbeat_at
         self.dropped_points = record.dropped_points  # logged but not kept: the writer's bound was reached
+        self.rank = 0  # whose series the reads return when they are given no rank= (see at_rank)
 
     def __repr__(self) -> str:
         return f"<ApiRun {self.name!r} id={self.id} project={self.project!r} state={self.state}>"
@@ -106,10 +108,17 @@ class ApiRun:
         rank reads ``crashed``); empty for other runs, whose state is the run's."""
         return self._store.rank_states(self.id)
 
+    def at_rank(self, rank: int) -> ApiRun:
+        """The same run read as ``rank`` wrote it: every read without ``rank=`` returns that rank's series (what
+        ``expertrack export --rank`` and the dashboard's rank choice use). ValueError for a rank it does not have."""
+        view = copy.copy(self)
+        view.rank = self._rank(rank)
+        return view
+
     def _rank(self, rank: int | None) -> int:
-        """``rank`` checked: None is rank 0 (a single writer's, or the default series of a ``ranks="all"`` run)."""
+        """``rank`` checked: None is this view's rank (0: a single writer's, or the default of ``ranks="all"``)."""
         if rank is None:
-            return 0
+            return self.rank
         if isinstance(rank, bool) or not isinstance(rank, int):
             raise TypeError(f"rank= takes a rank number, not {rank!r}")
         if rank != 0 and rank not in self.ranks():

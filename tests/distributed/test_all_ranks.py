@@ -101,3 +101,44 @@ def test_a_rank_killed_with_sigkill_loses_only_its_last_second(tmp_path: Path) -
         f"rank 1 lost points logged more than {LOSS_BOUND_S} s before SIGKILL: stored up to {stored.size - 1}, "
         f"logged {int(older.max())} by then"
     )
+
+
+def test_ranks_started_with_an_explicit_id_share_it_and_rank_0_owns_the_row(tmp_path: Path) -> None:
+    from tests.distributed.builders import two_rank_run
+
+    two_rank_run(tmp_path)  # rank 1 first: its placeholder row is filled in by rank 0, not refused as a clash
+    run = only_run(tmp_path)
+    assert (run.id, run.name, run.config, run.state) == ("tworanks", "named-by-0", {"rank": 0}, "finished")
+    assert run.ranks() == [0, 1] and run.scalars("loss", rank=1)[2].tolist() == [10.0, 11.0, 12.0, 13.0]
+    assert run.at_rank(1).history()["loss"].tolist() == [10.0, 11.0, 12.0, 13.0]
+    assert run.history()["loss"].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_without_a_way_to_share_an_id_rank_0_records_alone_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for rank in (1, 0):
+        run = expertrack.init(project="p", rank=rank, world_size=2, ranks="all", dir=tmp_path, system_metrics=False)
+        run.log({"loss": float(rank)})
+        run.finish()
+    assert "the ranks cannot agree on one run id" in capsys.readouterr().err
+    run = only_run(tmp_path)  # rank 1 stored nothing, as under the default ranks="zero"
+    assert run.ranks() == [0] and run.environment["distributed"]["ranks"] == "zero"
+
+
+def test_ranks_of_one_job_derive_one_id_from_the_launchers_job_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    ids = set()
+    for rank in (0, 1):
+        monkeypatch.setattr("expertrack.allranks._calls", iter([0]))  # each rank is its own process: first init()
+        run = expertrack.init(project="p", rank=rank, world_size=2, ranks="all", dir=tmp_path, system_metrics=False)
+        run.log({"loss": float(rank)})
+        run.finish()
+        ids.add(run.id)
+    assert len(ids) == 1
+    assert only_run(tmp_path).ranks() == [0, 1]
