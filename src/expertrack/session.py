@@ -225,7 +225,10 @@ def _start(
     if alert_settings is not None:
         from expertrack.alerts.engine import AlertEngine, RunIdentity
 
-        engine = AlertEngine(alert_settings, RunIdentity(run_id, fields.name or run_id, fields.project), notifier)
+        shown = fields.name or run_id
+        if rank:  # the alerts table has no rank: another rank's alert says whose series it is in its run name
+            shown = f"{shown} (rank {rank})"
+        engine = AlertEngine(alert_settings, RunIdentity(run_id, shown, fields.project), notifier)
     writer = Writer(
         store,
         run_id,

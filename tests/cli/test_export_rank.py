@@ -34,3 +34,11 @@ def test_export_of_a_rank_the_run_does_not_have_names_the_ranks_it_has(tmp_path:
     code, text = export(tmp_path, "--rank", "5")
     assert code == 1
     assert "has no series of rank 5; its ranks: [0, 1]" in text
+
+
+def test_show_lists_each_ranks_state(tmp_path: Path) -> None:
+    two_rank_run(tmp_path)
+    result = CliRunner().invoke(cli, ["show", "tworanks", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "rank 0" in result.output and "rank 1" in result.output
+    assert result.output.count("finished") >= 3  # the run's state and each rank's

@@ -149,6 +149,9 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
     run = resolve_run(api, run_ref)
     console = make_console()
     print_pairs(console, f"run {run.id}", _header(run))
+    ranks = _rank_lines(run)
+    if ranks:  # a ranks="all" run: each rank's own state; the series listed below are rank 0's
+        print_pairs(console, "ranks (series below: rank 0's; export --rank N for another)", ranks)
     print_pairs(console, "config", flatten(dict(run.config or {})))
     print_pairs(console, "summary", flatten(dict(run.summary or {})))
     environment = dict(run.environment or {})
@@ -191,6 +194,15 @@ def _header(run: ApiRun) -> list[tuple[str, Any]]:
         ("duration", format_duration(run_duration(run, time.time()))),
         *dropped,
     ]
+
+
+def _rank_lines(run: ApiRun) -> list[tuple[str, Any]]:
+    """One line per rank of a ``ranks="all"`` run: its state, exit code, node and process; none for other runs."""
+    lines = []
+    for rank, seen in run.rank_states().items():
+        exit_status = "" if seen.exit_code is None else f", exit {seen.exit_code}"
+        lines.append((f"rank {rank}", f"{seen.state}{exit_status} on {seen.node or '?'} (pid {seen.pid})"))
+    return lines
 
 
 def _metrics_rows(run: ApiRun) -> list[list[str]]:
