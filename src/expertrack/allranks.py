@@ -64,7 +64,7 @@ def claim(store: Store, run_id: str, project: str, name: str, fields: dict[str, 
     with store.transaction() as conn:
         conn.execute(
             "UPDATE runs SET project = ?, name = ?, run_group = ?, tags = ?, notes = ?, config = ?, hostname = ?,"
-            " pid = ?, heartbeat_at = ? WHERE id = ?",
+            " pid = ?, heartbeat_at = ?, state = 'running', ended_at = NULL, exit_code = NULL WHERE id = ?",
             (
                 project,
                 name,

@@ -526,6 +526,8 @@ class Writer:
                 "UPDATE run_ranks SET heartbeat_at = ?, dropped_points = ? WHERE run_id = ? AND rank = ?",
                 (now, self.dropped_points, self.run_id, self.rank),
             )
+            if not self.owns_run:  # a placeholder row (rank 0 not here yet, or on another node) lives while we do
+                conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND pid IS NULL", (now, self.run_id))
         if due and self.owns_run:
             summary = json.dumps(self.summary.snapshot()) if self._summary_dirty else None
             found = conn.execute(
@@ -608,10 +610,17 @@ class Writer:
             )
 
     def _end_rank(self, conn: Any, record: tuple[Any, ...]) -> None:
-        """This rank's own end, in its run_ranks row (ranks="all")."""
+        """This rank's own end, in its run_ranks row (ranks="all"). A placeholder run row (rank 0 never came to
+        this store: another node's) ends with the last of this store's ranks, so it does not read as crashed."""
         _, state, exit_code, _signal, ended_at = record
         conn.execute(
             "UPDATE run_ranks SET state = ?, exit_code = ?, ended_at = ?, heartbeat_at = ?"
             " WHERE run_id = ? AND rank = ?",
             (state, exit_code, ended_at, ended_at, self.run_id, self.rank),
         )
+        if not self.owns_run:
+            conn.execute(
+                "UPDATE runs SET state = ?, exit_code = ?, ended_at = ? WHERE id = ? AND pid IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM run_ranks WHERE run_id = ? AND state = 'running' AND rank != ?)",
+                (state, exit_code, ended_at, self.run_id, self.run_id, self.rank),
+            )

@@ -142,3 +142,14 @@ def test_ranks_of_one_job_derive_one_id_from_the_launchers_job_id(
         ids.add(run.id)
     assert len(ids) == 1
     assert only_run(tmp_path).ranks() == [0, 1]
+
+
+def test_a_nodes_store_without_rank_0_holds_its_ranks_and_ends_with_them(tmp_path: Path) -> None:
+    # the second node of a 2-node job: rank 0 writes another node's store, so rank 1's placeholder row stays
+    run = expertrack.init(project="p", id="job7", rank=1, world_size=2, ranks="all", dir=tmp_path, system_metrics=False)
+    run.log({"loss": 1.5})
+    run.finish()
+    stored = only_run(tmp_path)
+    assert stored.state == "finished"  # not "crashed" a minute later: the last of this store's ranks ended it
+    assert stored.ranks() == [1] and stored.scalars("loss", rank=1)[2].tolist() == [1.5]
+    assert stored.rank_states()[1].state == "finished"

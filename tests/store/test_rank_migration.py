@@ -67,3 +67,15 @@ def test_after_migration_a_key_has_one_series_per_rank_and_deletes_still_cascade
     with sqlite3.connect(tmp_path / "store.db") as check:
         for table in ("keys", "scalar_chunks", "arrays", "array_data", "scalar_pieces"):
             assert check.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+
+
+def test_arrays_added_to_a_stored_run_go_to_rank_0s_key(tmp_path: Path) -> None:
+    from expertrack.store.writes import add_arrays
+
+    _store_before_ranks(tmp_path / "store.db")
+    with Store(tmp_path / "store.db") as store:
+        with store.transaction() as conn:  # rank 1's key of the same name, made first
+            conn.execute("INSERT INTO keys (run_id, name, rank) VALUES ('r1', 'tpe', 1)")
+        add_arrays(store, "r1", "tpe", [(4, 14.0, np.zeros(3, "<f4"))])
+    run = expertrack.Api(tmp_path).run("r1")
+    assert run.array_steps("tpe") == [4] and run.array_steps("tpe", rank=1) == []
