@@ -153,3 +153,26 @@ def test_a_nodes_store_without_rank_0_holds_its_ranks_and_ends_with_them(tmp_pat
     assert stored.state == "finished"  # not "crashed" a minute later: the last of this store's ranks ended it
     assert stored.ranks() == [1] and stored.scalars("loss", rank=1)[2].tolist() == [1.5]
     assert stored.rank_states()[1].state == "finished"
+
+
+def test_torchrun_with_expertrack_ranks_all_makes_one_run_of_both_ranks(tmp_path: Path) -> None:
+    # the unmodified script sets up no process group: the ranks agree on the id through TORCHELASTIC_RUN_ID
+    import subprocess
+    import sys
+
+    from tests.distributed.workers import write_script
+
+    script = write_script(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "SLURM_", "TORCHELASTIC"))}
+    env.update(
+        EXPERTRACK_DIR=str(tmp_path / "runs"), EXPERTRACK_RANKS="all", EXPERTRACK_MIRROR="off", OMP_NUM_THREADS="1"
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(tmp_path / "runs")
+    assert run.state == "finished" and run.ranks() == [0, 1]
+    for rank in (0, 1):
+        assert run.scalars("loss", rank=rank)[2].tolist() == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
+    assert run.environment["distributed"]["source"] == "torchrun"
+    assert {r: s.state for r, s in run.rank_states().items()} == {0: "finished", 1: "finished"}
