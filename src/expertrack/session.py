@@ -128,7 +128,8 @@ def init(
 
     Under a launcher (torchrun, SLURM, torch.distributed) only rank 0 records by default; the other ranks get a
     run that accepts every call and stores nothing. ``rank``/``world_size`` override what the launcher says;
-    ``ranks`` (default ``$EXPERTRACK_RANKS``, else ``"zero"``) may name another recording rank (see
+    ``ranks`` (default ``$EXPERTRACK_RANKS``, else ``"zero"``) may name another recording rank, or be ``"all"``:
+    every rank writes one run, its points labelled with its rank, rank 0 owning the run's row (expertrack.allranks,
     docs/distributed.md). ``system_metrics`` (default ``$EXPERTRACK_SYSTEM_METRICS``, else on) samples CPU,
     memory and GPUs every 10 s, or every given number of seconds; False turns it off.
     """
