@@ -7,8 +7,8 @@ Every rank opens its node's store with its own writer. The rules, so that the ra
   same on every rank. Without any of them the ranks cannot agree, and rank 0 alone records (said once).
 - **Points.** Each rank's keys are its own series (``keys.rank``), so nothing is mangled into metric names.
 - **The run's row is rank 0's**: project, name, config, summary, environment and state. The run is finished when
-  rank 0 finishes. A rank that starts before rank 0 has made the row makes a placeholder row, which rank 0 then
-  fills in (never an "id already exists" error).
+  rank 0 finishes. A rank that starts before rank 0 has made the row makes a placeholder row (no pid), which rank
+  0's insert then fills in (``CLAIM``; never an "id already exists" error).
 - **Each rank's own state** is a row of ``run_ranks`` (node, pid, heartbeat, state, end), so a rank killed with
   SIGKILL shows as crashed there while the run goes on with the others.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import socket
 import sys
@@ -59,25 +58,14 @@ def placeholder(store: Store, run_id: str) -> bool:
     return bool(rows) and 0 not in {r[0] for r in rows}
 
 
-def claim(store: Store, run_id: str, project: str, name: str, fields: dict[str, Any]) -> None:
-    """Rank 0 fills in a placeholder row another rank made: the run's fields are rank 0's."""
-    with store.transaction() as conn:
-        conn.execute(
-            "UPDATE runs SET project = ?, name = ?, run_group = ?, tags = ?, notes = ?, config = ?, hostname = ?,"
-            " pid = ?, heartbeat_at = ?, state = 'running', ended_at = NULL, exit_code = NULL WHERE id = ?",
-            (
-                project,
-                name,
-                fields["group"],
-                json.dumps(fields["tags"] or []),
-                fields["notes"],
-                fields["config"],
-                socket.gethostname(),
-                os.getpid(),
-                time.time(),
-                run_id,
-            ),
-        )
+# Appended to rank 0's INSERT of the run's row: a placeholder row (no pid: made by another rank that started
+# first) becomes rank 0's, in the same statement, so no rank can slip in between a check and the insert.
+CLAIM = (
+    " ON CONFLICT (id) DO UPDATE SET project = excluded.project, name = excluded.name,"
+    " run_group = excluded.run_group, tags = excluded.tags, notes = excluded.notes, config = excluded.config,"
+    " state = 'running', ended_at = NULL, exit_code = NULL, heartbeat_at = excluded.heartbeat_at,"
+    " hostname = excluded.hostname, pid = excluded.pid WHERE runs.pid IS NULL"
+)
 
 
 def join(store: Store, run_id: str, rank: int, project: str) -> int:

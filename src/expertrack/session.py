@@ -291,18 +291,11 @@ def _open_run(
         run_id = run_id or _new_id()
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
-        if claimed:
-            allranks.claim(store, run_id, fields.project, fields.name, _row_fields(fields))
-        else:
-            _insert(store, run_id, fields)
+        _insert(store, run_id, fields, claim=rank == 0)
     if rank == 0:
         with store.transaction() as conn:
             allranks.register(conn, run_id, 0)
     return run_id, fields, start_step, existing
-
-
-def _row_fields(fields: _RunFields) -> dict[str, Any]:
-    return {"group": fields.group, "tags": fields.tags, "notes": fields.notes, "config": dumps(fields.config)}
 
 
 def _next_system_sample(store: Store, run_id: str, rank: int = 0) -> int:
@@ -344,12 +337,14 @@ def _existing(store: Store, run_id: str | None) -> bool | None:
     return True if row else None
 
 
-def _insert(store: Store, run_id: str, fields: _RunFields) -> None:
+def _insert(store: Store, run_id: str, fields: _RunFields, claim: bool = False) -> None:
+    """The run's row. ``claim`` (rank 0 under ranks="all"): a placeholder row another rank made first, even a
+    moment ago, is filled in instead (expertrack.allranks); a row that is no placeholder (it has a pid) stays."""
     now = time.time()
     with store.transaction() as conn:
         conn.execute(
             "INSERT INTO runs (id, project, name, run_group, tags, notes, state, created_at, heartbeat_at, config,"
-            " hostname, pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            " hostname, pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)" + (allranks.CLAIM if claim else ""),
             (
                 run_id,
                 fields.project,

@@ -176,3 +176,16 @@ def test_torchrun_with_expertrack_ranks_all_makes_one_run_of_both_ranks(tmp_path
         assert run.scalars("loss", rank=rank)[2].tolist() == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
     assert run.environment["distributed"]["source"] == "torchrun"
     assert {r: s.state for r, s in run.rank_states().items()} == {0: "finished", 1: "finished"}
+
+
+def test_rank_0_claims_a_placeholder_made_after_it_looked(tmp_path: Path) -> None:
+    # the race the SIGKILL test once lost: rank 0 found no row, rank 1 made its placeholder, rank 0 inserted
+    from expertrack import allranks, session
+    from expertrack.store import Store
+
+    with Store(tmp_path / "store.db") as store:
+        allranks.join(store, "race", 1, "p")  # rank 1 between rank 0's look and its insert
+        fields = session._RunFields("p", "rank-0-name", None, None, None, {"lr": 1})
+        session._insert(store, "race", fields, claim=True)  # once raised "UNIQUE constraint failed: runs.id"
+    run = only_run(tmp_path)
+    assert (run.name, run.config, run.state) == ("rank-0-name", {"lr": 1}, "running")
