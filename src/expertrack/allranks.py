@@ -70,7 +70,8 @@ CLAIM = (
 
 def join(store: Store, run_id: str, rank: int, project: str) -> int:
     """A rank other than 0 joins the run: its row made as a placeholder when rank 0 has not made it yet, and its
-    own ``run_ranks`` row. Returns the step after the run's last (a resumed run goes on from there)."""
+    own ``run_ranks`` row. Returns the step after this rank's own last (0 unless it resumes): rank 0 may have
+    logged already, and its steps must not shift this rank's."""
     now = time.time()
     with store.transaction() as conn:
         # hostname and pid stay empty: the run's liveness is rank 0's (its heartbeat, once it has claimed the row)
@@ -80,8 +81,11 @@ def join(store: Store, run_id: str, rank: int, project: str) -> int:
             (run_id, project, run_id, now, now),
         )
         register(conn, run_id, rank, now)
-    last = store.last_step(run_id)
-    return last + 1 if last is not None else 0
+    last = [store.read_scalars(run_id, key, rank=rank)[0][-1:] for key in store.scalar_keys(run_id, rank)]
+    steps = [int(s[0]) for s in last if len(s)] + [
+        step for key in store.array_keys(run_id, rank) for step in store.array_steps(run_id, key, rank)[-1:]
+    ]
+    return max(steps) + 1 if steps else 0
 
 
 def register(conn: Any, run_id: str, rank: int, now: float | None = None) -> None:

@@ -189,3 +189,15 @@ def test_rank_0_claims_a_placeholder_made_after_it_looked(tmp_path: Path) -> Non
         session._insert(store, "race", fields, claim=True)  # once raised "UNIQUE constraint failed: runs.id"
     run = only_run(tmp_path)
     assert (run.name, run.config, run.state) == ("rank-0-name", {"lr": 1}, "running")
+
+
+def test_a_rank_that_joins_after_rank_0_logged_counts_its_own_steps_from_0(tmp_path: Path) -> None:
+    settings = {"project": "p", "id": "late", "world_size": 2, "ranks": "all", "dir": tmp_path, "system_metrics": False}
+    first = expertrack.init(rank=0, **settings)
+    for _ in range(5):
+        first.log({"loss": 0.0})
+    first.finish()  # rank 0's five steps are stored before rank 1 starts
+    late = expertrack.init(rank=1, **settings)
+    late.log({"loss": 1.0})  # wandb's automatic step: this rank's first
+    late.finish()
+    assert only_run(tmp_path).scalars("loss", rank=1)[0].tolist() == [0]
