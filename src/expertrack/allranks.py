@@ -68,6 +68,12 @@ CLAIM = (
 )
 
 
+def wrote_before(store: Store, run_id: str, rank: int) -> bool:
+    """Whether ``rank`` already has a part in the stored run of that id (a second job reusing the id, or a resume)."""
+    row = store.conn.execute("SELECT 1 FROM run_ranks WHERE run_id = ? AND rank = ?", (run_id, rank)).fetchone()
+    return row is not None
+
+
 def join(store: Store, run_id: str, rank: int, project: str) -> int:
     """A rank other than 0 joins the run: its row made as a placeholder when rank 0 has not made it yet, and its
     own ``run_ranks`` row. Returns the step after this rank's own last (0 unless it resumes): rank 0 may have

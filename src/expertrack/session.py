@@ -146,7 +146,7 @@ def init(
     directory = tracking_dir(dir)
     # ---- distributed jobs (issue 15): which rank records; see expertrack.ranks and docs/distributed.md ----
     where = rank_info.detect(rank, world_size)
-    ranks = _ranks_setting(ranks, where, notifier)
+    ranks = _ranks_setting(ranks)
     writing_rank: int | None = None  # ranks="all": this process's rank, its points' dimension
     if ranks == "all" and where.distributed and mode != "disabled":
         id, ranks = _shared_run_id(id, where, project, notifier)
@@ -217,6 +217,12 @@ def _start(
     existing: bool | None = None
     if rank:  # ranks="all", a rank other than 0: it joins the run rank 0 owns (expertrack.allranks)
         assert run_id is not None
+        if allranks.wrote_before(store, run_id, rank) and resume in (None, False, "never"):
+            store.close()  # as rank 0 refuses the id: this rank already wrote a run of that id
+            raise ExpertrackError(
+                f"rank {rank} already wrote a run with id {run_id!r} in {directory}; pass resume='allow' "
+                "to continue it, or choose another id"
+            )
         start_step = allranks.join(store, run_id, rank, fields.project)
         fields.name = fields.name or run_id
     else:
@@ -433,7 +439,7 @@ def _with_ranks(distributed: dict[str, Any]) -> Callable[[], str]:
     return capture
 
 
-def _ranks_setting(ranks: str | int | None, where: rank_info.RankInfo, notifier: Notifier) -> str | int:
+def _ranks_setting(ranks: str | int | None) -> str | int:
     """``init(ranks=...)``, else ``$EXPERTRACK_RANKS``, else ``"zero"``."""
     if ranks is None:
         text = os.environ.get("EXPERTRACK_RANKS", "").strip() or "zero"

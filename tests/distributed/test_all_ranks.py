@@ -201,3 +201,22 @@ def test_a_rank_that_joins_after_rank_0_logged_counts_its_own_steps_from_0(tmp_p
     late.log({"loss": 1.0})  # wandb's automatic step: this rank's first
     late.finish()
     assert only_run(tmp_path).scalars("loss", rank=1)[0].tolist() == [0]
+
+
+def test_reusing_an_id_is_refused_on_every_rank_unless_resumed(tmp_path: Path) -> None:
+    from tests.distributed.builders import two_rank_run
+
+    two_rank_run(tmp_path)
+    for rank in (1, 0):
+        with pytest.raises(expertrack.ExpertrackError, match="already"):
+            expertrack.init(id="tworanks", rank=rank, world_size=2, ranks="all", dir=tmp_path, system_metrics=False)
+    for rank in (1, 0):
+        run = expertrack.init(
+            id="tworanks", rank=rank, world_size=2, ranks="all", dir=tmp_path, resume="allow", system_metrics=False
+        )
+        run.log({"loss": 100.0 + rank})  # each rank goes on after its own last step (3)
+        run.finish()
+    stored = only_run(tmp_path)
+    assert stored.scalars("loss", rank=1)[0].tolist() == [0, 1, 2, 3, 4]
+    assert stored.scalars("loss", rank=1)[2].tolist()[-1] == 101.0
+    assert stored.scalars("loss")[2].tolist()[-1] == 100.0 and stored.state == "finished"
