@@ -124,6 +124,12 @@ class ApiRun:
         """(steps, times, values) NumPy arrays: every point of one scalar series (after ``after_step`` if given)."""
         return self._store.read_scalars(self.id, key, after_step)
 
+    def scalar_envelope(self, key: str) -> Any:
+        """The first, min, max, last and first NaN point of every 64-point block of a scalar series, with each
+        point's block number (``expertrack.store.levels.Envelope``): enough to chart it with every spike kept,
+        read mostly from precomputed levels. None when the key is unknown or the points must be read whole."""
+        return self._store.read_envelope(self.id, key)
+
     def arrays(self, key: str) -> tuple[Any, Any]:
         """(steps [n], values [n, *shape]) of one array series; raises KeyError when the run has no such key."""
         import numpy as np

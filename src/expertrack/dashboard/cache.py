@@ -36,6 +36,7 @@ class SeriesCache:
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], tuple[np.ndarray, ...], int]] = OrderedDict()
+        self._envelopes: OrderedDict[tuple[str, str, str], tuple[tuple[Any, ...], Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def scalars(self, run: Any, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,10 +65,38 @@ class SeriesCache:
                     array.setflags(write=False)  # shared between requests: nobody may change them in place
                 self._items[name] = (mark, (steps, times, values), size)
                 self.used += size
-            while self.used > self.max_bytes and self._items:
-                _, (_, _, dropped) = self._items.popitem(last=False)
-                self.used -= dropped
+            self._evict()
         return steps, times, values
+
+    def envelope(self, run: Any, key: str) -> Any:
+        """The block picks of ``key`` in ``run`` (``ApiRun.scalar_envelope``), from memory while the run has not
+        changed; a run that changed is read afresh (its levels are a few percent of its points)."""
+        mark, name = run_mark(run), (run.id, key, "levels")
+        with self._lock:
+            item = self._envelopes.get(name)
+            if item is not None and item[0] == mark:
+                self._envelopes.move_to_end(name)
+                self.hits += 1
+                return item[1]
+        envelope = run.scalar_envelope(key)
+        size = 0 if envelope is None else envelope.steps.nbytes * 3
+        with self._lock:
+            self.misses += 1
+            old = self._envelopes.pop(name, None)
+            if old is not None:
+                self.used -= old[2]
+            if size <= self.max_bytes:
+                self._envelopes[name] = (mark, envelope, size)
+                self.used += size
+            self._evict()
+        return envelope
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries (series first) while over ``max_bytes``; the lock is held."""
+        while self.used > self.max_bytes and (self._items or self._envelopes):
+            items = self._items if self._items else self._envelopes
+            _, entry = items.popitem(last=False)
+            self.used -= entry[2]
 
 
 def _extended(

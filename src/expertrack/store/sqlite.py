@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.errors import AmbiguousRunError, RunNotFoundError, StoreError
-from expertrack.store import chunks
+from expertrack.store import chunks, levels
 from expertrack.store.alerts import AlertRecord, read_alerts
 from expertrack.store.schema import LATEST_VERSION, migrate
 
@@ -424,6 +424,14 @@ class Store:
             keep = steps > after_step
             steps, times, values = steps[keep], times[keep], values[keep]
         return steps, times, values
+
+    def read_envelope(self, run_id: str, key: str) -> levels.Envelope | None:
+        """The block picks (first, min, max, last, first NaN of every 64 points) of one scalar series, mostly from
+        the chunks' precomputed levels: what a chart of a long series needs (``expertrack.store.levels``). None
+        when the key is unknown or the store predates levels, or writers' chunks interleave: read the points."""
+        if self.version < 5:
+            return None
+        return levels.read_envelope(self.conn, run_id, key)
 
     def last_step(self, run_id: str) -> int | None:
         """The highest step of any scalar or array of the run, or None when nothing was logged.
