@@ -17,7 +17,7 @@ import expertrack
 from expertrack import writer
 from expertrack.dashboard.data import series
 from expertrack.store import Store, chunks
-from expertrack.store.levels import LEVEL_POINTS, Envelope
+from expertrack.store.levels import Envelope
 
 
 def crafted(n: int) -> tuple[np.ndarray, dict[int, float]]:
