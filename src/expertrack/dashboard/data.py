@@ -132,8 +132,10 @@ class RowCache:
         if cached is not None and cached[0] == sig:
             return cached[1]
         old = cached[1] if cached is not None else None
-        if old is not None and run.state == "running":  # only new points since the last look
-            steps, _times, values = run.scalars(key, after_step=old.last_step)
+        # A running run: only the points from the last step seen on, since a value logged again at that step
+        # replaces it; read whole when the best was that point (the replaced value may have been the best).
+        if old is not None and run.state == "running" and old.best_step != old.last_step:
+            steps, _times, values = run.scalars(key, after_step=old.last_step - 1)
             stats: Stats | None = Stats(**old.__dict__)
         else:
             steps, _times, values = run.scalars(key)
