@@ -531,7 +531,7 @@ class Writer:
         for buffer in series:
             for row in buffer.chunk_rows():  # each chunk with its level (store/levels.py), under its seq
                 seq = conn.execute(INSERT_CHUNK + " RETURNING seq", (buffer.key_id, *row)).fetchone()[0]
-                conn.execute(INSERT_LEVEL, (buffer.key_id, seq, *level_row(row[3], row[5])))
+                conn.execute(INSERT_LEVEL, (buffer.key_id, seq, *row[:3], *level_row(row[3], row[5])))
         if self._piece_seqs:
             conn.executemany(
                 "DELETE FROM scalar_pieces WHERE run_id = ? AND seq = ?", [(self.run_id, q) for q in self._piece_seqs]

@@ -27,10 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from expertrack.store import chunks
-from expertrack.store.downsample import block_picks
+from expertrack.store.downsample import block_picks, sorted_unique
 
 LEVEL_POINTS = 64
-INSERT_LEVEL = "INSERT OR REPLACE INTO scalar_levels (key_id, seq, picks, steps, vals) VALUES (?, ?, ?, ?, ?)"
+INSERT_LEVEL = (
+    "INSERT OR REPLACE INTO scalar_levels (key_id, seq, n, step_min, step_max, picks, steps, vals)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _SQL_BATCH = 500  # seqs per "IN (...)" query, well under SQLite's limit of bound parameters
 
 
@@ -52,10 +55,11 @@ def backfill(conn: sqlite3.Connection) -> None:
         " (SELECT 1 FROM scalar_levels l WHERE l.key_id = c.key_id AND l.seq = c.seq)"
     ).fetchall()
     for key_id, seq in missing:
-        steps, vals = conn.execute(
-            "SELECT steps, vals FROM scalar_chunks WHERE key_id = ? AND seq = ?", (key_id, seq)
+        n, low, high, steps, vals = conn.execute(
+            "SELECT n, step_min, step_max, steps, vals FROM scalar_chunks WHERE key_id = ? AND seq = ?",
+            (key_id, seq),
         ).fetchone()
-        conn.execute(INSERT_LEVEL, (key_id, seq, *level_row(steps, vals)))
+        conn.execute(INSERT_LEVEL, (key_id, seq, n, low, high, *level_row(steps, vals)))
 
 
 @dataclass
@@ -77,8 +81,8 @@ class Envelope:
             return np.arange(0)
         per = -(-self.block_count // max(buckets, 1))
         bucket = self.blocks // per
-        starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-        ends = np.r_[starts[1:], n] - 1
+        starts = np.flatnonzero(np.concatenate([[True], bucket[1:] != bucket[:-1]]))
+        ends = np.append(starts[1:], n) - 1
         counts = ends - starts + 1
         nans = np.isnan(self.values)
         low = np.where(nans, np.inf, self.values)
@@ -92,7 +96,7 @@ class Envelope:
             inside = first < len(at)
             first_nan = at[first[inside]]
             parts.append(first_nan[first_nan <= ends[inside]])
-        return np.unique(np.concatenate(parts))
+        return sorted_unique(np.concatenate(parts))
 
 
 def _first_where(mask: Any, starts: Any) -> Any:
@@ -117,11 +121,7 @@ def read_envelope(conn: sqlite3.Connection, run_id: str, key: str) -> Envelope |
     if row is None:
         return None
     key_id = row[0]
-    metas = conn.execute(
-        "SELECT c.seq, c.n, c.step_min, c.step_max, l.picks, l.steps, l.vals FROM scalar_chunks c"
-        " LEFT JOIN scalar_levels l ON l.key_id = c.key_id AND l.seq = c.seq WHERE c.key_id = ? ORDER BY c.seq",
-        (key_id,),
-    ).fetchall()
+    metas = _chunk_levels(conn, key_id)
     tail_steps, tail_values = _tail(conn, run_id, key_id)
     bounds = [(m[2], m[3]) for m in metas]
     if tail_steps.size:
@@ -129,12 +129,12 @@ def read_envelope(conn: sqlite3.Connection, run_id: str, key: str) -> Envelope |
     if any(nxt[0] < prev[1] for prev, nxt in itertools.pairwise(bounds)):
         return None
     replaced = {i for i in range(len(bounds) - 1) if bounds[i + 1][0] == bounds[i][1]}
-    raw = _raw_chunks(conn, key_id, [m[0] for i, m in enumerate(metas) if m[4] is None or i in replaced])
+    raw = _raw_chunks(conn, key_id, [m[0] for i, m in enumerate(metas) if i in replaced and m[4] is not None])
     parts: list[tuple[Any, Any, Any]] = []
     block = points = 0
     for i, (seq, n, _lo, _hi, picks, level_steps, level_values) in enumerate(metas):
-        if seq in raw:
-            steps, values = raw[seq]
+        if picks is None or seq in raw:
+            steps, values = raw.get(seq, (level_steps, level_values))
             if i in replaced:
                 steps, values = steps[:-1], values[:-1]
             n = len(steps)
@@ -156,6 +156,37 @@ def read_envelope(conn: sqlite3.Connection, run_id: str, key: str) -> Envelope |
         points,
         block,
     )
+
+
+def _chunk_levels(conn: sqlite3.Connection, key_id: int) -> list[tuple[Any, ...]]:
+    """(seq, n, step_min, step_max, picks, steps, vals) of every chunk of one key, in seq order; a chunk with no
+    level has picks None and its raw steps and values (as arrays) instead.
+
+    Chunk seqs are numbered 0, 1, ... per key, so one index probe for the highest says whether a level is
+    missing, without visiting ``scalar_chunks``'s rows (each a few pages: 3-5 ms for a million points)."""
+    import numpy as np
+
+    metas = conn.execute(
+        "SELECT seq, n, step_min, step_max, picks, steps, vals FROM scalar_levels WHERE key_id = ? ORDER BY seq",
+        (key_id,),
+    ).fetchall()
+    top = conn.execute("SELECT MAX(seq) FROM scalar_chunks WHERE key_id = ?", (key_id,)).fetchone()[0]
+    if top is None:
+        return []
+    if len(metas) == top + 1:  # a level per chunk (seqs of levels are those of existing chunks)
+        return metas
+    present = {m[0] for m in metas}
+    missing = [seq for seq in range(top + 1) if seq not in present]
+    for at in range(0, len(missing), _SQL_BATCH):
+        batch = missing[at : at + _SQL_BATCH]
+        rows = conn.execute(
+            "SELECT seq, n, step_min, step_max, steps, vals FROM scalar_chunks"
+            f" WHERE key_id = ? AND seq IN ({','.join('?' * len(batch))})",
+            (key_id, *batch),
+        )
+        for seq, n, low, high, steps, vals in rows:
+            metas.append((seq, n, low, high, None, np.frombuffer(steps, "<i8"), np.frombuffer(vals, "<f8")))
+    return sorted(metas, key=lambda m: m[0])
 
 
 def _tail(conn: sqlite3.Connection, run_id: str, key_id: int) -> tuple[Any, Any]:

@@ -169,11 +169,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # their levels computed here, once (BACKFILLS).
         """
         CREATE TABLE scalar_levels (
-            key_id  INTEGER NOT NULL,
-            seq     INTEGER NOT NULL,                   -- the chunk's seq in scalar_chunks
-            picks   BLOB NOT NULL,                      -- int32 indices in the chunk, ascending
-            steps   BLOB NOT NULL,                      -- int64 steps of those points
-            vals    BLOB NOT NULL,                      -- float64 values of those points
+            key_id    INTEGER NOT NULL,
+            seq       INTEGER NOT NULL,                 -- the chunk's seq in scalar_chunks
+            n         INTEGER NOT NULL,                 -- the chunk's n, step_min, step_max (read without it)
+            step_min  INTEGER NOT NULL,
+            step_max  INTEGER NOT NULL,
+            picks     BLOB NOT NULL,                    -- int32 indices in the chunk, ascending
+            steps     BLOB NOT NULL,                    -- int64 steps of those points
+            vals      BLOB NOT NULL,                    -- float64 values of those points
             PRIMARY KEY (key_id, seq),
             FOREIGN KEY (key_id, seq) REFERENCES scalar_chunks(key_id, seq) ON DELETE CASCADE
         ) WITHOUT ROWID;
