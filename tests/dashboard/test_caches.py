@@ -58,3 +58,17 @@ def test_series_cache_extends_with_a_value_logged_again_at_its_last_step(trackin
     run.finish()
     assert steps.tolist() == list(range(11))
     assert np.array_equal(values, [*map(float, range(9)), -1.0, 10.0])
+
+
+def test_series_held_without_times_is_read_again_for_a_time_axis(tracking_dir: Path) -> None:
+    run = expertrack.init(project="caches", mirror="off")
+    for step in range(100):
+        run.log({"loss": float(step)}, step=step)
+    run.finish()
+    cache = SeriesCache()
+    api = expertrack.Api(tracking_dir)
+    stored = api.run(run.id).scalars("loss")
+    assert cache.scalars(api.run(run.id), "loss", times=False)[1] is None  # a step axis: times not read
+    steps, times, _values = cache.scalars(api.run(run.id), "loss")  # a time axis then asks for them
+    api.close()
+    assert np.array_equal(times, stored[1]) and np.array_equal(steps, stored[0])

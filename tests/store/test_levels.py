@@ -191,3 +191,27 @@ def test_two_writers_of_one_run_chart_like_raw(tracking_dir: Path) -> None:
     assert answer is not None and answer["matched"] == 30_000
     drawn = dict(zip(unpack(answer["steps"]).tolist(), unpack(answer["values"]).tolist()))
     assert drawn[10_000] == 100.0 and drawn[20_001] == -100.0
+
+
+def test_reads_without_times_give_the_same_points_from_chunks_and_pieces(tracking_dir: Path) -> None:
+    """``times=False`` (a chart on a step axis) leaves the times unread: the same steps and values, replaced
+    values included, from sealed chunks and from the pieces of a run still running."""
+    run = expertrack.init(project="levels", mirror="off")
+    for step in range(3000):
+        run.log({"v": float(step % 97)}, step=step)
+    run.finish()
+    again = expertrack.init(project="levels", id=run.id, resume="allow", mirror="off")
+    again.log({"v": -5.0}, step=3000)
+    again.flush()
+    again.log({"v": -6.0}, step=3000)  # replaces the point already in a piece
+    again.log({"v": 1.0}, step=3001)
+    again.flush()
+    with Store(tracking_dir / "store.db", readonly=True) as store:
+        assert store.conn.execute("SELECT COUNT(*) FROM scalar_pieces").fetchone()[0] > 0
+        for after in (None, 2999):
+            steps, times, values = store.read_scalars(run.id, "v", after_step=after)
+            bare_steps, no_times, bare_values = store.read_scalars(run.id, "v", after_step=after, times=False)
+            assert no_times is None and len(times) == len(steps)
+            assert np.array_equal(bare_steps, steps) and np.array_equal(bare_values, values)
+        assert values[-2:].tolist() == [-6.0, 1.0]
+    again.finish()

@@ -181,7 +181,7 @@ def run_detail(run: Any, with_env: bool = False) -> dict[str, Any]:
     }
 
 
-def _window(steps: np.ndarray, times: np.ndarray, lo: float | None, hi: float | None, x: str) -> np.ndarray:
+def _window(steps: np.ndarray, times: Any, lo: float | None, hi: float | None, x: str) -> np.ndarray:
     """Indices of the points inside [lo, hi] on the ``x`` axis ("step" or "time")."""
     axis = steps if x == "step" else times
     keep = np.ones(len(axis), dtype=bool)
@@ -209,25 +209,28 @@ def series(
     draws steps and values only, and the times were a third of every answer. A whole series is read through
     ``cache`` when given (a live update, ``after``, reads only the new points from the store).
     """
-    if after is None and lo is None and hi is None and not with_times:
+    if after is None and lo is None and hi is None and x == "step" and not with_times:
         answer = _from_levels(run, key, buckets, cache)
         if answer is not None:
             return answer
+    need_times = with_times or x == "time"
     if cache is not None and after is None:
-        steps, times, values = cache.scalars(run, key)
+        steps, times, values = cache.scalars(run, key, times=need_times)
     else:
-        steps, times, values = run.scalars(key, after_step=after)
+        steps, times, values = run.scalars(key, after_step=after, times=need_times)
     if after is None and not len(steps):
         return None
     total = len(steps)
     last_step = int(steps[-1]) if total else after
     if lo is not None or hi is not None:
         chosen = _window(steps, times, lo, hi, x)
-        steps, times, values = steps[chosen], times[chosen], values[chosen]
+        steps, values = steps[chosen], values[chosen]
+        times = None if times is None else times[chosen]
     matched = len(steps)
     if matched > 4 * buckets:
         keep = minmax_indices(values, buckets)
-        steps, times, values = steps[keep], times[keep], values[keep]
+        steps, values = steps[keep], values[keep]
+        times = None if times is None else times[keep]
     answer = {"matched": matched, "count": len(steps), "last_step": last_step, "steps": pack(steps)}
     if with_times:
         answer["times"] = pack(times)
