@@ -159,3 +159,38 @@ def test_wandb_failing_mid_run_then_sync_completes(tmp_path: Path, tracking_dir:
     assert "80 steps sent" in synced.stdout
     assert len(wandb_logs(wandb_dir)) == 2  # the mirror's piece (steps 0-39) and sync's (40 on)
     assert_wandb_has_everything(tracking_dir, wandb_dir, "live1")
+
+
+LATE_DEFINITION = """
+import time, expertrack
+from expertrack.mirror.state import read_state
+from expertrack.paths import store_path
+from expertrack.store import Store
+
+run = expertrack.init(project="e2e", name="late-defs", id="late1", mirror="auto")
+run.log({"train/loss": 1.0})
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:  # wait until the mirror has opened the run in W&B
+    with Store(store_path(run.dir), readonly=True) as store:
+        if read_state(store, "late1") is not None:
+            break
+    time.sleep(0.05)
+else:
+    raise SystemExit("the mirror never opened the run")
+run.define_metric("val/*", summary="min")
+for s in range(1, 20):
+    run.log({"train/loss": 1.0 / (s + 1), "val/loss": 2.0 / (s + 1)})
+    time.sleep(0.01)
+run.finish()
+"""
+
+
+def test_a_metric_defined_after_the_mirror_opened_the_run_still_reaches_wandb(
+    tmp_path: Path, tracking_dir: Path
+) -> None:
+    wandb_dir = tmp_path / "wandb"
+    env = offline_env(wandb_dir, EXPERTRACK_DIR=str(tracking_dir))
+    run_python(LATE_DEFINITION, env=env)
+    wait_for_mirror(tracking_dir, "late1")
+    final = read_run(wandb_logs(wandb_dir)[-1], strict=True)
+    assert [(m.glob_name, m.summary) for m in final.metrics] == [("val/*", ["min"])]

@@ -57,6 +57,7 @@ class Replayer:
         self.busy_what = ""
         self.cancel = threading.Event()  # set by a watchdog that gave up: send and record nothing more
         self._sent_config = ""
+        self._sent_defs: set[str] = set()
 
     # ---- W&B calls, timed for the watchdog ---------------------------------------------------------------------
 
@@ -94,8 +95,7 @@ class Replayer:
         held = _last_step_wandb_holds(self.wandb_run, self.remote_id, previous)
         if held is not _UNKNOWN:
             self.cursor = held  # type: ignore[assignment]
-        for definition in record.metric_defs:
-            self._define_metric(definition)
+        self._sync_defs(record.metric_defs)
         write_state(
             self.store, self.run_id, "partial", self.cursor, self.remote_id, LIVE_REASON if self.live else SYNC_REASON
         )
@@ -108,6 +108,7 @@ class Replayer:
         """
         record = self.store.run(self.run_id)
         self._sync_config(record.config)
+        self._sync_defs(record.metric_defs)  # a live run may define metrics after the mirror opened it
         last = self.store.last_step(self.run_id)
         if last is None:
             return 0
@@ -168,6 +169,14 @@ class Replayer:
             return self.wandb.Settings(**options)
         except Exception:  # an older or newer wandb without one of these fields: use its defaults
             return None
+
+    def _sync_defs(self, definitions: list[dict[str, Any]]) -> None:
+        """Send each ``define_metric`` setting once, in the order the run made them."""
+        for definition in definitions:
+            text = json.dumps(definition, sort_keys=True, default=str)
+            if text not in self._sent_defs:
+                self._define_metric(definition)
+                self._sent_defs.add(text)
 
     def _define_metric(self, definition: dict[str, Any]) -> None:
         kwargs: dict[str, Any] = {}
