@@ -9,7 +9,8 @@ One run prints one table:
 Each request is the one the page sends (``/api/series?key&runs&buckets``, buckets from the chart's width in
 pixels, halved past 10 runs: see static/charts.js, bucketsFor) over real HTTP to a uvicorn child process. The
 time is from sending the request to reading its last byte, over a kept-alive connection. "first" (cold) is the
-first request for that chart, a second after start-up: it reads the store; "median"/"p90" (warm) are over the
+first request for that chart, a second after start-up: it reads the store (for (a), only the chunks' min/max
+levels: store/levels.py); "median"/"p90" (warm) are over the
 repeats that follow, which the server answers from the series it decoded (dashboard/cache.py: kept while the
 run does not change). "bytes" is the answer as sent to a client without gzip, "gzip" as sent to a browser (which
 always accepts it); the gzip row of (b) times that request too. Every run has injected spikes (up and down); a
@@ -169,22 +170,26 @@ def spikes_kept(body: bytes, spikes: dict[str, dict[str, float]]) -> tuple[int, 
     return points, kept, total
 
 
-def baselines(directory: Path, big: str, repeat: int) -> tuple[float, float]:
-    """Same-machine yardsticks for a busy machine: the store read alone (ms), a bare import (s)."""
+def baselines(directory: Path, big: str, repeat: int) -> tuple[float, float, float]:
+    """Same-machine yardsticks for a busy machine: the store read alone (ms), its levels read alone (ms: what a
+    chart of (a) reads, store/levels.py), a bare import (s)."""
     api = expertrack.Api(directory)
     run = api.run(big)
-    times = []
+    times, levels = [], []
     for _ in range(repeat):
         started = time.perf_counter()
         run.scalars(KEY)
         times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        run.scalar_envelope(KEY)
+        levels.append(time.perf_counter() - started)
     api.close()
     imports = []
     for _ in range(5):
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import expertrack"], check=True)
         imports.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3, statistics.median(imports)
+    return statistics.median(times) * 1e3, statistics.median(levels) * 1e3, statistics.median(imports)
 
 
 def buckets_for(width: int, runs: int) -> int:
@@ -330,7 +335,7 @@ def main() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         rows = requests(conn, spikes, args.width, args.repeat)
         (big,) = spikes["a"]
-        read_ms, import_s = baselines(directory, big, args.repeat)
+        read_ms, levels_ms, import_s = baselines(directory, big, args.repeat)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -358,6 +363,7 @@ def main() -> None:
         print(row.line())
     print(f"| server start-up until it answers | | {startup * 1e3:.0f} | | | < 1000 | | | | |")
     print(f"| baseline: Api.scalars reading (a)'s 1,000,000 points, in process | | | {read_ms:.1f} | | | | | | |")
+    print(f"| baseline: Api.scalar_envelope reading (a)'s levels, in process | | | {levels_ms:.1f} | | | | | | |")
     print(f"| baseline: `python -c 'import expertrack'` | | | {import_s * 1e3:.0f} | | | | | | |")
     for name, ms in PEERS:
         print(f"| peer, published in issue 17, not run here: {name}, (a) | | | {ms:.0f} | | | | | | |")

@@ -149,10 +149,20 @@ class ApiRun:
         """The highest step logged, or None."""
         return self._store.last_step(self.id)
 
-    def scalars(self, key: str, after_step: int | None = None, rank: int | None = None) -> tuple[Any, Any, Any]:
-        """(steps, times, values) NumPy arrays: every point of one scalar series (after ``after_step`` if given),
-        ``rank``'s under ``ranks="all"`` (rank 0's by default)."""
-        return self._store.read_scalars(self.id, key, after_step, self._rank(rank))
+    def scalars(
+        self, key: str, after_step: int | None = None, times: bool = True, rank: int | None = None
+    ) -> tuple[Any, Any, Any]:
+        """(steps, times, values) NumPy arrays: every point of one scalar series (after ``after_step`` if given);
+        ``times=False`` skips reading the times (a third of the bytes) and gives None for them. ``rank``'s series
+        under ``ranks="all"`` (this view's rank, 0 by default: see ``at_rank``)."""
+        return self._store.read_scalars(self.id, key, after_step, times, rank=self._rank(rank))
+
+    def scalar_envelope(self, key: str) -> Any:
+        """The first, min, max, last and first NaN point of every 64-point block of a scalar series, with each
+        point's block number (``expertrack.store.levels.Envelope``): enough to chart it with every spike kept,
+        read mostly from precomputed levels. None when the key is unknown or the points must be read whole.
+        This view's rank's series (see ``at_rank``)."""
+        return self._store.read_envelope(self.id, key, self.rank)
 
     def arrays(self, key: str, rank: int | None = None) -> tuple[Any, Any]:
         """(steps [n], values [n, *shape]) of one array series; raises KeyError when the run has no such key."""

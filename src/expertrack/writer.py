@@ -36,6 +36,7 @@ from expertrack.notify import Notifier
 from expertrack.store import Store
 from expertrack.store.alerts import insert_alerts
 from expertrack.store.chunks import INSERT_CHUNK, INSERT_PIECE, SEAL_FLUSHES, SEAL_POINTS, Piece, SeriesBuffer
+from expertrack.store.levels import INSERT_LEVEL, level_row
 from expertrack.store.sqlite import BUSY_TIMEOUT_S, insert_array
 from expertrack.summary import SummaryState
 from expertrack.values import check_key
@@ -543,7 +544,9 @@ class Writer:
     def _seal(self, conn: Any, series: list[SeriesBuffer]) -> list[int]:
         """Every unsealed point as chunks, and this writer's pieces deleted, in one transaction."""
         for buffer in series:
-            conn.executemany(INSERT_CHUNK, [(buffer.key_id, *row) for row in buffer.chunk_rows()])
+            for row in buffer.chunk_rows():  # each chunk with its level (store/levels.py), under its seq
+                seq = conn.execute(INSERT_CHUNK + " RETURNING seq", (buffer.key_id, *row)).fetchone()[0]
+                conn.execute(INSERT_LEVEL, (buffer.key_id, seq, *row[:3], *level_row(row[3], row[5])))
         if self._piece_seqs:
             conn.executemany(
                 "DELETE FROM scalar_pieces WHERE run_id = ? AND seq = ?", [(self.run_id, q) for q in self._piece_seqs]

@@ -35,50 +35,85 @@ class SeriesCache:
         self.used = 0
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], tuple[np.ndarray, ...], int]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], tuple[Any, ...], int]] = OrderedDict()
+        self._envelopes: OrderedDict[tuple[str, str, str], tuple[tuple[Any, ...], Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def scalars(self, run: Any, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every point of ``key`` in ``run``, from memory when the run has not changed since it was read."""
+    def scalars(self, run: Any, key: str, times: bool = True) -> tuple[np.ndarray, Any, np.ndarray]:
+        """Every point of ``key`` in ``run``, from memory when the run has not changed since it was read.
+
+        ``times=False`` (a chart on a step axis) may answer None for the times: a series first read that way is
+        held without them, and read again, with them, when a time axis asks for it."""
         mark, name = run_mark(run), (run.id, key)
         with self._lock:
             item = self._items.get(name)
-            if item is not None and item[0] == mark:
+            usable = item is not None and (not times or item[1][1] is not None)
+            if item is not None and usable and item[0] == mark:
                 self._items.move_to_end(name)
                 self.hits += 1
-                steps, times, values = item[1]
-                return steps, times, values
+                steps, stamps, values = item[1]
+                return steps, stamps, values
         # outside the lock: two threads may read one series at once
-        if item is not None and item[0][0] == "running" and mark[0] == "running" and len(item[1][0]):
-            steps, times, values = _extended(run, key, *item[1])
+        if item is not None and usable and item[0][0] == "running" and mark[0] == "running" and len(item[1][0]):
+            steps, stamps, values = _extended(run, key, *item[1])
         else:
-            steps, times, values = run.scalars(key)
-        size = steps.nbytes + times.nbytes + values.nbytes
+            steps, stamps, values = run.scalars(key, times=times)
+        size = steps.nbytes + (0 if stamps is None else stamps.nbytes) + values.nbytes
         with self._lock:
             self.misses += 1
             old = self._items.pop(name, None)
             if old is not None:
                 self.used -= old[2]
             if size <= self.max_bytes:
-                for array in (steps, times, values):
-                    array.setflags(write=False)  # shared between requests: nobody may change them in place
-                self._items[name] = (mark, (steps, times, values), size)
+                for array in (steps, stamps, values):
+                    if array is not None:
+                        array.setflags(write=False)  # shared between requests: nobody may change them in place
+                self._items[name] = (mark, (steps, stamps, values), size)
                 self.used += size
-            while self.used > self.max_bytes and self._items:
-                _, (_, _, dropped) = self._items.popitem(last=False)
-                self.used -= dropped
-        return steps, times, values
+            self._evict()
+        return steps, stamps, values
+
+    def envelope(self, run: Any, key: str) -> Any:
+        """The block picks of ``key`` in ``run`` (``ApiRun.scalar_envelope``), from memory while the run has not
+        changed; a run that changed is read afresh (its levels are a few percent of its points)."""
+        mark, name = run_mark(run), (run.id, key, "levels")
+        with self._lock:
+            item = self._envelopes.get(name)
+            if item is not None and item[0] == mark:
+                self._envelopes.move_to_end(name)
+                self.hits += 1
+                return item[1]
+        envelope = run.scalar_envelope(key)
+        size = 0 if envelope is None else envelope.steps.nbytes * 3
+        with self._lock:
+            self.misses += 1
+            old = self._envelopes.pop(name, None)
+            if old is not None:
+                self.used -= old[2]
+            if size <= self.max_bytes:
+                self._envelopes[name] = (mark, envelope, size)
+                self.used += size
+            self._evict()
+        return envelope
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries (series first) while over ``max_bytes``; the lock is held."""
+        while self.used > self.max_bytes and (self._items or self._envelopes):
+            items = self._items if self._items else self._envelopes
+            _, entry = items.popitem(last=False)
+            self.used -= entry[2]
 
 
 def _extended(
-    run: Any, key: str, steps: np.ndarray, times: np.ndarray, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The held points of a running run, with its points from the last held step on read from the store."""
+    run: Any, key: str, steps: np.ndarray, times: np.ndarray | None, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The held points of a running run, with its points from the last held step on read from the store (with
+    times when the held ones have them)."""
     last = int(steps[-1])
-    new_steps, new_times, new_values = run.scalars(key, after_step=last - 1)
+    new_steps, new_times, new_values = run.scalars(key, after_step=last - 1, times=times is not None)
     keep = len(steps) - 1 if len(new_steps) and int(new_steps[0]) == last else len(steps)
     return (
         np.concatenate([steps[:keep], new_steps]),
-        np.concatenate([times[:keep], new_times]),
+        None if times is None else np.concatenate([times[:keep], new_times]),
         np.concatenate([values[:keep], new_values]),
     )

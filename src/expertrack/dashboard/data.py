@@ -132,8 +132,10 @@ class RowCache:
         if cached is not None and cached[0] == sig:
             return cached[1]
         old = cached[1] if cached is not None else None
-        if old is not None and run.state == "running":  # only new points since the last look
-            steps, _times, values = run.scalars(key, after_step=old.last_step)
+        # A running run: only the points from the last step seen on, since a value logged again at that step
+        # replaces it; read whole when the best was that point (the replaced value may have been the best).
+        if old is not None and run.state == "running" and old.best_step != old.last_step:
+            steps, _times, values = run.scalars(key, after_step=old.last_step - 1)
             stats: Stats | None = Stats(**old.__dict__)
         else:
             steps, _times, values = run.scalars(key)
@@ -179,7 +181,7 @@ def run_detail(run: Any, with_env: bool = False) -> dict[str, Any]:
     }
 
 
-def _window(steps: np.ndarray, times: np.ndarray, lo: float | None, hi: float | None, x: str) -> np.ndarray:
+def _window(steps: np.ndarray, times: Any, lo: float | None, hi: float | None, x: str) -> np.ndarray:
     """Indices of the points inside [lo, hi] on the ``x`` axis ("step" or "time")."""
     axis = steps if x == "step" else times
     keep = np.ones(len(axis), dtype=bool)
@@ -207,26 +209,54 @@ def series(
     draws steps and values only, and the times were a third of every answer. A whole series is read through
     ``cache`` when given (a live update, ``after``, reads only the new points from the store).
     """
+    if after is None and lo is None and hi is None and x == "step" and not with_times:
+        answer = _from_levels(run, key, buckets, cache)
+        if answer is not None:
+            return answer
+    need_times = with_times or x == "time"
     if cache is not None and after is None:
-        steps, times, values = cache.scalars(run, key)
+        steps, times, values = cache.scalars(run, key, times=need_times)
     else:
-        steps, times, values = run.scalars(key, after_step=after)
+        steps, times, values = run.scalars(key, after_step=after, times=need_times)
     if after is None and not len(steps):
         return None
     total = len(steps)
     last_step = int(steps[-1]) if total else after
     if lo is not None or hi is not None:
         chosen = _window(steps, times, lo, hi, x)
-        steps, times, values = steps[chosen], times[chosen], values[chosen]
+        steps, values = steps[chosen], values[chosen]
+        times = None if times is None else times[chosen]
     matched = len(steps)
     if matched > 4 * buckets:
         keep = minmax_indices(values, buckets)
-        steps, times, values = steps[keep], times[keep], values[keep]
+        steps, values = steps[keep], values[keep]
+        times = None if times is None else times[keep]
     answer = {"matched": matched, "count": len(steps), "last_step": last_step, "steps": pack(steps)}
     if with_times:
         answer["times"] = pack(times)
     answer["values"] = pack(values)
     return answer
+
+
+# A whole series is charted from its block picks (store/levels.py) when it spans this many blocks per bucket:
+# a bucket is then made of whole 64-point blocks, and its edges barely differ from equal-count buckets.
+LEVEL_BLOCKS_PER_BUCKET = 4
+
+
+def _from_levels(run: Any, key: str, buckets: int, cache: SeriesCache | None) -> dict[str, Any] | None:
+    """``series``'s answer for a whole long series, from the precomputed levels (every bucket's first, min, max,
+    last and first NaN, exactly as from its points); None when the series is short or must be read whole."""
+    envelope = cache.envelope(run, key) if cache is not None else run.scalar_envelope(key)
+    if envelope is None or envelope.block_count < LEVEL_BLOCKS_PER_BUCKET * buckets:
+        return None
+    keep = envelope.chart(buckets)
+    return {
+        "matched": envelope.points,
+        "count": len(keep),
+        "last_step": int(envelope.steps[-1]),
+        "steps": pack(envelope.steps[keep]),
+        "values": pack(envelope.values[keep]),
+    }
 
 
 def _thin(count: int, limit: int) -> np.ndarray:

@@ -63,7 +63,7 @@ def group_runs(runs: Sequence[Any], by: str) -> list[tuple[Any, list[Any]]]:
 
 def _finite_points(run: Any, key: str, cache: SeriesCache | None) -> tuple[np.ndarray, np.ndarray]:
     """One run's (steps, values) of ``key`` without non-finite values (as the figures read them)."""
-    steps, _times, values = cache.scalars(run, key) if cache is not None else run.scalars(key)
+    steps, _times, values = cache.scalars(run, key, times=False) if cache is not None else run.scalars(key, times=False)
     keep = np.isfinite(values)
     if keep.all():
         return steps, values

@@ -223,3 +223,12 @@ def decode(rows: list[tuple[bytes, bytes, bytes]]) -> tuple[Any, Any, Any]:
         vals[at : at + n] = np.frombuffer(val_blob, dtype="<f8")
         at += n
     return steps.astype(np.int64, copy=False), times.astype(np.float64, copy=False), vals.astype(np.float64, copy=False)
+
+
+def decode_pairs(rows: list[tuple[bytes, bytes]]) -> tuple[Any, Any]:
+    """Concatenate (steps, vals) blob pairs into two NumPy arrays: ``decode`` without the times."""
+    import numpy as np
+
+    steps = np.frombuffer(b"".join(r[0] for r in rows), dtype="<i8").astype(np.int64)
+    values = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f8").astype(np.float64)
+    return steps, values

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.errors import AmbiguousRunError, RunNotFoundError, StoreError
-from expertrack.store import chunks
+from expertrack.store import chunks, levels
 from expertrack.store.alerts import AlertRecord, read_alerts
 from expertrack.store.schema import LATEST_VERSION, migrate
 
@@ -422,11 +422,16 @@ class Store:
             for name, n, step, shape, dtype, nbytes in rows
         }
 
-    def read_scalars(self, run_id: str, key: str, after_step: int | None = None, rank: int = 0) -> tuple[Any, Any, Any]:
+    def read_scalars(
+        self, run_id: str, key: str, after_step: int | None = None, times: bool = True, rank: int = 0
+    ) -> tuple[Any, Any, Any]:
         """(steps, times, values) NumPy arrays of one series, a point per step (the last value logged at it);
-        only steps > ``after_step`` if given; ``rank``'s series of a ``ranks="all"`` run (rank 0's by default)."""
+        only steps > ``after_step`` if given. ``times=False`` leaves the times blobs unread (a third of the
+        bytes; a chart on a step axis needs none) and answers None for them. ``rank``'s series of a
+        ``ranks="all"`` run (rank 0's by default)."""
+        columns = "c.steps, c.times, c.vals" if times else "c.steps, c.vals"
         sql = (
-            "SELECT c.steps, c.times, c.vals FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
+            f"SELECT {columns} FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
             " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?"
         )
         args: tuple[Any, ...] = (run_id, key, rank)
@@ -438,17 +443,33 @@ class Store:
                 "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, key, rank)
             ).fetchone()
             if key_id is not None:
-                piece_sql = "SELECT keys, steps, times, vals FROM scalar_pieces WHERE run_id = ?"
+                piece_sql = f"SELECT keys, steps, {'times, ' if times else ''}vals FROM scalar_pieces WHERE run_id = ?"
                 piece_args: tuple[Any, ...] = (run_id,)
                 if after_step is not None:
                     piece_sql, piece_args = piece_sql + " AND step_max > ?", (run_id, after_step)
                 pieces = self.conn.execute(piece_sql + " ORDER BY seq", piece_args).fetchall()
-                rows += chunks.piece_slices(pieces, key_id[0])
-        steps, times, values = chunks.last_per_step(*chunks.in_step_order(*chunks.decode(rows)))
+                if times:
+                    rows += chunks.piece_slices(pieces, key_id[0])
+                else:
+                    rows += [(s, v) for kid, s, v in chunks.piece_entries(pieces) if kid == key_id[0]]
+        if times:
+            decoded = chunks.decode(rows)
+        else:  # the values stand in for the times through sorting and de-duplication, then are dropped
+            steps, values = chunks.decode_pairs(rows)
+            decoded = (steps, values, values)
+        steps, stamps, values = chunks.last_per_step(*chunks.in_step_order(*decoded))
         if after_step is not None and steps.size and steps[0] <= after_step:
             keep = steps > after_step
-            steps, times, values = steps[keep], times[keep], values[keep]
-        return steps, times, values
+            steps, stamps, values = steps[keep], stamps[keep], values[keep]
+        return steps, stamps if times else None, values
+
+    def read_envelope(self, run_id: str, key: str, rank: int = 0) -> levels.Envelope | None:
+        """The block picks (first, min, max, last, first NaN of every 64 points) of one scalar series, mostly from
+        the chunks' precomputed levels: what a chart of a long series needs (``expertrack.store.levels``). None
+        when the key is unknown or the store predates levels, or writers' chunks interleave: read the points."""
+        if self.version < 5:
+            return None
+        return levels.read_envelope(self.conn, run_id, key, rank)
 
     def last_step(self, run_id: str) -> int | None:
         """The highest step of any scalar or array of the run, or None when nothing was logged.
