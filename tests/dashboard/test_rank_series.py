@@ -32,3 +32,21 @@ def test_series_takes_a_rank_and_defaults_to_rank_0(tmp_path: Path) -> None:
     detail = client.get(f"/api/runs/{run_id}").json()
     assert detail["ranks"] == [0, 1]
     assert {r: s["state"] for r, s in detail["rank_states"].items()} == {"0": "finished", "1": "finished"}
+
+
+def test_a_long_series_charted_from_levels_is_the_ranks_own(tmp_path: Path) -> None:
+    import expertrack
+
+    for rank in (1, 0):  # rank 1 first: its keys get the lower ids
+        run = expertrack.init(
+            id="long", rank=rank, world_size=2, ranks="all", dir=tmp_path, mirror="off", system_metrics=False
+        )
+        for step in range(40_000):
+            run.log({"loss": 1000.0 * rank + (step % 7)}, step=step)
+        run.finish()
+    client = TestClient(create_app(tmp_path), base_url="http://127.0.0.1:8080")
+    for rank in (0, 1):
+        body = client.get("/api/series", params={"key": "loss", "runs": "long", "buckets": "20", "rank": rank}).json()
+        drawn = values(body, "long")
+        assert body["series"]["long"]["matched"] == 40_000
+        assert min(drawn) == 1000.0 * rank and max(drawn) == 1000.0 * rank + 6
