@@ -5,6 +5,7 @@ Opens the store read-only, so it is safe beside running trainers and never chang
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -12,7 +13,7 @@ from expertrack.errors import RunNotFoundError
 from expertrack.paths import store_path
 from expertrack.store.alerts import AlertRecord
 from expertrack.store.downsample import minmax_indices
-from expertrack.store.sqlite import ArrayOverview, RunRecord, ScalarOverview, Store
+from expertrack.store.sqlite import ArrayOverview, RankRecord, RunRecord, ScalarOverview, Store
 
 
 class Api:
@@ -92,25 +93,53 @@ class ApiRun:
         self.exit_code, self.exit_signal = record.exit_code, record.exit_signal
         self.heartbeat_at = record.heartbeat_at
         self.dropped_points = record.dropped_points  # logged but not kept: the writer's bound was reached
+        self.rank = 0  # whose series the reads return when they are given no rank= (see at_rank)
 
     def __repr__(self) -> str:
         return f"<ApiRun {self.name!r} id={self.id} project={self.project!r} state={self.state}>"
 
-    def metric_keys(self) -> list[str]:
-        """Scalar metric names, sorted."""
-        return self._store.scalar_keys(self.id)
+    def ranks(self) -> list[int]:
+        """The ranks whose series the run holds: ``[0]`` for a run of one process (or of rank 0 alone), every
+        writing rank for a ``ranks="all"`` run (docs/distributed.md); ``[]`` before anything is logged."""
+        return self._store.ranks(self.id)
 
-    def array_keys(self) -> list[str]:
-        """Array metric names, sorted."""
-        return self._store.array_keys(self.id)
+    def rank_states(self) -> dict[int, RankRecord]:
+        """Each rank's own state under ``ranks="all"`` (``state``, ``node``, ``pid``, ``ended_at``, ...; a killed
+        rank reads ``crashed``); empty for other runs, whose state is the run's."""
+        return self._store.rank_states(self.id)
 
-    def point_count(self, key: str) -> int:
+    def at_rank(self, rank: int) -> ApiRun:
+        """The same run read as ``rank`` wrote it: every read without ``rank=`` returns that rank's series (what
+        ``expertrack export --rank`` and the dashboard's rank choice use). ValueError for a rank it does not have."""
+        view = copy.copy(self)
+        view.rank = self._rank(rank)
+        return view
+
+    def _rank(self, rank: int | None) -> int:
+        """``rank`` checked: None is this view's rank (0: a single writer's, or the default of ``ranks="all"``)."""
+        if rank is None:
+            return self.rank
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError(f"rank= takes a rank number, not {rank!r}")
+        if rank != 0 and rank not in self.ranks():
+            raise ValueError(f"run {self.name!r} ({self.id}) has no series of rank {rank}; its ranks: {self.ranks()}")
+        return rank
+
+    def metric_keys(self, rank: int | None = None) -> list[str]:
+        """Scalar metric names, sorted (of ``rank``; rank 0's by default)."""
+        return self._store.scalar_keys(self.id, self._rank(rank))
+
+    def array_keys(self, rank: int | None = None) -> list[str]:
+        """Array metric names, sorted (of ``rank``; rank 0's by default)."""
+        return self._store.array_keys(self.id, self._rank(rank))
+
+    def point_count(self, key: str, rank: int | None = None) -> int:
         """How many points a scalar series holds."""
-        return self._store.point_counts(self.id, key).get(key, 0)
+        return self._store.point_counts(self.id, key, self._rank(rank)).get(key, 0)
 
-    def scalar_overview(self) -> dict[str, ScalarOverview]:
+    def scalar_overview(self, rank: int | None = None) -> dict[str, ScalarOverview]:
         """Every scalar key with its points, last step and value, min and max, in one pass (what `show` lists)."""
-        return self._store.scalar_overview(self.id)
+        return self._store.scalar_overview(self.id, self._rank(rank))
 
     def array_overview(self) -> dict[str, ArrayOverview]:
         """Every array key with its steps, last step, and last shape and dtype, without reading any array."""
@@ -120,22 +149,26 @@ class ApiRun:
         """The highest step logged, or None."""
         return self._store.last_step(self.id)
 
-    def scalars(self, key: str, after_step: int | None = None, times: bool = True) -> tuple[Any, Any, Any]:
+    def scalars(
+        self, key: str, after_step: int | None = None, times: bool = True, rank: int | None = None
+    ) -> tuple[Any, Any, Any]:
         """(steps, times, values) NumPy arrays: every point of one scalar series (after ``after_step`` if given);
-        ``times=False`` skips reading the times (a third of the bytes) and gives None for them."""
-        return self._store.read_scalars(self.id, key, after_step, times)
+        ``times=False`` skips reading the times (a third of the bytes) and gives None for them. ``rank``'s series
+        under ``ranks="all"`` (this view's rank, 0 by default: see ``at_rank``)."""
+        return self._store.read_scalars(self.id, key, after_step, times, rank=self._rank(rank))
 
     def scalar_envelope(self, key: str) -> Any:
         """The first, min, max, last and first NaN point of every 64-point block of a scalar series, with each
         point's block number (``expertrack.store.levels.Envelope``): enough to chart it with every spike kept,
-        read mostly from precomputed levels. None when the key is unknown or the points must be read whole."""
-        return self._store.read_envelope(self.id, key)
+        read mostly from precomputed levels. None when the key is unknown or the points must be read whole.
+        This view's rank's series (see ``at_rank``)."""
+        return self._store.read_envelope(self.id, key, self.rank)
 
-    def arrays(self, key: str) -> tuple[Any, Any]:
+    def arrays(self, key: str, rank: int | None = None) -> tuple[Any, Any]:
         """(steps [n], values [n, *shape]) of one array series; raises KeyError when the run has no such key."""
         import numpy as np
 
-        items = self._store.read_arrays(self.id, key)
+        items = self._store.read_arrays(self.id, key, rank=self._rank(rank))
         if not items:
             raise KeyError(f"run {self.name!r} has no array {key!r}; it has {self.array_keys()}")
         steps = np.array([s for s, _t, _a in items], dtype=np.int64)
@@ -144,36 +177,44 @@ class ApiRun:
             return steps, [a for _s, _t, a in items]
         return steps, np.stack([a for _s, _t, a in items])
 
-    def array_steps(self, key: str) -> list[int]:
+    def array_steps(self, key: str, rank: int | None = None) -> list[int]:
         """The steps at which array ``key`` was logged, without reading any array (empty when it never was)."""
-        return self._store.array_steps(self.id, key)
+        return self._store.array_steps(self.id, key, self._rank(rank))
 
-    def array(self, key: str, step: int) -> Any:
+    def array(self, key: str, step: int, rank: int | None = None) -> Any:
         """The array ``key`` as logged at exactly ``step``; KeyError when it was not logged there."""
-        value = self._store.read_array(self.id, key, step)
+        value = self._store.read_array(self.id, key, step, self._rank(rank))
         if value is None:
             raise KeyError(f"run {self.name!r} has no array {key!r} at step {step}")
         return value
 
-    def history(self, keys: list[str] | None = None, samples: int | None = None, stream: str = "default") -> Any:
+    def history(
+        self,
+        keys: list[str] | None = None,
+        samples: int | None = None,
+        stream: str = "default",
+        rank: int | None = None,
+    ) -> Any:
         """A pandas DataFrame with ``_step``, ``_timestamp`` and one column per scalar key, one row per step.
 
         Every point by default. With ``samples``, each key is reduced to about that many points keeping each
         bucket's first, min, max and last value, so spikes survive (never random sampling). System metrics
         (``system/...``, whose step is the sample's number, not a training step) are left out unless named in
-        ``keys`` or asked for with ``stream="system"``, as wandb keeps them apart.
+        ``keys`` or asked for with ``stream="system"``, as wandb keeps them apart. ``rank`` picks one rank's
+        series of a ``ranks="all"`` run; without it, rank 0's (every run has them: a run of one process is rank 0).
         """
         import numpy as np
         import pandas as pd
 
         if stream not in ("default", "system"):
             raise ValueError(f"history(stream=...) is 'default' or 'system', not {stream!r}")
-        system = [k for k in self.metric_keys() if k.startswith("system/")] if stream == "system" else None
-        wanted = system if system is not None else list(keys) if keys is not None else self._training_keys()
+        rank = self._rank(rank)
+        system = [k for k in self.metric_keys(rank) if k.startswith("system/")] if stream == "system" else None
+        wanted = system if system is not None else list(keys) if keys is not None else self._training_keys(rank)
         columns: dict[str, Any] = {}
         stamps = []
         for key in wanted:
-            steps, times, values = self.scalars(key)
+            steps, times, values = self.scalars(key, rank=rank)
             if samples is not None and steps.size > samples:
                 keep = minmax_indices(values, max(1, samples // 4))
                 steps, times, values = steps[keep], times[keep], values[keep]
@@ -192,8 +233,8 @@ class ApiRun:
         seconds) and ``message`` of each (docs/alerts.md)."""
         return self._store.alerts(self.id)
 
-    def _training_keys(self) -> list[str]:
-        return [k for k in self.metric_keys() if not k.startswith("system/")]
+    def _training_keys(self, rank: int = 0) -> list[str]:
+        return [k for k in self.metric_keys(rank) if not k.startswith("system/")]
 
     def file(self, name: str) -> bytes | None:
         """A file stored with the run (for wrapped programs, "console.log"), or None."""

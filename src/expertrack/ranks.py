@@ -88,11 +88,12 @@ def _from_launcher(env: Mapping[str, str]) -> RankInfo:
 
 
 def records(info: RankInfo, ranks: str | int) -> bool:
-    """Whether this process writes the run: only rank 0 by default (``ranks="zero"``), or the rank given as an
-    int; ``"all"`` (every rank writes, each point labelled with its rank) is designed but not built yet, so for
-    now it records on rank 0 only, as the caller is told."""
+    """Whether this process writes the run: only rank 0 by default (``ranks="zero"``), the rank given as an
+    int, or every rank (``"all"``: each point labelled with its rank; see expertrack.allranks)."""
     if isinstance(ranks, int) and not isinstance(ranks, bool):
         return info.rank == ranks
+    if ranks == "all":
+        return True
     if ranks in RANKS_MODES:
         return info.rank == 0
     raise ValueError(f"init(ranks=...) takes 'zero', 'all' or a rank number, not {ranks!r}")

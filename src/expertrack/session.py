@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expertrack import lifecycle
+from expertrack import allranks, lifecycle
 from expertrack import ranks as rank_info
 from expertrack.alerts.config import AlertSettings
 from expertrack.alerts.config import resolve as resolve_alerts
@@ -128,7 +128,8 @@ def init(
 
     Under a launcher (torchrun, SLURM, torch.distributed) only rank 0 records by default; the other ranks get a
     run that accepts every call and stores nothing. ``rank``/``world_size`` override what the launcher says;
-    ``ranks`` (default ``$EXPERTRACK_RANKS``, else ``"zero"``) may name another recording rank (see
+    ``ranks`` (default ``$EXPERTRACK_RANKS``, else ``"zero"``) may name another recording rank, or be ``"all"``:
+    every rank writes one run, its points labelled with its rank, rank 0 owning the run's row (expertrack.allranks,
     docs/distributed.md). ``system_metrics`` (default ``$EXPERTRACK_SYSTEM_METRICS``, else on) samples CPU,
     memory and GPUs every 10 s, or every given number of seconds; False turns it off.
     """
@@ -145,7 +146,11 @@ def init(
     directory = tracking_dir(dir)
     # ---- distributed jobs (issue 15): which rank records; see expertrack.ranks and docs/distributed.md ----
     where = rank_info.detect(rank, world_size)
-    ranks = _ranks_setting(ranks, where, notifier)
+    ranks = _ranks_setting(ranks)
+    writing_rank: int | None = None  # ranks="all": this process's rank, its points' dimension
+    if ranks == "all" and where.distributed and mode != "disabled":
+        id, ranks = _shared_run_id(id, where, project, notifier)
+        writing_rank = where.rank if ranks == "all" else None
     recording = rank_info.records(where, ranks)
     interval = sampling_interval(system_metrics)
     # ---- end of distributed jobs ----
@@ -179,8 +184,10 @@ def init(
             system_interval=interval,
             alert_settings=alert_settings,
             max_queued_points=queue_bound(_wandb_only.get("settings")),
+            rank=writing_rank,
         )
-        _start_mirror(run, mode, mirror, notifier)
+        if not writing_rank:  # one mirror per run: rank 0's
+            _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
     return run
@@ -201,35 +208,34 @@ def _start(
     system_interval: float | None = None,
     alert_settings: AlertSettings | None = None,
     max_queued_points: int | None = None,
+    rank: int | None = None,
 ) -> Run:
     store = _open_store(directory)
     directory = store.path.parent
-    existing = _existing(store, run_id)
-    if existing is not None and resume in (None, False, "never"):
-        store.close()
-        raise ExpertrackError(
-            f"a run with id {run_id!r} already exists in {directory}; pass resume='allow' "
-            "to continue it, or choose another id"
-        )
-    if existing is None and resume == "must":
-        store.close()
-        raise ExpertrackError(f"resume='must' but there is no run with id {run_id!r} in {directory}")
     summary = SummaryState()
     fields = _RunFields(project or DEFAULT_PROJECT, name, group, tags, notes, config)
-    if existing is not None:
+    existing: bool | None = None
+    if rank:  # ranks="all", a rank other than 0: it joins the run rank 0 owns (expertrack.allranks)
         assert run_id is not None
-        fields, start_step = _resume(store, run_id, fields, summary)
+        if allranks.wrote_before(store, run_id, rank) and resume in (None, False, "never"):
+            store.close()  # as rank 0 refuses the id: this rank already wrote a run of that id
+            raise ExpertrackError(
+                f"rank {rank} already wrote a run with id {run_id!r} in {directory}; pass resume='allow' "
+                "to continue it, or choose another id"
+            )
+        start_step = allranks.join(store, run_id, rank, fields.project)
+        fields.name = fields.name or run_id
     else:
-        run_id = run_id or _new_id()
-        fields.name = fields.name or _default_name(store, fields.project)
-        start_step = 0
-        _insert(store, run_id, fields)
-    first_sample = _next_system_sample(store, run_id) if existing is not None else 0  # before the writer's thread
+        run_id, fields, start_step, existing = _open_run(store, run_id, resume, fields, summary, rank)
+    first_sample = _next_system_sample(store, run_id, rank or 0) if existing is not None else 0  # before the writer
     engine = None
     if alert_settings is not None:
         from expertrack.alerts.engine import AlertEngine, RunIdentity
 
-        engine = AlertEngine(alert_settings, RunIdentity(run_id, fields.name or run_id, fields.project), notifier)
+        shown = fields.name or run_id
+        if rank:  # the alerts table has no rank: another rank's alert says whose series it is in its run name
+            shown = f"{shown} (rank {rank})"
+        engine = AlertEngine(alert_settings, RunIdentity(run_id, shown, fields.project), notifier)
     writer = Writer(
         store,
         run_id,
@@ -238,6 +244,7 @@ def _start(
         environment=environment,
         alerts=engine,
         max_queued_points=max_queued_points or queue_bound(),
+        rank=rank,
     )
     writer.start()
     run = Run(
@@ -260,9 +267,47 @@ def _start(
     return run
 
 
-def _next_system_sample(store: Store, run_id: str) -> int:
+def _open_run(
+    store: Store,
+    run_id: str | None,
+    resume: bool | str | None,
+    fields: _RunFields,
+    summary: SummaryState,
+    rank: int | None,
+) -> tuple[str, _RunFields, int, bool | None]:
+    """Create or resume the run's row: (id, fields, first step, whether it existed). ``rank`` is 0 under
+    ``ranks="all"`` (the owner: it fills in a placeholder row another rank made first), else None."""
+    existing = _existing(store, run_id)
+    claimed = rank == 0 and existing is not None and run_id is not None and allranks.placeholder(store, run_id)
+    if claimed:
+        existing = None
+    if existing is not None and resume in (None, False, "never"):
+        store.close()
+        raise ExpertrackError(
+            f"a run with id {run_id!r} already exists in {store.path.parent}; pass resume='allow' "
+            "to continue it, or choose another id"
+        )
+    if existing is None and resume == "must" and not claimed:
+        store.close()
+        raise ExpertrackError(f"resume='must' but there is no run with id {run_id!r} in {store.path.parent}")
+    if existing is not None:
+        assert run_id is not None
+        fields, start_step = _resume(store, run_id, fields, summary)
+    else:
+        run_id = run_id or _new_id()
+        fields.name = fields.name or _default_name(store, fields.project)
+        start_step = 0
+        _insert(store, run_id, fields, claim=rank == 0)
+    if rank == 0:
+        with store.transaction() as conn:
+            allranks.register(conn, run_id, 0)
+    return run_id, fields, start_step, existing
+
+
+def _next_system_sample(store: Store, run_id: str, rank: int = 0) -> int:
     """A resumed run's system series go on after their last sample (their step is the sample's number)."""
-    last = [store.read_scalars(run_id, k)[0][-1:] for k in store.scalar_keys(run_id) if k.startswith(SYSTEM_PREFIX)]
+    keys = [k for k in store.scalar_keys(run_id, rank) if k.startswith(SYSTEM_PREFIX)]
+    last = [store.read_scalars(run_id, k, rank=rank)[0][-1:] for k in keys]
     return max((int(steps[0]) + 1 for steps in last if len(steps)), default=0)
 
 
@@ -298,12 +343,14 @@ def _existing(store: Store, run_id: str | None) -> bool | None:
     return True if row else None
 
 
-def _insert(store: Store, run_id: str, fields: _RunFields) -> None:
+def _insert(store: Store, run_id: str, fields: _RunFields, claim: bool = False) -> None:
+    """The run's row. ``claim`` (rank 0 under ranks="all"): a placeholder row another rank made first, even a
+    moment ago, is filled in instead (expertrack.allranks); a row that is no placeholder (it has a pid) stays."""
     now = time.time()
     with store.transaction() as conn:
         conn.execute(
             "INSERT INTO runs (id, project, name, run_group, tags, notes, state, created_at, heartbeat_at, config,"
-            " hostname, pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            " hostname, pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)" + (allranks.CLAIM if claim else ""),
             (
                 run_id,
                 fields.project,
@@ -392,18 +439,29 @@ def _with_ranks(distributed: dict[str, Any]) -> Callable[[], str]:
     return capture
 
 
-def _ranks_setting(ranks: str | int | None, where: rank_info.RankInfo, notifier: Notifier) -> str | int:
-    """``init(ranks=...)``, else ``$EXPERTRACK_RANKS``, else ``"zero"``; ``"all"`` is not built yet (said once)."""
+def _ranks_setting(ranks: str | int | None) -> str | int:
+    """``init(ranks=...)``, else ``$EXPERTRACK_RANKS``, else ``"zero"``."""
     if ranks is None:
         text = os.environ.get("EXPERTRACK_RANKS", "").strip() or "zero"
         ranks = int(text) if text.isdigit() else text
-    if ranks == "all" and where.distributed and where.rank == 0:
+    return ranks
+
+
+def _shared_run_id(
+    run_id: str | None, where: rank_info.RankInfo, project: str | None, notifier: Notifier
+) -> tuple[str | None, str]:
+    """(the run id every rank writes, ``"all"``), or, when the ranks cannot agree on one, (``run_id``,
+    ``"zero"``): rank 0 records alone, as it says once."""
+    shared, source = allranks.shared_id(run_id, where, project or DEFAULT_PROJECT, _new_id())
+    if shared is not None:
+        return shared, "all"
+    if where.rank == 0:
         notifier.once(
             "ranks-all",
-            "init(ranks='all'): every rank writing one run is not built yet (docs/distributed.md); "
-            "rank 0 records this run and the other ranks store nothing",
+            f"init(ranks='all'): the ranks cannot agree on one run id ({source}); rank 0 records this run alone "
+            "(docs/distributed.md)",
         )
-    return ranks
+    return run_id, "zero"
 
 
 def _start_mirror(run: Run, mode: str | None, mirror: str, notifier: Notifier) -> None:

@@ -101,8 +101,13 @@ class Writer:
         environment: Callable[[], str] | None = None,
         max_queued_points: int = MAX_QUEUED_POINTS,
         alerts: AlertEngine | None = None,
+        rank: int | None = None,
     ) -> None:
         self.store = store
+        # ranks="all" (issue 15): this rank's keys are its own series; only rank 0 writes the run's row (summary,
+        # config, end state), every writing rank its own row of run_ranks. None: the run's only writer.
+        self.rank = rank
+        self.owns_run = rank in (None, 0)
         self._environment = environment  # captured first thing on this thread, so even a short run records it
         self.run_id = run_id
         self.notifier = notifier
@@ -460,8 +465,11 @@ class Writer:
         """The key's id, creating the row if needed; call inside a transaction."""
         key_id = self._key_ids.get(key)
         if key_id is None:
-            conn.execute("INSERT OR IGNORE INTO keys (run_id, name) VALUES (?, ?)", (self.run_id, key))
-            key_id = conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ?", (self.run_id, key)).fetchone()[0]
+            rank = self.rank or 0
+            conn.execute("INSERT OR IGNORE INTO keys (run_id, name, rank) VALUES (?, ?, ?)", (self.run_id, key, rank))
+            key_id = conn.execute(
+                "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (self.run_id, key, rank)
+            ).fetchone()[0]
             self._key_ids[key] = key_id
         return int(key_id)
 
@@ -514,7 +522,14 @@ class Writer:
     def _row_update(self, conn: Any, now: float, seal: bool) -> bool:
         """Rewrite the run's row when due (returns whether it did); ``RunDeletedError`` when the row is gone."""
         due = self._row_requested or bool(self._misc) or seal or now - self._row_written >= ROW_UPDATE_S
-        if due:
+        if due and self.rank is not None:
+            conn.execute(
+                "UPDATE run_ranks SET heartbeat_at = ?, dropped_points = ? WHERE run_id = ? AND rank = ?",
+                (now, self.dropped_points, self.run_id, self.rank),
+            )
+            if not self.owns_run:  # a placeholder row (rank 0 not here yet, or on another node) lives while we do
+                conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND pid IS NULL", (now, self.run_id))
+        if due and self.owns_run:
             summary = json.dumps(self.summary.snapshot()) if self._summary_dirty else None
             found = conn.execute(
                 "UPDATE runs SET summary = COALESCE(?, summary), heartbeat_at = ?, dropped_points = ? WHERE id = ?",
@@ -558,6 +573,12 @@ class Writer:
 
     def _write_misc(self, conn: Any, record: tuple[Any, ...]) -> None:
         kind = record[0]
+        if not self.owns_run and kind in ("config", "defs", "environment", "end"):
+            if kind == "end":  # another rank's end is its own: the run ends with rank 0
+                self._end_rank(conn, record)
+            return  # rank 0 owns the run's config, metric definitions and environment
+        if kind == "end" and self.rank is not None:
+            self._end_rank(conn, record)
         if kind == "array":
             _, key, step, t, array = record
             if check_key(key, self.notifier):
@@ -589,4 +610,20 @@ class Writer:
             conn.execute(
                 "UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, ended_at = ? WHERE id = ?",
                 (state, exit_code, signal, ended_at, self.run_id),
+            )
+
+    def _end_rank(self, conn: Any, record: tuple[Any, ...]) -> None:
+        """This rank's own end, in its run_ranks row (ranks="all"). A placeholder run row (rank 0 never came to
+        this store: another node's) ends with the last of this store's ranks, so it does not read as crashed."""
+        _, state, exit_code, _signal, ended_at = record
+        conn.execute(
+            "UPDATE run_ranks SET state = ?, exit_code = ?, ended_at = ?, heartbeat_at = ?"
+            " WHERE run_id = ? AND rank = ?",
+            (state, exit_code, ended_at, ended_at, self.run_id, self.rank),
+        )
+        if not self.owns_run:
+            conn.execute(
+                "UPDATE runs SET state = ?, exit_code = ?, ended_at = ? WHERE id = ? AND pid IS NULL AND NOT EXISTS"
+                " (SELECT 1 FROM run_ranks WHERE run_id = ? AND state = 'running' AND rank != ?)",
+                (state, exit_code, ended_at, self.run_id, self.run_id, self.rank),
             )

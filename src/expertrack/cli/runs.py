@@ -149,6 +149,9 @@ def show(run_ref: str, dir_: Path | None, show_env: bool) -> None:
     run = resolve_run(api, run_ref)
     console = make_console()
     print_pairs(console, f"run {run.id}", _header(run))
+    ranks = _rank_lines(run)
+    if ranks:  # a ranks="all" run: each rank's own state; the series listed below are rank 0's
+        print_pairs(console, "ranks (series below: rank 0's; export --rank N for another)", ranks)
     print_pairs(console, "config", flatten(dict(run.config or {})))
     print_pairs(console, "summary", flatten(dict(run.summary or {})))
     environment = dict(run.environment or {})
@@ -191,6 +194,15 @@ def _header(run: ApiRun) -> list[tuple[str, Any]]:
         ("duration", format_duration(run_duration(run, time.time()))),
         *dropped,
     ]
+
+
+def _rank_lines(run: ApiRun) -> list[tuple[str, Any]]:
+    """One line per rank of a ``ranks="all"`` run: its state, exit code, node and process; none for other runs."""
+    lines = []
+    for rank, seen in run.rank_states().items():
+        exit_status = "" if seen.exit_code is None else f", exit {seen.exit_code}"
+        lines.append((f"rank {rank}", f"{seen.state}{exit_status} on {seen.node or '?'} (pid {seen.pid})"))
+    return lines
 
 
 def _metrics_rows(run: ApiRun) -> list[list[str]]:
@@ -251,17 +263,26 @@ def _mirror_line(api: Api, run_id: str) -> str | None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", "-o", default="-", show_default=True, help="File to write, or - for stdout.")
 @click.option("--keys", "-k", multiple=True, help="Metric keys or globs (train/*), comma-separated; default all.")
-def export(run_ref: str, dir_: Path | None, fmt: str, output: str, keys: tuple[str, ...]) -> None:
+@click.option(
+    "--rank", type=int, default=None, help="The series of this rank of a ranks='all' run (default: rank 0's)."
+)
+def export(run_ref: str, dir_: Path | None, fmt: str, output: str, keys: tuple[str, ...], rank: int | None) -> None:
     """Export a run's scalar history, one row per step: CSV, Parquet or JSON lines.
 
     Columns are _step, _timestamp and one per metric key. In CSV an empty cell is a key not logged at that
     step and a logged NaN is written nan; in JSON lines a row holds only the keys logged at that step, and NaN /
-    Infinity are written as Python's json module does.
+    Infinity are written as Python's json module does. A run that every rank wrote (ranks="all") exports
+    rank 0's series unless --rank names another.
     """
     if fmt == "parquet":
         _require_pyarrow()
     api = open_api(dir_)
     run = resolve_run(api, run_ref)
+    if rank is not None:
+        try:
+            run = run.at_rank(rank)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     selected = _select_keys(run.metric_keys(), split_keys(keys))
     if fmt == "jsonl":
         data = _jsonl(run, selected).encode()

@@ -10,13 +10,14 @@ Routes (all GET):
   /api/runs/{ref}/array?key&step  one array (e.g. moe/affinity [L,E,D]) at a step, for the MoE view
   /api/runs/{ref}/array_series?key  a small array at every step (e.g. a per-layer entropy), as columns
   /api/runs/{ref}/alerts          its alerts, oldest first: [{"rule","key","step","value","time","message"}]
-  /api/series?key&runs&buckets&after&x&lo&hi   one scalar key for several runs, min/max downsampled
+  /api/series?key&runs&buckets&after&x&lo&hi&rank   one scalar key for several runs, min/max downsampled
   /api/grouped?key&runs&by&band&buckets       the same runs grouped (by=group|config.KEY): mean and band per group
 Bad input answers 4xx with {"error": "..."}; nothing here writes to the store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -164,7 +165,12 @@ class Handlers:
     def run(self, request: Request) -> Response:
         with_env = request.query_params.get("env", "") in ("1", "true", "yes")
         with self.api() as api:
-            return JSON(_data().run_detail(self._run(api, request), with_env))
+            run = self._run(api, request)
+            detail = _data().run_detail(run, with_env)
+            # ranks="all" (issue 15): the ranks with series, and each rank's own state ({} for other runs)
+            detail["ranks"] = run.ranks()
+            detail["rank_states"] = {str(r): dataclasses.asdict(s) for r, s in run.rank_states().items()}
+            return JSON(detail)
 
     def console(self, request: Request) -> Response:
         offset = _number(request, "offset", int, minimum=0)
@@ -200,12 +206,17 @@ class Handlers:
             raise HTTPException(400, f"x: 'step' or 'time', not {x!r}")
         lo, hi = _number(request, "lo", float), _number(request, "hi", float)
         after = _afters(request, len(refs))
+        rank = _number(request, "rank", int, minimum=0) or 0  # ranks="all" runs: this rank's series
         out: dict[str, Any] = {}
         with self.api() as api:
             for ref, after_step in zip(refs, after):
                 run = _data().find_run(api, ref)
+                if rank and rank not in run.ranks():
+                    continue  # like a key the run never logged: no series for it
+                # the cache holds rank 0's series, which every other reader asks for; other ranks are read through
+                cache = self.series_cache() if not rank else None
                 answer = _data().series(
-                    run, key, buckets, after_step, lo, hi, x, with_times=x == "time", cache=self.series_cache()
+                    run.at_rank(rank), key, buckets, after_step, lo, hi, x, with_times=x == "time", cache=cache
                 )
                 if answer is not None:
                     out[run.id] = answer

@@ -113,12 +113,12 @@ def _level_of(steps: Any, values: Any) -> tuple[bytes, bytes, bytes]:
     return picks.astype("<i4").tobytes(), steps[picks].astype("<i8").tobytes(), values[picks].astype("<f8").tobytes()
 
 
-def read_envelope(conn: sqlite3.Connection, run_id: str, key: str) -> Envelope | None:
-    """The block picks of one scalar series, from levels where the chunks have them; None when the run has no
-    such key or its writers' chunks interleave in steps (then read every point)."""
+def read_envelope(conn: sqlite3.Connection, run_id: str, key: str, rank: int = 0) -> Envelope | None:
+    """The block picks of one scalar series (``rank``'s: schema 6), from levels where the chunks have them; None
+    when the run has no such key or its writers' chunks interleave in steps (then read every point)."""
     import numpy as np
 
-    row = conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ?", (run_id, key)).fetchone()
+    row = conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, key, rank)).fetchone()
     if row is None:
         return None
     key_id = row[0]

@@ -182,6 +182,40 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        6,
+        "ranks: a rank on every key (unique by run, name, rank) and each writing rank's own state, for ranks='all'",
+        # Why a rebuild: SQLite cannot change a table's UNIQUE constraint in place. SQLite's documented way: build
+        # the new table, copy the rows with their ids, drop the old one and rename, with foreign keys off so that
+        # the drop cascades to no chunk, piece or array (see REBUILDS in migrate()). Existing keys get rank 0:
+        # rank 0 is also "the run's only writer" (docs/storage.md).
+        """
+        CREATE TABLE keys_with_ranks (
+            id      INTEGER PRIMARY KEY,
+            run_id  TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            name    TEXT NOT NULL,
+            rank    INTEGER NOT NULL DEFAULT 0,         -- the writing process's rank; 0 for a single process
+            UNIQUE (run_id, name, rank)
+        );
+        INSERT INTO keys_with_ranks (id, run_id, name, rank) SELECT id, run_id, name, 0 FROM keys;
+        DROP TABLE keys;
+        ALTER TABLE keys_with_ranks RENAME TO keys;
+        -- One row per rank that writes a run under ranks='all' (rank 0 included); the run's own state is rank 0's.
+        CREATE TABLE run_ranks (
+            run_id          TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            rank            INTEGER NOT NULL,
+            state           TEXT NOT NULL,              -- running | finished | failed | killed (crashed on read)
+            node            TEXT,                       -- host name
+            pid             INTEGER,
+            started_at      REAL NOT NULL,
+            heartbeat_at    REAL,
+            ended_at        REAL,
+            exit_code       INTEGER,
+            dropped_points  INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, rank)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 
@@ -195,6 +229,9 @@ def _backfill_levels(conn: sqlite3.Connection) -> None:
 BACKFILLS: dict[int, Callable[[sqlite3.Connection], None]] = {5: _backfill_levels}
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+# Migrations that rebuild a table other tables point at: run with foreign keys off (a pragma SQLite ignores inside
+# a transaction, so it is set around it), and checked with foreign_key_check before they commit.
+REBUILDS = {6}
 
 
 def migrate(conn: sqlite3.Connection, check_ours: Callable[[], None] | None = None) -> int:
@@ -209,6 +246,9 @@ def migrate(conn: sqlite3.Connection, check_ours: Callable[[], None] | None = No
     for number, _name, sql in MIGRATIONS:
         if number <= version:
             continue
+        rebuild = number in REBUILDS and _foreign_keys_on(conn)
+        if rebuild:
+            conn.execute("PRAGMA foreign_keys = OFF")
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -222,13 +262,22 @@ def migrate(conn: sqlite3.Connection, check_ours: Callable[[], None] | None = No
                     conn.execute(statement)
                 if number in BACKFILLS:
                     BACKFILLS[number](conn)
+                if number in REBUILDS and conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise StoreError(f"schema migration {number} would leave dangling references; nothing changed")
                 conn.execute(f"PRAGMA user_version = {number}")
                 version = number
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            if rebuild:
+                conn.execute("PRAGMA foreign_keys = ON")
     return int(version)
+
+
+def _foreign_keys_on(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
 
 
 def _statements(sql: str) -> list[str]:

@@ -7,6 +7,7 @@ and several processes can log their own runs at once. ``synchronous=NORMAL`` wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -72,10 +73,13 @@ _JSON_COLUMN_INDEXES = (4, 12, 13, 14, 15)  # tags, config, summary, metric_defs
 
 def _process_gone(run: RunRecord) -> bool:
     """A run left 'running' whose writer process is dead (same host) or silent for a minute has crashed."""
-    if run.hostname == socket.gethostname() and run.pid:
-        return not _pid_alive(run.pid)
-    last = run.heartbeat_at or run.created_at
-    return time.time() - last > STALE_HEARTBEAT_S
+    return _writer_gone(run.hostname, run.pid, run.heartbeat_at or run.created_at)
+
+
+def _writer_gone(hostname: str | None, pid: int | None, last_heard: float) -> bool:
+    if hostname == socket.gethostname() and pid:
+        return not _pid_alive(pid)
+    return time.time() - last_heard > STALE_HEARTBEAT_S
 
 
 def _pid_alive(pid: int) -> bool:
@@ -275,30 +279,46 @@ class Store:
 
     # ---- metrics ----------------------------------------------------------------------------------------------
 
-    def key_ids(self, run_id: str) -> dict[str, int]:
-        """Every key of a run (scalar or array) with its id."""
-        rows = self.conn.execute("SELECT name, id FROM keys WHERE run_id = ?", (run_id,)).fetchall()
+    def key_ids(self, run_id: str, rank: int = 0) -> dict[str, int]:
+        """Every key of a run (scalar or array) with its id, as written by ``rank`` (schema 6: each rank of a
+        ``ranks="all"`` run has its own keys; rank 0 is also a single process's)."""
+        rows = self.conn.execute("SELECT name, id FROM keys WHERE run_id = ? AND rank = ?", (run_id, rank)).fetchall()
         return dict(rows)
 
-    def scalar_keys(self, run_id: str) -> list[str]:
-        """Names of the run's scalar series, sorted."""
-        return self._keys_in(run_id, "scalar_chunks")
+    def ranks(self, run_id: str) -> list[int]:
+        """The ranks that wrote keys of the run, ascending: ``[0]`` (or ``[]``) unless it ran with ``ranks="all"``."""
+        rows = self.conn.execute("SELECT DISTINCT rank FROM keys WHERE run_id = ? ORDER BY rank", (run_id,))
+        return [int(r[0]) for r in rows]
 
-    def array_keys(self, run_id: str) -> list[str]:
-        """Names of the run's array series, sorted."""
-        return self._keys_in(run_id, "arrays")
-
-    def _keys_in(self, run_id: str, table: str) -> list[str]:
+    def rank_states(self, run_id: str) -> dict[int, RankRecord]:
+        """Each writing rank's own state under ``ranks="all"`` (none otherwise), a dead rank's 'running' read as
+        'crashed' as for runs."""
         rows = self.conn.execute(
-            f"SELECT name FROM keys k WHERE run_id = ? AND EXISTS (SELECT 1 FROM {table} t WHERE t.key_id = k.id)"
-            " ORDER BY name",
+            "SELECT rank, state, node, pid, started_at, heartbeat_at, ended_at, exit_code, dropped_points"
+            " FROM run_ranks WHERE run_id = ? ORDER BY rank",
             (run_id,),
+        ).fetchall()
+        return {int(row[0]): RankRecord.from_row(row) for row in rows}
+
+    def scalar_keys(self, run_id: str, rank: int = 0) -> list[str]:
+        """Names of the run's scalar series (those ``rank`` wrote), sorted."""
+        return self._keys_in(run_id, "scalar_chunks", rank)
+
+    def array_keys(self, run_id: str, rank: int = 0) -> list[str]:
+        """Names of the run's array series (those ``rank`` wrote), sorted."""
+        return self._keys_in(run_id, "arrays", rank)
+
+    def _keys_in(self, run_id: str, table: str, rank: int = 0) -> list[str]:
+        rows = self.conn.execute(
+            f"SELECT name FROM keys k WHERE run_id = ? AND rank = ?"
+            f" AND EXISTS (SELECT 1 FROM {table} t WHERE t.key_id = k.id) ORDER BY name",
+            (run_id, rank),
         ).fetchall()
         names = {r[0] for r in rows}
         if table == "scalar_chunks" and self.version >= 2:  # a key whose points are all still in pieces
             in_pieces = chunks.piece_counts(self._piece_headers(run_id))
             if in_pieces:
-                ids = {v: k for k, v in self.key_ids(run_id).items()}
+                ids = {v: k for k, v in self.key_ids(run_id, rank).items()}
                 names.update(ids[i] for i in in_pieces if i in ids)
         return sorted(names)
 
@@ -307,24 +327,27 @@ class Store:
             return []
         return self.conn.execute("SELECT keys FROM scalar_pieces WHERE run_id = ?", (run_id,)).fetchall()
 
-    def point_counts(self, run_id: str, key: str | None = None) -> dict[str, int]:
-        """Number of stored points per scalar key (of ``key`` alone if given): chunks in one grouped query, plus
-        the newest points, in the run's pieces."""
-        sql = "SELECT k.name, SUM(c.n) FROM keys k JOIN scalar_chunks c ON c.key_id = k.id WHERE k.run_id = ?"
-        args: tuple[Any, ...] = (run_id,)
+    def point_counts(self, run_id: str, key: str | None = None, rank: int = 0) -> dict[str, int]:
+        """Number of stored points per scalar key (of ``key`` alone if given) of ``rank``: chunks in one grouped
+        query, plus the newest points, in the run's pieces."""
+        sql = (
+            "SELECT k.name, SUM(c.n) FROM keys k JOIN scalar_chunks c ON c.key_id = k.id"
+            " WHERE k.run_id = ? AND k.rank = ?"
+        )
+        args: tuple[Any, ...] = (run_id, rank)
         if key is not None:
-            sql, args = sql + " AND k.name = ?", (run_id, key)
+            sql, args = sql + " AND k.name = ?", (run_id, rank, key)
         rows = self.conn.execute(sql + " GROUP BY k.name", args).fetchall()
         counts = {name: int(n) for name, n in rows}
         in_pieces = chunks.piece_counts(self._piece_headers(run_id))
         if in_pieces:
-            for name, key_id in self.key_ids(run_id).items():
+            for name, key_id in self.key_ids(run_id, rank).items():
                 if key_id in in_pieces and (key is None or name == key):
                     counts[name] = counts.get(name, 0) + in_pieces[key_id]
         return counts
 
-    def scalar_overview(self, run_id: str) -> dict[str, ScalarOverview]:
-        """Per scalar key: points, last step and value, min and max (NaN ignored), sorted by key.
+    def scalar_overview(self, run_id: str, rank: int = 0) -> dict[str, ScalarOverview]:
+        """Per scalar key of ``rank``: points, last step and value, min and max (NaN ignored), sorted by key.
 
         One pass over the run's chunks in key order (steps and values only, never times nor arrays): `show`
         costs the same per key for 10 keys or 100,000, where asking key by key cost a query each.
@@ -333,8 +356,8 @@ class Store:
 
         rows = self.conn.execute(
             "SELECT k.name, c.n, c.steps, c.vals FROM keys k JOIN scalar_chunks c ON c.key_id = k.id"
-            " WHERE k.run_id = ? ORDER BY k.name, c.seq",
-            (run_id,),
+            " WHERE k.run_id = ? AND k.rank = ? ORDER BY k.name, c.seq",
+            (run_id, rank),
         )
         out: dict[str, ScalarOverview] = {}
         for name, n, step_blob, value_blob in rows:
@@ -352,15 +375,15 @@ class Store:
                     last_step, last = seen.last_step, seen.last
             out[name] = ScalarOverview(int(n), last_step, last, low, high)
         if self.version >= 2:
-            self._overview_of_pieces(run_id, out)
+            self._overview_of_pieces(run_id, out, rank)
         return dict(sorted(out.items()))
 
-    def _overview_of_pieces(self, run_id: str, out: dict[str, ScalarOverview]) -> None:
+    def _overview_of_pieces(self, run_id: str, out: dict[str, ScalarOverview], rank: int = 0) -> None:
         """Fold the run's pieces (its newest points, not yet in chunks) into ``scalar_overview``'s answer, reading
         each piece once whatever the number of keys."""
         import numpy as np
 
-        names = {key_id: name for name, key_id in self.key_ids(run_id).items()}
+        names = {key_id: name for name, key_id in self.key_ids(run_id, rank).items()}
         rows = self.conn.execute(
             "SELECT keys, steps, vals FROM scalar_pieces WHERE run_id = ? ORDER BY seq", (run_id,)
         ).fetchall()
@@ -400,19 +423,25 @@ class Store:
         }
 
     def read_scalars(
-        self, run_id: str, key: str, after_step: int | None = None, times: bool = True
+        self, run_id: str, key: str, after_step: int | None = None, times: bool = True, rank: int = 0
     ) -> tuple[Any, Any, Any]:
         """(steps, times, values) NumPy arrays of one series, a point per step (the last value logged at it);
         only steps > ``after_step`` if given. ``times=False`` leaves the times blobs unread (a third of the
-        bytes; a chart on a step axis needs none) and answers None for them."""
+        bytes; a chart on a step axis needs none) and answers None for them. ``rank``'s series of a
+        ``ranks="all"`` run (rank 0's by default)."""
         columns = "c.steps, c.times, c.vals" if times else "c.steps, c.vals"
-        sql = f"SELECT {columns} FROM scalar_chunks c JOIN keys k ON c.key_id = k.id WHERE k.run_id = ? AND k.name = ?"
-        args: tuple[Any, ...] = (run_id, key)
+        sql = (
+            f"SELECT {columns} FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
+            " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?"
+        )
+        args: tuple[Any, ...] = (run_id, key, rank)
         if after_step is not None:
             sql, args = sql + " AND c.step_max > ?", (*args, after_step)
         rows = self.conn.execute(sql + " ORDER BY c.seq", args).fetchall()
         if self.version >= 2:  # the newest points, not yet sealed into chunks, are in the run's pieces
-            key_id = self.conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ?", (run_id, key)).fetchone()
+            key_id = self.conn.execute(
+                "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, key, rank)
+            ).fetchone()
             if key_id is not None:
                 piece_sql = f"SELECT keys, steps, {'times, ' if times else ''}vals FROM scalar_pieces WHERE run_id = ?"
                 piece_args: tuple[Any, ...] = (run_id,)
@@ -434,13 +463,13 @@ class Store:
             steps, stamps, values = steps[keep], stamps[keep], values[keep]
         return steps, stamps if times else None, values
 
-    def read_envelope(self, run_id: str, key: str) -> levels.Envelope | None:
+    def read_envelope(self, run_id: str, key: str, rank: int = 0) -> levels.Envelope | None:
         """The block picks (first, min, max, last, first NaN of every 64 points) of one scalar series, mostly from
         the chunks' precomputed levels: what a chart of a long series needs (``expertrack.store.levels``). None
         when the key is unknown or the store predates levels, or writers' chunks interleave: read the points."""
         if self.version < 5:
             return None
-        return levels.read_envelope(self.conn, run_id, key)
+        return levels.read_envelope(self.conn, run_id, key, rank)
 
     def last_step(self, run_id: str) -> int | None:
         """The highest step of any scalar or array of the run, or None when nothing was logged.
@@ -464,15 +493,18 @@ class Store:
         known = [int(v) for v in (row[0], pieces) if v is not None]
         return max(known) if known else None
 
-    def read_arrays(self, run_id: str, key: str, after_step: int | None = None) -> list[tuple[int, float, Any]]:
-        """[(step, time, ndarray)] of one array series, in step order."""
+    def read_arrays(
+        self, run_id: str, key: str, after_step: int | None = None, rank: int = 0
+    ) -> list[tuple[int, float, Any]]:
+        """[(step, time, ndarray)] of one array series (``rank``'s), in step order."""
         import numpy as np
 
         sql = (
             "SELECT a.step, a.time, a.dtype, a.shape, d.data FROM arrays a JOIN keys k ON a.key_id = k.id"
-            " JOIN array_data d ON d.key_id = a.key_id AND d.step = a.step WHERE k.run_id = ? AND k.name = ?"
+            " JOIN array_data d ON d.key_id = a.key_id AND d.step = a.step"
+            " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?"
         )
-        args: tuple[Any, ...] = (run_id, key)
+        args: tuple[Any, ...] = (run_id, key, rank)
         if after_step is not None:
             sql, args = sql + " AND a.step > ?", (*args, after_step)
         out = []
@@ -480,24 +512,24 @@ class Store:
             out.append((step, t, np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))))
         return out
 
-    def array_steps(self, run_id: str, key: str) -> list[int]:
+    def array_steps(self, run_id: str, key: str, rank: int = 0) -> list[int]:
         """The steps at which an array key was logged, ascending, from the index alone (no payload read)."""
         rows = self.conn.execute(
             "SELECT a.step FROM arrays a JOIN keys k ON a.key_id = k.id WHERE k.run_id = ? AND k.name = ?"
-            " ORDER BY a.step",
-            (run_id, key),
+            " AND k.rank = ? ORDER BY a.step",
+            (run_id, key, rank),
         )
         return [r[0] for r in rows]
 
-    def read_array(self, run_id: str, key: str, step: int) -> Any:
+    def read_array(self, run_id: str, key: str, step: int, rank: int = 0) -> Any:
         """The array logged under ``key`` at exactly ``step`` (a NumPy array), or None: one payload read."""
         import numpy as np
 
         row = self.conn.execute(
             "SELECT a.dtype, a.shape, d.data FROM arrays a JOIN keys k ON a.key_id = k.id"
             " JOIN array_data d ON d.key_id = a.key_id AND d.step = a.step"
-            " WHERE k.run_id = ? AND k.name = ? AND a.step = ?",
-            (run_id, key, step),
+            " WHERE k.run_id = ? AND k.name = ? AND k.rank = ? AND a.step = ?",
+            (run_id, key, rank, step),
         ).fetchone()
         if row is None:
             return None
@@ -534,6 +566,29 @@ class Store:
         if not rows:
             return None
         return b"".join(zlib.decompress(r[0]) for r in rows)
+
+
+@dataclass(frozen=True)
+class RankRecord:
+    """One rank's row of ``run_ranks`` (schema 6): how that rank's part of a ``ranks="all"`` run went."""
+
+    state: str
+    node: str | None
+    pid: int | None
+    started_at: float
+    heartbeat_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    dropped_points: int
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> RankRecord:
+        """From ``rank_states``' columns (the rank first); a dead rank left 'running' reads as 'crashed'."""
+        record = cls(*row[1:])
+        last_heard = record.heartbeat_at or record.started_at
+        if record.state == "running" and _writer_gone(record.node, record.pid, last_heard):
+            return dataclasses.replace(record, state="crashed")
+        return record
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,11 @@ def add_arrays(store: Store, run_id: str, key: str, points: Iterable[tuple[int, 
     with store.transaction() as conn:
         if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
             raise LookupError(f"no run {run_id!r} in {store.path}")
-        conn.execute("INSERT OR IGNORE INTO keys (run_id, name) VALUES (?, ?)", (run_id, key))
-        key_id = conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ?", (run_id, key)).fetchone()[0]
+        # rank 0's key: what readers show by default, and a single process's (schema 6, docs/storage.md)
+        conn.execute("INSERT OR IGNORE INTO keys (run_id, name, rank) VALUES (?, ?, 0)", (run_id, key))
+        key_id = conn.execute(
+            "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = 0", (run_id, key)
+        ).fetchone()[0]
         count = 0
         for step, t, array in points:
             insert_array(conn, key_id, step, t, array)

@@ -76,6 +76,7 @@ export class RunPage {
     this.alertsCard = el("div", { class: "card alerts-card", id: "alerts-card", hidden: true });
     this.systemPlot = el("div", { class: "plot", id: "run-system" });
     this.systemCard = el("div", { class: "card", hidden: true }, el("h3", { text: "System" }), this.systemPlot);
+    this.ranksCard = this.ranksView(run);
     const facts = [
       ["id", el("span", { class: "mono", text: run.id })],
       ["state", this.stateCell],
@@ -102,6 +103,7 @@ export class RunPage {
         el("div", { class: "card" }, el("h3", { text: "Config" }), kvTable(run.config, "run-config")),
         el("div", { class: "card" }, el("h3", { text: "Summary" }), kvTable(run.summary, "run-summary")),
         this.environmentCard(run)),
+      ...[this.ranksCard].filter(Boolean),
       this.systemCard,
       el("div", { class: "card console-card" },
         el("div", { class: "chart-head" }, el("h3", { text: "Console" }),
@@ -149,6 +151,49 @@ export class RunPage {
     this.alertsCard.replaceChildren(el("h3", { text: `Alerts (${alerts.length})` }),
       el("table", { class: "kv alerts", id: "run-alerts" }, head, ...rows));
     this.alertsCard.hidden = false;
+  }
+
+  // A run every rank wrote (init(ranks="all")): each rank's state, and one key's series per rank, the ranks
+  // chosen in a select (all of them, or one). Other runs have rank 0 only and get no card.
+  ranksView(run) {
+    const ranks = run.ranks || [];
+    if (ranks.length < 2) return null;
+    const states = run.rank_states || {};
+    const head = el("tr", {}, ...["rank", "state", "node", "pid", "exit"].map((h) => el("th", { text: h })));
+    const rows = ranks.map((r) => {
+      const s = states[String(r)] || {};
+      return el("tr", {}, el("td", { class: "num", text: String(r) }), el("td", {}, s.state ? stateBadge(s.state) : ""),
+        el("td", { text: s.node ?? "" }), el("td", { class: "num", text: s.pid ? String(s.pid) : "" }),
+        el("td", { class: "num", text: s.exit_code === null || s.exit_code === undefined ? "" : String(s.exit_code) }));
+    });
+    const keys = (run.metric_keys || []).filter((k) => !k.startsWith(SYSTEM_PREFIX));
+    const keySelect = el("select", { id: "rank-key" }, ...keys.map((k) => el("option", { value: k, text: k })));
+    const rankSelect = el("select", { id: "rank-select" }, el("option", { value: "all", text: "all ranks" }),
+      ...ranks.map((r) => el("option", { value: String(r), text: `rank ${r}` })));
+    const plot = el("div", { class: "plot", id: "rank-plot" });
+    const draw = () => this.drawRanks(run, keySelect.value, rankSelect.value === "all" ? ranks : [Number(rankSelect.value)], plot);
+    keySelect.onchange = draw;
+    rankSelect.onchange = draw;
+    if (keys.length) draw();
+    return el("div", { class: "card", id: "ranks-card" },
+      el("div", { class: "chart-head" }, el("h3", { text: `Ranks (${ranks.length})` }), keySelect, rankSelect),
+      el("table", { class: "kv alerts", id: "run-ranks" }, head, ...rows), plot);
+  }
+
+  async drawRanks(run, key, ranks, plot) {
+    const traces = [];
+    for (const rank of ranks) {
+      const params = new URLSearchParams({ key, runs: run.id, buckets: 500, rank });
+      const body = await getJSON(`/api/series?${params}`);
+      const s = body.series[run.id];
+      if (s) traces.push({ type: "scatter", mode: "lines", x: unpack(s.steps), y: unpack(s.values), name: `rank ${rank}` });
+    }
+    await loadPlotly();
+    if (this.runId !== run.id) return;
+    Plotly.react(plot, traces, {
+      height: 260, margin: { l: 52, r: 12, t: 8, b: 36 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      legend: { orientation: "h", y: -0.22, x: 0 }, font: { family: "Inter, system-ui, sans-serif", size: 11, color: "#3b4351" },
+    }, { displaylogo: false, responsive: true });
   }
 
   // One chart of every system/ key the run logged, when it logged any.
