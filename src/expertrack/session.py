@@ -11,6 +11,7 @@ import math
 import os
 import secrets
 import socket
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -290,14 +291,28 @@ def _open_run(
     if existing is None and resume == "must" and not claimed:
         store.close()
         raise ExpertrackError(f"resume='must' but there is no run with id {run_id!r} in {store.path.parent}")
-    if existing is not None:
-        assert run_id is not None
-        fields, start_step = _resume(store, run_id, fields, summary)
-    else:
+    if existing is None:
+        given_id = run_id
         run_id = run_id or _new_id()
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
-        _insert(store, run_id, fields, claim=rank == 0)
+        try:
+            _insert(store, run_id, fields, claim=rank == 0)
+        except sqlite3.IntegrityError:
+            # another process created this id between our look and our insert (several processes started at
+            # once with init(id=X, resume="allow")): it is now a run that exists, resumed like any other
+            if given_id is None or _existing(store, run_id) is None:
+                raise
+            existing = True
+            if resume in (None, False, "never"):
+                store.close()
+                raise ExpertrackError(
+                    f"a run with id {run_id!r} was created in {store.path.parent} by another process just now; "
+                    "pass resume='allow' to write to it too, or choose another id"
+                ) from None
+    assert run_id is not None
+    if existing is not None:
+        fields, start_step = _resume(store, run_id, fields, summary)
     if rank == 0:
         with store.transaction() as conn:
             allranks.register(conn, run_id, 0)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +267,31 @@ def test_overview_of_a_running_run_counts_the_points_still_in_pieces(tracking_di
     run.finish()
     with Store(tracking_dir / "store.db", readonly=True) as store:
         assert store.scalar_overview(run.id)["loss"].points == 10  # the same once sealed
+
+
+RACE_INIT = """
+import sys, time
+import expertrack
+start = float(sys.argv[1])
+time.sleep(max(0.0, start - time.time()))  # every process calls init() at the same moment
+run = expertrack.init(project="race", id=sys.argv[2], resume="allow", mirror="off", system_metrics=False)
+run.log({"v": float(sys.argv[3])}, step=int(sys.argv[3]))
+run.finish()
+"""
+
+
+def test_processes_starting_one_run_id_at_once_all_write_to_it(tracking_dir: Path) -> None:
+    """init(id=X, resume="allow") in several processes at once: the ones that lose the race to create the row
+    resume it instead of failing on its unique id (CI saw one fail with IntegrityError)."""
+    for attempt in range(3):
+        run_id = f"race{attempt}"
+        start = time.time() + 1.5
+        procs = [
+            subprocess.Popen([sys.executable, "-c", RACE_INIT, str(start), run_id, str(i)], stderr=subprocess.PIPE)
+            for i in range(6)
+        ]
+        for proc in procs:
+            assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else b""
+        with Store(tracking_dir / "store.db", readonly=True) as store:
+            steps = store.read_scalars(run_id, "v")[0]
+        assert sorted(steps.tolist()) == list(range(6))
