@@ -1,0 +1,54 @@
+"""Store locations: a tracking directory or store file (SQLite), or a ``postgresql://`` URL (a shared server).
+
+Every reader and every copy between stores opens a store through ``open_store(location)``; ``describe(location)``
+is the form safe to print (a URL's password removed), used in every message that names a store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from expertrack.paths import STORE_FILE
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres(location: str | os.PathLike[str] | None) -> bool:
+    """Whether ``location`` names a PostgreSQL database (``postgresql://...`` or ``postgres://...``)."""
+    return isinstance(location, str) and location.split("://", 1)[0].lower() in POSTGRES_SCHEMES and "://" in location
+
+
+def describe(location: str | os.PathLike[str]) -> str:
+    """``location`` as it may be printed: a URL without its password (user, host, port and database kept)."""
+    if not is_postgres(location):
+        return str(location)
+    parts = urlsplit(str(location))
+    netloc = parts.netloc
+    if "@" in netloc:
+        user_info, host = netloc.rsplit("@", 1)
+        user = user_info.split(":", 1)[0]
+        netloc = f"{user}@{host}" if user else host
+    query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def sqlite_path(location: str | os.PathLike[str]) -> Path:
+    """The store file a local location names: a directory's ``store.db``, or the ``.db`` file itself."""
+    path = Path(location).expanduser()
+    if path.suffix == ".db" and not path.is_dir():
+        return path.resolve()
+    return (path / STORE_FILE).resolve()
+
+
+def open_store(location: str | os.PathLike[str], readonly: bool = False) -> Any:
+    """Open the store at ``location`` (a directory, a ``.db`` file or a ``postgresql://`` URL)."""
+    if is_postgres(location):
+        from expertrack.errors import StoreError
+
+        raise StoreError(f"{describe(location)}: PostgreSQL stores are not supported yet")
+    from expertrack.store.sqlite import Store
+
+    return Store(sqlite_path(location), readonly=readonly)
