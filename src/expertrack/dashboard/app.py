@@ -12,7 +12,8 @@ Routes (all GET):
   /api/runs/{ref}/alerts          its alerts, oldest first: [{"rule","key","step","value","time","message"}]
   /api/series?key&runs&buckets&after&x&lo&hi&rank   one scalar key for several runs, min/max downsampled
   /api/grouped?key&runs&by&band&buckets       the same runs grouped (by=group|config.KEY): mean and band per group
-Bad input answers 4xx with {"error": "..."}; nothing here writes to the store.
+Bad input answers 4xx with {"error": "..."}; nothing here writes to the store. Served with a token (beyond
+loopback), /api/... asks for it (401 otherwise): see dashboard/guard.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import dataclasses
 import hashlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -31,19 +32,20 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from expertrack.dashboard.encode import JSON, PackedJSON
+from expertrack.dashboard.guard import LOOPBACK_HOSTS, SecurityHeaders, TokenGate
 from expertrack.errors import StoreError
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BUCKETS = 10_000
 MAX_RUNS_PER_REQUEST = 500
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # steps and offsets are stored as SQLite's 64-bit integers
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 # zlib level 1: a 50-run chart's 1.22 MB answer becomes 634 KB in 72 ms, against 596 KB in 464 ms at level 9
 # (Starlette's default; measured on the busy 2-core machine); small answers are not worth a gzip header.
 GZIP_LEVEL = 1
@@ -69,18 +71,6 @@ STATIC: dict[str, tuple[str, str]] = {
     }.items()
 }
 
-# Scripts only from this server (so even a missed escape cannot run inline script); plotly needs inline styles.
-SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        b"img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-]
-
 
 def plotly_js() -> Path | None:
     """plotly.min.js as bundled in the installed ``plotly`` package (served from there, never fetched), or None."""
@@ -91,33 +81,6 @@ def plotly_js() -> Path | None:
         return None
     path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
     return path if path.is_file() else None
-
-
-class Guard:
-    """ASGI middleware: refuse requests for other host names (DNS rebinding) and add security headers."""
-
-    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...] | None) -> None:
-        self.app = app
-        self.allowed_hosts = allowed_hosts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.allowed_hosts is not None:
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.lower() not in self.allowed_hosts:
-                await JSON({"error": f"host {host!r} is not served here"}, 400)(scope, receive, send)
-                return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class Handlers:
@@ -368,13 +331,15 @@ def open_store_readonly(directory: Path) -> Any:
 
 def create_app(
     directory: Path,
-    allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
+    allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS,
     open_api: Callable[[Path], Any] = open_store_readonly,
+    token: str | None = None,
 ) -> ASGIApp:
     """The dashboard as an ASGI app reading the store in ``directory``.
 
     ``allowed_hosts``: the Host names it answers (loopback only by default, which stops DNS-rebinding pages
-    from reading runs); None answers any (for a server bound to a wider address on purpose).
+    from reading runs; see ``guard.allowed_hosts``); None answers any. ``token``: when given, ``/api/...``
+    answers only requests that present it (see dashboard/guard.py).
     """
     h = Handlers(Path(directory), open_api)
     routes = [
@@ -390,8 +355,16 @@ def create_app(
         Route("/api/runs/{ref}/array_series", h.array_series),
         Route("/api/runs/{ref}/alerts", h.alerts),
     ]
-    # Answers are compressed when the browser accepts gzip: a team's dashboard is read over a network, where a
-    # 50-run chart's 1.2 MB costs more to send than to compress (see GZIP_LEVEL).
-    gzip = Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=GZIP_LEVEL)
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=warm_up, middleware=[gzip])
-    return Guard(app, allowed_hosts)
+    # Outermost first: the Host check (answers "Invalid host header", 400), the security headers on every
+    # answer, the token, then gzip when the browser accepts it: a team's dashboard is read over a network, where
+    # a 50-run chart's 1.2 MB costs more to send than to compress (see GZIP_LEVEL).
+    middleware = [
+        Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or ["*"]), www_redirect=False),
+        Middleware(SecurityHeaders),
+    ]
+    if token is not None:
+        middleware.append(Middleware(TokenGate, token=token))
+    middleware.append(Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=GZIP_LEVEL))
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error}, lifespan=warm_up, middleware=middleware
+    )
