@@ -146,6 +146,7 @@ def test_a_dashboard_with_a_token_works_once_the_browser_presented_it(
     page.goto(server.url + "/")
     page.wait_for_function("document.getElementById('live-text').textContent.includes('needs its token')")
     assert page.locator("#runs-table tbody tr").count() == 0
+    watched.screenshot("token-locked")
     page = watched.open(f"{server.url}/?token={token}#/")
     page.wait_for_function("document.querySelectorAll('#runs-table tbody tr').length === 1")
     assert page.url == f"{server.url}/#/"  # redirected without the token, the view's #fragment kept
