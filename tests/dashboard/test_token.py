@@ -61,6 +61,12 @@ def test_a_browser_presents_it_once_and_keeps_a_cookie_that_is_not_the_token(tra
     assert TOKEN not in everything_said(runs)
 
 
+def test_the_redirect_stays_on_this_server(tracking_dir: Path) -> None:
+    c = client(tracking_dir)
+    assert c.get(f"http://127.0.0.1:8080//evil.example/x?token={TOKEN}").headers["location"] == "/"
+    assert c.get(f"/static/a%0d%0ab?token={TOKEN}").headers["location"] == "/static/a%0D%0Ab"
+
+
 def test_a_wrong_token_in_the_address_sets_no_cookie(tracking_dir: Path) -> None:
     c = client(tracking_dir)
     response = c.get("/?token=not-the-token-at-all")

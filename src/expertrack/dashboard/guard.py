@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
@@ -101,7 +101,7 @@ class TokenGate:
         elif not scope["path"].startswith(PROTECTED_PREFIX) or self._presented(Headers(scope=scope)):
             await self.app(scope, receive, send)
         else:
-            await _refusal("this dashboard needs its token", scope)(scope, receive, send)
+            await _refusal("this dashboard needs its token")(scope, receive, send)
 
     def _presented(self, headers: Headers) -> bool:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
@@ -113,11 +113,14 @@ class TokenGate:
     def _exchange(self, scope: Scope, offered: str, query: Sequence[tuple[str, str]]) -> JSON:
         """The answer to ``?token=``: the cookie and a redirect to the address without it, or a refusal."""
         if not _same(offered, self.token):
-            return _refusal("wrong token", scope)
+            return _refusal("wrong token")
         rest = urlencode([(name, value) for name, value in query if name != "token"])
-        # A relative address, so the redirect never depends on the Host header; the browser keeps the #fragment.
-        answer = JSON({"redirect": scope["path"]}, 303)
-        answer.headers["location"] = scope["path"] + (f"?{rest}" if rest else "")
+        # A path on this server, so the redirect never depends on the Host header and never leaves the server
+        # ("//other.site" would); the browser keeps the #fragment.
+        path = scope["path"]
+        path = quote(path, safe="/:@!$&'()*+,;=-._~") if path.startswith("/") and not path.startswith("//") else "/"
+        answer = JSON({"redirect": path}, 303)
+        answer.headers["location"] = path + (f"?{rest}" if rest else "")
         answer.headers["cache-control"] = "no-store"
         answer.set_cookie(
             self.cookie_name,
@@ -140,7 +143,7 @@ def _derive(token: bytes, purpose: bytes) -> str:
     return hmac.new(token, b"expertrack ui " + purpose, hashlib.sha256).hexdigest()
 
 
-def _refusal(reason: str, scope: Scope) -> JSON:
+def _refusal(reason: str) -> JSON:
     how = "open the dashboard once as /?token=YOUR_TOKEN, or send the header Authorization: Bearer YOUR_TOKEN"
     answer = JSON({"error": f"{reason}: {how}", "status": 401}, 401)
     answer.headers["www-authenticate"] = 'Bearer realm="expertrack ui"'
