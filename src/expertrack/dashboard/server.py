@@ -15,6 +15,7 @@ import uvicorn
 
 from expertrack.dashboard.app import create_app
 from expertrack.dashboard.guard import TOKEN_ENV, allowed_hosts, check_token, is_loopback
+from expertrack.store.location import describe
 
 EXIT_GRACE_S = 1.0  # how long requests in flight get to finish after SIGTERM or Ctrl-C
 
@@ -66,7 +67,7 @@ def check_address(host: str, port: int) -> None:
 
 
 def serve(
-    directory: Path,
+    directory: Path | str,
     host: str = "127.0.0.1",
     port: int = 8080,
     log_level: str = "warning",
@@ -88,10 +89,8 @@ def serve(
         "\n  with a token: a browser opens the page once as /?token=YOUR_TOKEN (it then keeps it in a cookie),"
         "\n  a script sends the header Authorization: Bearer YOUR_TOKEN"
     )
-    print(
-        f"expertrack ui: serving {directory} at http://{shown}:{port}/  (Ctrl-C to stop){how if token else ''}",
-        flush=True,
-    )
+    where = f"{describe(directory)} at http://{shown}:{port}/"
+    print(f"expertrack ui: serving {where}  (Ctrl-C to stop){how if token else ''}", flush=True)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, ws="none"
     )
