@@ -19,9 +19,12 @@ def free_port() -> int:
 
 class Server:
     """`expertrack ui` in a child process, as a user starts it; ``token`` in $EXPERTRACK_UI_TOKEN when given
-    (the readiness probe presents it), ``host`` the address it listens on (reached through 127.0.0.1)."""
+    (the readiness probe presents it), ``host`` the address it listens on (reached through 127.0.0.1), ``args``
+    more options."""
 
-    def __init__(self, directory: Path, token: str | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, directory: Path, token: str | None = None, host: str = "127.0.0.1", args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).with_name("expertrack")
@@ -29,7 +32,7 @@ class Server:
         if token is not None:
             env["EXPERTRACK_UI_TOKEN"] = token
         self.proc = subprocess.Popen(
-            [str(exe), "ui", "--dir", str(directory), "--host", host, "--port", str(self.port)],
+            [str(exe), "ui", "--dir", str(directory), "--host", host, "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -49,9 +49,9 @@ def get(url: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
         conn.close()
 
 
-def test_a_server_on_every_address_answers_the_token_only(tracking_dir: Path) -> None:
+def test_a_server_on_every_address_answers_the_token_and_its_names_only(tracking_dir: Path) -> None:
     dense_run(tracking_dir)
-    server = Server(tracking_dir, token=TOKEN, host="0.0.0.0")
+    server = Server(tracking_dir, token=TOKEN, host="0.0.0.0", args=("--allowed-host", "dash.team.example"))
     try:
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         status, body = get(server.url, "/api/runs", bearer)
@@ -59,6 +59,7 @@ def test_a_server_on_every_address_answers_the_token_only(tracking_dir: Path) ->
         status, body = get(server.url, "/api/runs", {})
         assert status == 401 and TOKEN.encode() not in body and b"dense-a" not in body
         assert get(server.url, "/api/runs", {**bearer, "Host": "rebound.example"})[0] == 400
+        assert get(server.url, "/api/runs", {**bearer, "Host": "dash.team.example:8080"})[0] == 200  # --allowed-host
     finally:
         server.stop()
     assert TOKEN not in server.output
