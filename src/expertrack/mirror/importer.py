@@ -110,7 +110,7 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
     path = store_path(dir)
     if path.exists():
         with Store(path) as store:
-            if store.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+            if store.run_exists(run_id):
                 result.note = _already_there(run_id, dir)
                 return result
     run = expertrack.init(
@@ -176,11 +176,8 @@ def _keep_wall_times(path: Path, run_id: str, parts: list[WandbRun]) -> None:
         started = min(times)
     if started is None:
         return
-    with Store(path) as store, store.conn:
-        store.conn.execute(
-            "UPDATE runs SET created_at = ?, ended_at = COALESCE(?, ended_at) WHERE id = ?",
-            (started, ended if ended is not None and ended >= started else None, run_id),
-        )
+    with Store(path) as store:
+        store.set_run_times(run_id, started, ended if ended is not None and ended >= started else None)
 
 
 def _numbers(row: dict[str, Any], skipped: dict[str, int]) -> dict[str, float]:
