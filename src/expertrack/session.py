@@ -22,15 +22,15 @@ from expertrack import allranks, lifecycle
 from expertrack import ranks as rank_info
 from expertrack.alerts.config import AlertSettings
 from expertrack.alerts.config import resolve as resolve_alerts
+from expertrack.config import Config, dumps, to_jsonable
 from expertrack.errors import ExpertrackError, NoRunError, StoreError
 from expertrack.notify import Notifier, say
 from expertrack.paths import STORE_FILE, tracking_dir
 from expertrack.records import NewRun
-from expertrack.runconfig import Config, dumps, to_jsonable
+from expertrack.run import Run
 from expertrack.store import Store
 from expertrack.summary import SummaryState
 from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
-from expertrack.tracking import Run
 from expertrack.writer import Writer, queue_bound
 
 DEFAULT_PROJECT = "uncategorized"
@@ -191,6 +191,7 @@ def init(
             _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
+    run._on_finish.append(_clear_current)
     return run
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from expertrack.capture.parsers import ConfigItems, Item, Metrics
 from expertrack.capture.tracker import CONSOLE_FILE, STDOUT_FILE, LineFeeder
+from expertrack.config import dumps
 from expertrack.records import Row
-from expertrack.runconfig import dumps
 from expertrack.store import Store
 from expertrack.store.chunks import SeriesBuffer
 from expertrack.summary import SummaryState

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from expertrack.config import dumps
 from expertrack.mirror.wandb_log import WandbRun, read_run
 from expertrack.records import Batch, End, MetricDefs, NewRun, RunUpdate
-from expertrack.runconfig import dumps
 from expertrack.store.chunks import SeriesBuffer
 from expertrack.summary import SummaryState
 

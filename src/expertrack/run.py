@@ -9,6 +9,7 @@ both steps (once per run), never dropped silently.
 from __future__ import annotations
 
 import operator
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -16,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.alerts.manual import ManualAlerts
+from expertrack.config import Config, dumps
 from expertrack.notify import Notifier, say
 from expertrack.records import ConfigSet, End, FileChunk, MetricDefs, Record, Row, SummaryDeleted, SummarySet
 from expertrack.runcalls import WandbRunCalls
-from expertrack.runconfig import Config, Summary, dumps
-from expertrack.summary import SummaryState, parse_summary_spec
+from expertrack.summary import Summary, SummaryState, parse_summary_spec
 from expertrack.values import flatten
 from expertrack.writer import Writer
 
@@ -284,8 +285,6 @@ class Run(WandbRunCalls):
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(exit_code=130, signal=2)
         elif issubclass(exc_type, SystemExit):
-            from expertrack.lifecycle import exit_status
-
             self.finish(exit_code=exit_status(exc.code if isinstance(exc, SystemExit) else None))
         else:
             self.finish(exit_code=1)
@@ -317,6 +316,15 @@ class Run(WandbRunCalls):
         self.flush(timeout=5.0)  # a value set or logged just before must be there to delete
         self._summary_state.delete(key)
         self._put(SummaryDeleted(str(key)))
+
+
+def exit_status(code: object) -> int:
+    """The exit status CPython makes of ``SystemExit.code``: None is 0, a non-int is printed and gives 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if os.name == "posix" else code  # the status a POSIX parent sees keeps the low 8 bits
+    return 1
 
 
 def _as_step(step: Any) -> int:
