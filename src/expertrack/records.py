@@ -1,7 +1,9 @@
 """The records a run hands to its writer, and the writer to the store: one definition each, shared by every layer.
 
-``Run`` (and the console parser, reparse, the importer, the alert engine) make these; the writer queues them in
-order, folds rows into series buffers, and hands the rest to ``Store.write_batch`` inside a ``Batch``. All are
+``Run`` makes these (for ``log()``, config, summary, files, the end; the console parser and the integrations log
+through it), the writer adds the environment and the alerts its engine raises; it folds rows into series buffers
+and hands the rest, in order, to ``Store.write_batch`` inside a ``Batch``. ``reparse`` and ``import wandb`` build
+rows and batches themselves and go straight to the store. All are
 frozen: a record queued is never changed afterwards. ``Row`` is the one on ``log()``'s hot path, so it is the
 cheapest to make (three slots, not frozen; benchmarks/log_overhead.py measures it).
 """

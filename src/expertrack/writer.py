@@ -45,8 +45,8 @@ from expertrack.records import (
     SummaryDeleted,
     SummarySet,
 )
-from expertrack.store.interface import Store
 from expertrack.store.chunks import SEAL_FLUSHES, SEAL_POINTS, Piece, SeriesBuffer
+from expertrack.store.interface import Store
 from expertrack.summary import SummaryState
 from expertrack.values import check_key
 
