@@ -104,7 +104,7 @@ def writer_seconds(batches: list[list[Row]], alerts: bool, directory: Path, spen
     for batch in batches:
         writer.queue.extend(batch)
         started = time.perf_counter()
-        writer._flush_once()  # the work the writer thread does per cycle
+        writer._flush_once(len(batch))  # the work the writer thread does per cycle
         total += time.perf_counter() - started
     store.close()
     return total
