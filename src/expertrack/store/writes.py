@@ -227,13 +227,13 @@ class StoreWrites:
     def replace_scalars(
         self, run_id: str, series: list[SeriesBuffer], config: str | None = None, summary: str | None = None
     ) -> None:
-        """Replace every scalar point of a run (rank 0's keys) with ``series``, and its config and summary (JSON
-        text; None keeps them), in one transaction: a reader sees the old points or the new, never none, and a
-        failure leaves the run as it was (``expertrack reparse``)."""
+        """Replace every scalar point of a run (of every rank) with ``series`` (rank 0's keys), and its config and
+        summary (JSON text; None keeps them), in one transaction: a reader sees the old points or the new, never
+        none, and a failure leaves the run as it was (``expertrack reparse``)."""
         with self.transaction() as conn:
             if conn.execute("SELECT COUNT(*) FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == 0:
                 raise LookupError(f"no run {run_id!r} in {self.path}")
-            owned = "SELECT id FROM keys WHERE run_id = ? AND rank = 0"
+            owned = "SELECT id FROM keys WHERE run_id = ?"
             conn.execute(f"DELETE FROM scalar_levels WHERE key_id IN ({owned})", (run_id,))
             conn.execute(f"DELETE FROM scalar_chunks WHERE key_id IN ({owned})", (run_id,))
             conn.execute("DELETE FROM scalar_pieces WHERE run_id = ?", (run_id,))
