@@ -366,14 +366,13 @@ class Writer:
             else:
                 assert not isinstance(record, Row)
                 self._misc.append(record)
-                kind = type(record)
-                if kind is MetricDefs:
-                    self.summary.set_defs(record.defs)  # type: ignore[union-attr]
+                if isinstance(record, MetricDefs):
+                    self.summary.set_defs(record.defs)
                     self._summary_dirty = True
-                elif kind is SummarySet:  # run.summary[key] = value, in order with the values logged around it
-                    self.summary.set_override(record.key, record.value)  # type: ignore[union-attr]
+                elif isinstance(record, SummarySet):  # in order with the values logged around it
+                    self.summary.set_override(record.key, record.value)
                     self._summary_dirty = True
-                elif kind is SummaryDeleted:
+                elif isinstance(record, SummaryDeleted):
                     self._summary_dirty = True
         if touched:
             import numpy as np

@@ -148,31 +148,23 @@ class StoreWrites:
 
     def _write_record(self, conn: Any, batch: Batch, record: Record) -> None:
         run_id = batch.run_id
-        kind = type(record)
-        if kind is End and batch.rank is not None:
-            _end_rank(conn, batch, record)  # type: ignore[arg-type]
-        if not batch.owns_run and kind in (ConfigSet, MetricDefs, Environment, End):
+        if isinstance(record, End) and batch.rank is not None:
+            _end_rank(conn, batch, record)
+        if not batch.owns_run and isinstance(record, (ConfigSet, MetricDefs, Environment, End)):
             return  # rank 0 owns the run's config, metric definitions and environment; its end ends the run
-        if kind is ArrayPoint:
-            assert isinstance(record, ArrayPoint)
+        if isinstance(record, ArrayPoint):
             insert_array(conn, self._key_id(conn, batch, record.key), record.step, record.time, record.array)
-        elif kind is AlertFired:
-            assert isinstance(record, AlertFired)
+        elif isinstance(record, AlertFired):
             insert_alerts(conn, run_id, [record.alert])
-        elif kind is ConfigSet:
-            assert isinstance(record, ConfigSet)
+        elif isinstance(record, ConfigSet):
             conn.execute("UPDATE runs SET config = ? WHERE id = ?", (record.config, run_id))
-        elif kind is MetricDefs:
-            assert isinstance(record, MetricDefs)
+        elif isinstance(record, MetricDefs):
             conn.execute("UPDATE runs SET metric_defs = ? WHERE id = ?", (json.dumps(record.defs), run_id))
-        elif kind is Environment:
-            assert isinstance(record, Environment)
+        elif isinstance(record, Environment):
             conn.execute("UPDATE runs SET environment = ? WHERE id = ?", (record.environment, run_id))
-        elif kind is FileChunk:
-            assert isinstance(record, FileChunk)
+        elif isinstance(record, FileChunk):
             _insert_file(conn, run_id, record)
-        elif kind is End:
-            assert isinstance(record, End)
+        elif isinstance(record, End):
             conn.execute(
                 "UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, ended_at = ? WHERE id = ?",
                 (record.state, record.exit_code, record.signal, record.ended_at, run_id),
