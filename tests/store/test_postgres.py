@@ -103,15 +103,25 @@ def test_credentials_from_libpq_environment(
 def test_a_stopped_server_is_refused_clearly_and_read_again_once_restarted(
     postgres_server: PostgresServer, postgres_url: str
 ) -> None:
+    from starlette.testclient import TestClient
+
+    from expertrack.dashboard.app import create_app
+
     open_store(postgres_url).close()
+    client = TestClient(create_app(postgres_url), base_url="http://127.0.0.1:8080")
+    assert client.get("/api/runs").json()["runs"] == []  # its reader is kept for the next request
     postgres_server.stop()
     try:
         with pytest.raises(StoreError, match="cannot connect to the PostgreSQL store"):
             open_store(postgres_url)
+        down = client.get("/api/runs")
+        assert down.status_code == 503 and "cannot connect" in down.json()["error"]
+        assert PASSWORD not in down.text
     finally:
         postgres_server.start()
     with open_store(postgres_url, readonly=True) as store:
         assert store.runs() == []
+    assert client.get("/api/runs").status_code == 200
 
 
 def test_reading_commands_api_and_dashboard_read_a_postgresql_location(tracking_dir: Path, postgres_url: str) -> None:
