@@ -12,6 +12,7 @@ from expertrack.store.location import open_store
 from tests.pg import copy_into_postgres
 
 ReadStore = Callable[[], Any]
+ReadLocation = Callable[[Path], Any]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -33,3 +34,18 @@ def read_store(request: pytest.FixtureRequest, tracking_dir: Path) -> Iterator[R
     yield open_reader
     for store in opened:
         store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def read_location(request: pytest.FixtureRequest) -> ReadLocation:
+    """``read_location(directory)``: the location to read ``directory``'s runs from: the directory itself, or a
+    fresh PostgreSQL database its store's rows were just loaded into (for ``Api`` and the commands)."""
+
+    def location(directory: Path) -> Any:
+        if request.param == "sqlite":
+            return directory
+        url = request.getfixturevalue("postgres_server").new_database()
+        copy_into_postgres(directory, url)
+        return url
+
+    return location

@@ -134,6 +134,8 @@ def test_reading_commands_api_and_dashboard_read_a_postgresql_location(tracking_
     assert run.file("console.log") == b"hello\n"
     local = expertrack.Api(tracking_dir)
     assert local.run(run_id).history().equals(run.history()) and len(run.history()) == 300
+    for mine, theirs in zip(local.run(run_id).arrays("hist"), run.arrays("hist")):
+        assert np.array_equal(mine, theirs)
     local.close()
 
     listed = expertrack_cli("ls", "--dir", postgres_url)
