@@ -64,6 +64,8 @@ class PostgresServer:
     @classmethod
     def start_new(cls) -> PostgresServer:
         bindir = server_binaries()
+        # in /tmp itself, not below a test's own directory: the unprivileged server must reach it (pytest's
+        # directories are private to their owner), and a Unix socket path must stay under ~100 characters
         root = Path(tempfile.mkdtemp(prefix="expertrack-pg-", dir="/tmp"))
         server = cls(root, bindir, _free_port())
         try:
