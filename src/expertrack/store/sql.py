@@ -329,29 +329,18 @@ class SqlStore:
         only steps > ``after_step`` if given. ``times=False`` leaves the times blobs unread (a third of the
         bytes; a chart on a step axis needs none) and answers None for them. ``rank``'s series of a
         ``ranks="all"`` run (rank 0's by default)."""
-        columns = "c.steps, c.times, c.vals" if times else "c.steps, c.vals"
-        sql = (
-            f"SELECT {columns} FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
-            " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?"
-        )
-        args: tuple[Any, ...] = (run_id, key, rank)
-        if after_step is not None:
-            sql, args = sql + " AND c.step_max > ?", (*args, after_step)
-        rows = self.conn.execute(sql + " ORDER BY c.seq", args).fetchall()
-        if self.layout >= LAYOUT_PIECES:  # the newest points, not yet sealed into chunks, are in the run's pieces
-            key_id = self.conn.execute(
-                "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, key, rank)
-            ).fetchone()
-            if key_id is not None:
-                piece_sql = f"SELECT keys, steps, {'times, ' if times else ''}vals FROM scalar_pieces WHERE run_id = ?"
-                piece_args: tuple[Any, ...] = (run_id,)
-                if after_step is not None:
-                    piece_sql, piece_args = piece_sql + " AND step_max > ?", (run_id, after_step)
-                pieces = self.conn.execute(piece_sql + " ORDER BY seq", piece_args).fetchall()
-                if times:
-                    rows += chunks.piece_slices(pieces, key_id[0])
-                else:
-                    rows += [(s, v) for kid, s, v in chunks.piece_entries(pieces) if kid == key_id[0]]
+        if self.layout >= LAYOUT_PIECES:
+            rows = self._series_rows(run_id, key, rank, after_step, times)
+        else:
+            columns = "c.steps, c.times, c.vals" if times else "c.steps, c.vals"
+            sql = (
+                f"SELECT {columns} FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
+                " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?"
+            )
+            args: tuple[Any, ...] = (run_id, key, rank)
+            if after_step is not None:
+                sql, args = sql + " AND c.step_max > ?", (*args, after_step)
+            rows = self.conn.execute(sql + " ORDER BY c.seq", args).fetchall()
         if times:
             decoded = chunks.decode(rows)
         else:  # the values stand in for the times through sorting and de-duplication, then are dropped
@@ -362,6 +351,33 @@ class SqlStore:
             keep = steps > after_step
             steps, stamps, values = steps[keep], stamps[keep], values[keep]
         return steps, stamps if times else None, values
+
+    def _series_rows(self, run_id: str, key: str, rank: int, after_step: int | None, times: bool) -> list[Any]:
+        """The blobs of one key's chunks (in seq order), then its slices of the run's pieces (its newest points):
+        (steps, times, vals) rows, or (steps, vals) without times. Two queries whatever the engine: on a database
+        server each query is a network round trip, so chunks and pieces come in one."""
+        key_row = self.conn.execute(
+            "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, key, rank)
+        ).fetchone()
+        if key_row is None:
+            return []
+        key_id = key_row[0]
+        blobs = "steps, times, vals" if times else "steps, vals"
+        after = "" if after_step is None else " AND step_max > ?"
+        bound: tuple[Any, ...] = () if after_step is None else (after_step,)
+        found = self.conn.execute(
+            f"SELECT 0, seq, NULL, {blobs} FROM scalar_chunks WHERE key_id = ?{after}"
+            f" UNION ALL SELECT 1, seq, keys, {blobs} FROM scalar_pieces WHERE run_id = ?{after}",
+            (key_id, *bound, run_id, *bound),
+        ).fetchall()
+        found.sort(key=lambda row: (row[0], row[1]))  # a few rows (chunks hold 16,384 points): sorted here
+        rows: list[Any] = [tuple(row[3:]) for row in found if row[0] == 0]
+        pieces: list[Any] = [tuple(row[2:]) for row in found if row[0] == 1]
+        if times:
+            rows += chunks.piece_slices(pieces, key_id)
+        else:
+            rows += [(s, v) for kid, s, v in chunks.piece_entries(pieces) if kid == key_id]
+        return rows
 
     def read_envelope(self, run_id: str, key: str, rank: int = 0) -> levels.Envelope | None:
         """The block picks (first, min, max, last, first NaN of every 64 points) of one scalar series, mostly from
