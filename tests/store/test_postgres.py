@@ -154,6 +154,12 @@ def test_reading_commands_api_and_dashboard_read_a_postgresql_location(tracking_
     assert [r["id"] for r in body["runs"]] == [run_id] and body["dir"] == describe(postgres_url)
     assert PASSWORD not in json.dumps(body)
 
+    api.delete_run(run_id)  # deleting a run takes everything it recorded along, as in SQLite
+    api.close()
+    with open_store(postgres_url) as store:
+        for table in ("runs", "keys", "scalar_chunks", "scalar_levels", "arrays", "array_data", "files"):
+            assert store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+
 
 def test_a_command_given_a_bad_postgresql_location_exits_1_without_the_password(
     postgres_server: PostgresServer, postgres_url: str
