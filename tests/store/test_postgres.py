@@ -13,6 +13,7 @@ import multiprocessing
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 import expertrack
@@ -39,6 +40,8 @@ def test_a_new_database_gets_the_schema_once_and_reopens(postgres_url: str) -> N
     with open_store(postgres_url, readonly=True) as store:
         rows = store.conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchall()
         assert [r[0] for r in rows] == list(range(1, LATEST_VERSION + 1))
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # a reader cannot change what it reads
+            store.conn.execute("DELETE FROM runs")
 
 
 def _open(url: str) -> int:

@@ -101,11 +101,13 @@ class PostgresStore(SqlStore):
 
         try:
             version = self._check_usable()
-            if version == LATEST_VERSION:
-                return version
             if self.readonly and version == 0:  # an empty database: no runs yet (and no tables made by a reader)
                 return 0
-            return self._migrate()
+            if version != LATEST_VERSION:
+                version = self._migrate()
+            if self.readonly:  # from now on the server itself refuses any write through this connection
+                self.conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            return version
         except psycopg.Error as exc:
             raise StoreError(f"{self.location} is not a usable expertrack store: {_scrub(exc, self.url)}") from exc
 
