@@ -84,7 +84,11 @@ class PostgresServer:
         return args
 
     def _run(self, *args: str) -> None:
-        proc = subprocess.run(self._as_owner([str(self.bindir / args[0]), *args[1:]]), capture_output=True, text=True)
+        command = self._as_owner([str(self.bindir / args[0]), *args[1:]])
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError as exc:  # runuser (util-linux) missing: root cannot start PostgreSQL without it
+            raise PostgresUnavailable(f"cannot run {command[0]}: {exc}") from exc
         if proc.returncode != 0:
             log = (self.root / "server.log").read_text(errors="replace")[-2000:] if self._has_log() else ""
             raise PostgresUnavailable(f"{args[0]} failed ({proc.returncode}): {proc.stderr.strip()}\n{log}")
