@@ -90,6 +90,17 @@ def test_wrong_password_unreachable_server_and_foreign_or_newer_databases_are_re
         open_store(postgres_url, readonly=True)
 
 
+def test_reads_in_a_snapshot_see_one_state_of_the_database(tracking_dir: Path, postgres_url: str) -> None:
+    run_id = _logged_run(tracking_dir)
+    copy_into_postgres(tracking_dir, postgres_url)
+    with open_store(postgres_url, readonly=True) as reader, open_store(postgres_url) as writer:
+        with reader.snapshot():
+            assert [r.id for r in reader.runs()] == [run_id]
+            writer.delete_run(run_id)
+            assert [r.id for r in reader.runs()] == [run_id] and reader.read_file(run_id, "console.log") == b"hello\n"
+        assert reader.runs() == []
+
+
 def test_credentials_from_libpq_environment(
     postgres_server: PostgresServer, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -92,6 +92,14 @@ class PostgresStore(SqlStore):
         with self.conn.raw.transaction():
             yield self.conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside the block all see one snapshot of the database (a REPEATABLE READ transaction), as a
+        deferred transaction gives on SQLite: a copy never sees half of a writer's commit."""
+        with self.conn.raw.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+
     # ---- opening ----------------------------------------------------------------------------------------------
 
     def _open(self) -> int:
