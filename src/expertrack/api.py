@@ -14,8 +14,9 @@ from expertrack.errors import RunNotFoundError, StoreError
 from expertrack.paths import store_path
 from expertrack.store.alerts import AlertRecord
 from expertrack.store.downsample import minmax_indices
+from expertrack.store.interface import Store
 from expertrack.store.location import describe, is_postgres, open_store
-from expertrack.store.sql import ArrayOverview, RankRecord, RunRecord, ScalarOverview, SqlStore
+from expertrack.store.sql import ArrayOverview, RankRecord, RunRecord, ScalarOverview
 
 
 class Api:
@@ -24,7 +25,7 @@ class Api:
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
         self.location: Path | str = str(dir) if is_postgres(dir) else store_path(dir)  # store file or URL
-        self._store: SqlStore | None = None
+        self._store: Store | None = None
 
     @property
     def path(self) -> Path:
@@ -37,7 +38,7 @@ class Api:
         return str(self.location.parent) if isinstance(self.location, Path) else describe(self.location)
 
     @property
-    def store(self) -> SqlStore | None:
+    def store(self) -> Store | None:
         """The read-only store, or None while no run has been written to this directory (or database)."""
         if self._store is None and (isinstance(self.location, str) or self.location.exists()):
             store = open_store(self.location, readonly=True)
@@ -79,7 +80,7 @@ class Api:
         store = self.store
         if store is None:
             return []
-        return [r[0] for r in store.conn.execute("SELECT DISTINCT project FROM runs ORDER BY project")]
+        return store.projects()
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run and all it recorded (opens the store for writing just for this)."""
@@ -95,7 +96,7 @@ class Api:
 class ApiRun:
     """A stored run. Attributes mirror the runs table; methods read its series."""
 
-    def __init__(self, store: SqlStore, record: RunRecord) -> None:
+    def __init__(self, store: Store, record: RunRecord) -> None:
         self._store = store
         self._record = record
         self.id, self.name, self.project = record.id, record.name, record.project

@@ -49,3 +49,12 @@ def read_location(request: pytest.FixtureRequest) -> ReadLocation:
         return url
 
     return location
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A new, empty, writable store of each engine: a SQLite file, or a fresh PostgreSQL database."""
+    location = tmp_path / "fresh" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    store = open_store(location)
+    yield store
+    store.close()

@@ -391,12 +391,9 @@ class _PooledReader:
         with cls._lock:
             idle = cls._idle.setdefault(url, [])
             store = idle.pop() if idle else None
-        if store is not None:
-            try:  # one round trip (well under a millisecond) says whether the server went away meanwhile
-                store.conn.execute("SELECT 1").fetchone()
-            except Exception:
-                store.close()
-                store = None
+        if store is not None and not store.alive():  # the server went away meanwhile: connect afresh
+            store.close()
+            store = None
         api = Api(url)
         if store is not None:
             api._store = store
@@ -412,7 +409,7 @@ class _PooledReader:
             return
         with cls._lock:
             idle = cls._idle.setdefault(url, [])
-            if not store.conn.raw.broken and not store.conn.closed and len(idle) < cls.KEEP:
+            if not store.conn.closed and len(idle) < cls.KEEP:
                 idle.append(store)
                 return
         store.close()

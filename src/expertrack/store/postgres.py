@@ -27,6 +27,7 @@ from expertrack.store.postgres_schema import (
     statements,
 )
 from expertrack.store.sql import SqlStore
+from expertrack.store.writes import StoreWrites
 
 CONNECT_TIMEOUT_S = 10  # an unreachable server is said after this long (unless the URL sets connect_timeout)
 
@@ -64,7 +65,35 @@ class PgConnection:
         return bool(self.raw.closed)
 
 
-class PostgresStore(SqlStore):
+class PostgresWrites(StoreWrites):
+    """``StoreWrites`` with PostgreSQL's answers to the writer's questions (lock waits, contention, a full disk)."""
+
+    conn: PgConnection
+    _lock_wait_ms = -1
+
+    @property
+    def lock_wait_s(self) -> float:
+        """The longest one write waits for a lock another session holds (``lock_timeout``; 0: no limit)."""
+        return max(self._lock_wait_ms, 0) / 1000
+
+    def set_lock_wait(self, seconds: float) -> None:
+        """How long the next writes wait for another session's lock before failing as busy."""
+        ms = int(seconds * 1000)
+        if ms != self._lock_wait_ms:
+            self.conn.execute(f"SET lock_timeout = {ms}")
+            self._lock_wait_ms = ms
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is ordinary contention: a lock wait that timed out, a deadlock or a serialization
+        failure (the transaction can simply be tried again)."""
+        return getattr(exc, "sqlstate", None) in {"55P03", "40P01", "40001"}
+
+    def is_disk_full(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the server's disk is full (SQLSTATE 53100)."""
+        return getattr(exc, "sqlstate", None) == "53100"
+
+
+class PostgresStore(PostgresWrites, SqlStore):
     """An open PostgreSQL store. ``PostgresStore(url)`` creates the schema in an empty database;
     ``PostgresStore(url, readonly=True)`` never creates tables: in an empty database its ``version`` is 0 (no
     runs yet, as for a SQLite store being created; ``Api`` answers no runs)."""
@@ -72,6 +101,7 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, readonly: bool = False) -> None:
         self.url = url
         self.location = describe(url)
+        self.path = self.location  # what messages name (the interface's ``path``): never the password
         self.readonly = readonly
         self.version = 0
         self.conn = PgConnection(_connect(url, self.location))
@@ -91,6 +121,16 @@ class PostgresStore(SqlStore):
         """One transaction (``BEGIN`` ... ``COMMIT``, rolled back on an error), answering the connection."""
         with self.conn.raw.transaction():
             yield self.conn
+
+    def alive(self) -> bool:
+        """Whether the connection still answers (one round trip): a kept reader checks it before reuse."""
+        if self.conn.closed or self.conn.raw.broken:
+            return False
+        try:
+            self.conn.execute("SELECT 1").fetchone()
+        except Exception:
+            return False
+        return True
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -452,15 +452,6 @@ class SqlStore:
         dtype, shape, data = row
         return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape))
 
-    def delete_scalars(self, run_id: str) -> None:
-        """Remove every scalar point of a run (used by ``reparse`` before rebuilding them)."""
-        with self.transaction():
-            self.conn.execute(
-                "DELETE FROM scalar_chunks WHERE key_id IN (SELECT id FROM keys WHERE run_id = ?)", (run_id,)
-            )
-            if self.layout >= LAYOUT_PIECES:
-                self.conn.execute("DELETE FROM scalar_pieces WHERE run_id = ?", (run_id,))
-
     # ---- alerts -----------------------------------------------------------------------------------------------
 
     def alerts(self, run_id: str) -> list[AlertRecord]:

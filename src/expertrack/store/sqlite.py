@@ -7,12 +7,10 @@ and several processes can log their own runs at once. ``synchronous=NORMAL`` wit
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 from expertrack.errors import StoreError
 from expertrack.store.schema import LATEST_VERSION, migrate
@@ -24,6 +22,7 @@ from expertrack.store.sql import (  # noqa: F401 - the records' historical home:
     ScalarOverview,
     SqlStore,
 )
+from expertrack.store.sqlite_writes import SqliteWrites
 
 BUSY_TIMEOUT_S = 30.0
 READ_MMAP_BYTES = 1 << 30  # readers map the file: pages come from the OS cache, ~2-3x faster long reads
@@ -35,7 +34,7 @@ def _read_only_mount(directory: Path) -> bool:
         return False
 
 
-class SQLiteStore(SqlStore):
+class SQLiteStore(SqliteWrites, SqlStore):
     """An open store file. ``SQLiteStore(path)`` creates and migrates it; ``SQLiteStore(path, readonly=True)`` only
     reads. ``Store`` is the same class (its former name)."""
 
@@ -157,20 +156,6 @@ class SQLiteStore(SqlStore):
 
     def __enter__(self) -> SQLiteStore:
         return self
-
-INSERT_ARRAY_INDEX = (
-    "INSERT OR REPLACE INTO arrays (key_id, step, time, dtype, shape, nbytes) VALUES (?, ?, ?, ?, ?, ?)"
-)
-INSERT_ARRAY_DATA = "INSERT OR REPLACE INTO array_data (key_id, step, data) VALUES (?, ?, ?)"
-
-
-def insert_array(conn: sqlite3.Connection, key_id: int, step: int, time: float, array: Any) -> None:
-    """Store one array (a NumPy array) at a step, inside the caller's transaction: its index row, then its
-    payload in ``array_data`` (schema migration 3). A second array at the same step replaces the first."""
-    data = array.tobytes()
-    conn.execute(INSERT_ARRAY_INDEX, (key_id, step, time, array.dtype.str, json.dumps(list(array.shape)), len(data)))
-    conn.execute(INSERT_ARRAY_DATA, (key_id, step, data))
-
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; on an error, or a COMMIT that fails (a full disk), ``ROLLBACK``.
