@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
+from expertrack.cli.params import LOCATION
+
 
 @click.command("ui")
 @click.option(
     "--dir",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LOCATION,
     default=None,
-    help="Tracking directory (default: $EXPERTRACK_DIR, else ./expertrack-runs).",
+    help="Tracking directory or postgresql:// URL (default: $EXPERTRACK_DIR, else ./expertrack-runs).",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
 @click.option(
@@ -38,13 +40,13 @@ import click
     help="A Host name the dashboard answers besides its address's own (the name a team reaches it by, "
     "or * for any, e.g. behind a proxy). Repeatable.",
 )
-def ui(directory: Path | None, port: int, host: str, token: str | None, allowed_hosts: tuple[str, ...]) -> None:
+def ui(directory: Path | str | None, port: int, host: str, token: str | None, allowed_hosts: tuple[str, ...]) -> None:
     """Serve the live dashboard: runs table, charts, MoE view, run pages.
 
     It only reads the store, needs no internet, and updates live while runs log. On loopback (the default)
     it needs no token; on any other address it requires one (see docs/team.md).
     """
-    from expertrack.paths import tracking_dir
+    from expertrack.store.location import reading_location
 
     try:
         from expertrack.dashboard.app import plotly_js
@@ -54,6 +56,6 @@ def ui(directory: Path | None, port: int, host: str, token: str | None, allowed_
     if plotly_js() is None:
         raise click.ClickException("plotly's bundled plotly.min.js is missing: pip install 'expertrack[dashboard]'")
     try:
-        serve(tracking_dir(directory), host=host, port=port, token=token, extra_hosts=allowed_hosts)
+        serve(reading_location(directory), host=host, port=port, token=token, extra_hosts=allowed_hosts)
     except (ListenError, TokenError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -67,7 +67,7 @@ def check_address(host: str, port: int) -> None:
 
 
 def serve(
-    directory: Path,
+    directory: Path | str,
     host: str = "127.0.0.1",
     port: int = 8080,
     log_level: str = "warning",
