@@ -44,8 +44,9 @@ _RUN_COLUMNS = (
     "exit_code", "exit_signal", "config", "summary", "metric_defs", "environment", "hostname", "pid",
     "dropped_points",
 )  # fmt: skip
-# Columns the source's row updates in the target; id, project and created_at identify the run and never change.
-_RUN_UPDATED = tuple(c for c in _RUN_COLUMNS if c not in ("id", "project", "created_at"))
+# Columns the source's row updates in the target (project and created_at are checked equal first, unless the
+# target's row is a ranks="all" placeholder, which the owner's row replaces).
+_RUN_UPDATED = tuple(c for c in _RUN_COLUMNS if c != "id")
 _RANK_COLUMNS = (
     "rank", "state", "node", "pid", "started_at", "heartbeat_at", "ended_at", "exit_code", "dropped_points",
 )  # fmt: skip
@@ -103,15 +104,16 @@ def copy_run(
         source_owner = _owned(source.conn, run_id)
         with target.transaction() as conn:  # first: the row, so the keys can point at it
             _check_mergeable(conn, row, source_owner)
+            existed = conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+            target_owner = existed and _owned(conn, run_id)  # before this copy adds the source's ranks
             _insert_row(conn, row)
         _copy_ranks_rows(source.conn, target, run_id)
         _copy_scalars(source, target, run_id, report, progress)
         _copy_arrays(source.conn, target, run_id, report)
         _copy_files(source.conn, target, run_id, report)
         _copy_alerts(source.conn, target, run_id, report)
-        with target.transaction() as conn:  # last: the state says "finished" only once everything is there
-            _check_mergeable(conn, row, source_owner)
-            if source_owner or not _owned(conn, run_id):
+        if source_owner or not target_owner:  # last: "finished" only once everything is there
+            with target.transaction() as conn:
                 _update_row(conn, row)
     report.runs.append(run_id)
     return report
