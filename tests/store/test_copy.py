@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import expertrack
-from expertrack.store.copy import copy_runs
+from expertrack.store.copy import copy_run, copy_runs
 from expertrack.store.location import open_store
 from tests.conftest import expertrack_cli, run_python
 from tests.store.copying import contents, read_points, stored_points
@@ -140,3 +140,22 @@ def test_bad_locations_are_one_message_naming_them_without_a_password(tmp_path: 
     down = expertrack_cli("push", "--dir", str(tmp_path / "local"), "--to", url)
     assert down.returncode == 1 and "postgresql://trainer@127.0.0.1:1/runs" in down.stderr
     assert "s3cret-pw" not in down.stderr + down.stdout
+
+
+def test_a_series_written_in_both_stores_since_is_replaced_by_the_source_s_and_said(tmp_path: Path) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    run = expertrack.init(project="copy", id="diverged", dir=local, mirror="off")
+    for step in range(100):
+        run.log({"loss": float(step), "lr": 0.1}, step=step)
+    run.finish()
+    assert expertrack_cli("push", "--dir", str(local), "--to", str(remote)).returncode == 0
+    for directory, value in ((remote, -1.0), (local, 1.0)):  # step 100 logged in each store, differently
+        again = expertrack.init(project="copy", id="diverged", resume="allow", dir=directory, mirror="off")
+        again.log({"loss": value}, step=100)
+        again.finish()
+    with open_store(local, readonly=True) as source, open_store(remote) as target:
+        report = copy_run(source, target, "diverged", tails_only=True)  # a replication's copy of new points
+        assert copy_runs(source, target).changed == 0
+    assert report.replaced == ["diverged/loss"] and report.points == 101  # lr was a prefix: untouched
+    assert contents(remote) == contents(local)
+    assert stored_points(remote, "diverged") == 201

@@ -3,7 +3,7 @@
 ``start()`` is the hook ``expertrack.init(replicate_to=...)`` calls (also ``$EXPERTRACK_REPLICATE_TO`` and
 ``expertrack run --replicate-to``): it launches ``expertrack.replicate.follower`` as a separate, low-priority
 process, like the W&B mirror, so the target being slow or down never touches training (``log()`` never waits on
-it). The follower copies what is new about once a second with ``expertrack.store.copy`` (idempotent, resumable),
+it). The follower copies what is new twice a second with ``expertrack.store.copy`` (idempotent, resumable),
 says on stderr once when the target is down and once when it is back, makes a final copy when the run ends, and
 exits. The target location travels to the follower in its environment, never on its command line (a URL may hold
 a password). See docs/storage.md, "Live replication".

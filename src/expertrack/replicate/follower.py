@@ -3,7 +3,8 @@
 ``python -m expertrack.replicate.follower --store PATH --run ID`` (the target location in
 ``$EXPERTRACK_REPLICATE_TARGET``, never on the command line: a URL may hold a password).
 
-About once a second (``$EXPERTRACK_REPLICATE_POLL_S``) it copies what is new (``expertrack.store.copy``); the
+Twice a second (``$EXPERTRACK_REPLICATE_POLL_S``) it copies what is new (``expertrack.store.copy``, reading each
+series from where the target's ends; the final copy compares every series whole); the
 target being down is said once on stderr, and its coming back once; what it missed is sent then. When the run has
 ended it makes a final copy and exits; if the target is down then, it says so, stops writing to the training
 process's stderr (its own log goes on in ``<tracking dir>/replicate/<run id>.log``) and retries for
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-POLL_S = 1.0
+POLL_S = 0.5
 DEADLINE_S = 120.0
 
 
@@ -62,7 +63,7 @@ class Follower:
                 from expertrack.store.location import open_store
 
                 self.target = open_store(self.location)
-            copy_run(self.source, self.target, self.run_id)
+            copy_run(self.source, self.target, self.run_id, tails_only=not ended)
         except CopyRefused as exc:
             self.say(f"not replicating run {self.run_id} to {self.shown}: {exc}")
             return None

@@ -93,9 +93,18 @@ def copy_runs(
 
 
 def copy_run(
-    source: Any, target: Any, run_id: str, report: CopyReport | None = None, progress: Progress | None = None
+    source: Any,
+    target: Any,
+    run_id: str,
+    report: CopyReport | None = None,
+    progress: Progress | None = None,
+    tails_only: bool = False,
 ) -> CopyReport:
-    """Bring one run of ``target`` up to ``source``'s; ``CopyRefused`` when the two are different runs."""
+    """Bring one run of ``target`` up to ``source``'s; ``CopyRefused`` when the two are different runs.
+
+    ``tails_only`` (replication's frequent copies): read each series of the source only from the target's last
+    step on, and check only that point, so a copy costs what is new rather than the whole run; a series whose
+    last point differs is then compared whole. The final copy of a replicated run compares every series whole."""
     report = report if report is not None else CopyReport()
     with _snapshot(source):
         row = _run_row(source.conn, run_id)
@@ -108,7 +117,7 @@ def copy_run(
             target_owner = existed and _owned(conn, run_id)  # before this copy adds the source's ranks
             _insert_row(conn, row)
         _copy_ranks_rows(source.conn, target, run_id)
-        _copy_scalars(source, target, run_id, report, progress)
+        _copy_scalars(source, target, run_id, report, progress, tails_only)
         _copy_arrays(source.conn, target, run_id, report)
         _copy_files(source.conn, target, run_id, report)
         _copy_alerts(source.conn, target, run_id, report)
@@ -124,14 +133,19 @@ def copy_run(
 
 @contextlib.contextmanager
 def _snapshot(store: Any) -> Iterator[None]:
-    """Read ``store`` from one snapshot: the engine's own ``snapshot()`` if it has one, else (SQLite) a deferred
-    transaction, which holds its first read's snapshot until it ends."""
+    """Read ``store`` from one snapshot: the engine's own ``snapshot()`` if it has one; else, on SQLite, a deferred
+    transaction (it keeps its first read's snapshot until it ends); else (PostgreSQL) a REPEATABLE READ one."""
     own = getattr(store, "snapshot", None)
     if own is not None:
         with own():
             yield
         return
     conn = store.conn
+    if not hasattr(conn, "in_transaction"):  # not sqlite3: the engine's transaction, made a snapshot
+        with store.transaction() as pg:
+            pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+        return
     if conn.in_transaction:
         yield
         return
@@ -218,35 +232,52 @@ def _key_id(conn: Any, run_id: str, name: str, rank: int) -> int:
 # ---- scalars ----------------------------------------------------------------------------------------------------
 
 
-def _copy_scalars(source: Any, target: Any, run_id: str, report: CopyReport, progress: Progress | None) -> None:
+def _copy_scalars(
+    source: Any, target: Any, run_id: str, report: CopyReport, progress: Progress | None, tails_only: bool
+) -> None:
     """Each scalar series, read one at a time from the source (a 1,000,000-point run is never held whole)."""
     series = [(name, rank) for rank in source.ranks(run_id) for name in source.scalar_keys(run_id, rank)]
-    pending: list[tuple[str, int, tuple[Any, Any, Any]]] = []
+    ends: dict[tuple[str, int], int] = {}
+    if tails_only:  # where each series of the target ends (its writes are checked again in their transaction)
+        rows = target.conn.execute(
+            "SELECT k.name, k.rank, MAX(c.step_max) FROM keys k JOIN scalar_chunks c ON c.key_id = k.id"
+            " WHERE k.run_id = ? GROUP BY k.name, k.rank",
+            (run_id,),
+        ).fetchall()
+        ends = {(name, int(rank)): int(last) for name, rank, last in rows if last is not None}
+    pending: list[tuple[str, int, bool, tuple[Any, Any, Any]]] = []
     held = 0
     for name, rank in series:
-        points = source.read_scalars(run_id, name, rank=rank)
-        pending.append((name, rank, points))
+        end = ends.get((name, rank))
+        tail = end is not None
+        points = source.read_scalars(run_id, name, after_step=end - 1 if tail else None, rank=rank)
+        pending.append((name, rank, tail, points))
         held += len(points[0])
         if held >= TRANSACTION_POINTS:
-            _write_series(target, run_id, pending, report, progress)
+            _write_series(source, target, run_id, pending, report, progress)
             pending, held = [], 0
     if pending:
-        _write_series(target, run_id, pending, report, progress)
+        _write_series(source, target, run_id, pending, report, progress)
 
 
 def _write_series(
+    source: Any,
     target: Any,
     run_id: str,
-    batch: list[tuple[str, int, tuple[Any, Any, Any]]],
+    batch: list[tuple[str, int, bool, tuple[Any, Any, Any]]],
     report: CopyReport,
     progress: Progress | None,
 ) -> None:
     copied = 0
+    whole: list[tuple[str, int, bool, tuple[Any, Any, Any]]] = []
     with target.transaction() as conn:
         _lock_run(conn, run_id)
-        for name, rank, (steps, times, values) in batch:
+        for name, rank, tail, (steps, times, values) in batch:
             key_id = _key_id(conn, run_id, name, rank)
-            start, merge = _append_from(conn, key_id, steps, times, values)
+            start, merge = _append_from(conn, key_id, steps, times, values, tail)
+            if start is None and tail:  # the target's last point is not the source's: compare the series whole
+                whole.append((name, rank, False, source.read_scalars(run_id, name, rank=rank)))
+                continue
             if start is None:  # the target is no prefix of the source: the series is replaced
                 _delete_chunks(conn, key_id, None)
                 report.replaced.append(f"{run_id}/{name}" + (f"@{rank}" if rank else ""))
@@ -263,11 +294,16 @@ def _write_series(
     report.points += copied
     if progress is not None and copied:
         progress(run_id, copied)
+    if whole:
+        _write_series(source, target, run_id, whole, report, progress)
 
 
-def _append_from(conn: Any, key_id: int, steps: Any, times: Any, values: Any) -> tuple[int | None, Any]:
+def _append_from(
+    conn: Any, key_id: int, steps: Any, times: Any, values: Any, tail: bool = False
+) -> tuple[int | None, Any]:
     """Where the source's points go on after the target's: (index of the first new point, the target's tail chunk
-    to merge or None); (None, None) when the target's series is not a prefix of the source's."""
+    to merge or None); (None, None) when the target's series is not a prefix of the source's. ``tail``: the
+    source's points start at the target's last step (``tails_only``), and only that point is compared."""
     import numpy as np
 
     count, chunk_count, low, high = conn.execute(
@@ -275,7 +311,7 @@ def _append_from(conn: Any, key_id: int, steps: Any, times: Any, values: Any) ->
         (key_id,),
     ).fetchone()
     if not chunk_count:
-        return 0, None
+        return (0, None) if not tail else (None, None)
     seq, n, tail_high, s_blob, t_blob, v_blob = conn.execute(
         "SELECT seq, n, step_max, steps, times, vals FROM scalar_chunks WHERE key_id = ? ORDER BY seq DESC LIMIT 1",
         (key_id,),
@@ -283,12 +319,15 @@ def _append_from(conn: Any, key_id: int, steps: Any, times: Any, values: Any) ->
     t_steps = np.frombuffer(bytes(s_blob), dtype="<i8")
     t_times = np.frombuffer(bytes(t_blob), dtype="<f8")
     t_values = np.frombuffer(bytes(v_blob), dtype="<f8")
-    at = int(np.searchsorted(steps, high, side="right"))  # the source's points up to the target's last step
+    if tail:  # the source's points from the target's last step on
+        at = 1
+        known = len(steps) > 0 and int(steps[0]) == int(high)
+    else:  # the source's points up to the target's last step must be as many as the target's
+        at = int(np.searchsorted(steps, high, side="right"))
+        known = int(count) == at and int(steps[0]) == int(low) and int(steps[at - 1]) == int(high)
     prefix = (
-        int(count) == at
+        known
         and int(tail_high) == int(high) == int(t_steps[-1])
-        and int(steps[0]) == int(low)
-        and int(steps[at - 1]) == int(high)
         and _same_bits(times[at - 1], t_times[-1])
         and _same_bits(values[at - 1], t_values[-1])
     )
