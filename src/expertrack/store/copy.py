@@ -250,7 +250,7 @@ def _copy_scalars(
     for name, rank in series:
         end = ends.get((name, rank))
         tail = end is not None
-        points = source.read_scalars(run_id, name, after_step=end - 1 if tail else None, rank=rank)
+        points = source.read_scalars(run_id, name, after_step=None if end is None else end - 1, rank=rank)
         pending.append((name, rank, tail, points))
         held += len(points[0])
         if held >= TRANSACTION_POINTS:
