@@ -83,15 +83,15 @@ def replication_lag(directory: Path, target: str, keys: int, seconds: float) -> 
         if store is not None:
             store.close()
 
-    reader = threading.Thread(target=sample)
+    reader = threading.Thread(target=sample, daemon=True)
     reader.start()
     names = [f"train/k{i}" for i in range(keys)]
     start = time.time()
     step = 0
     while time.time() - start < seconds:
-        due = start + step / rate
-        if due > time.time():
-            time.sleep(due - time.time())
+        wait = start + step / rate - time.time()
+        if wait > 0:
+            time.sleep(wait)
         logged.append(time.time())
         run.log({name: step * 0.5 + i for i, name in enumerate(names)}, step=step)
         step += 1
@@ -156,7 +156,7 @@ def postgres_location(given: str | None) -> tuple[str | None, Any]:
     except Exception as exc:  # not installed: SQLite only, said in the output
         print(f"(no PostgreSQL: {exc})".splitlines()[0])
         return None, None
-    return server.url(server.new_database()), server
+    return server.new_database(), server
 
 
 def main() -> None:
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--pg", default=None, help="a postgresql:// URL of an empty database to use")
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=5_000, help="log() calls per round of the log cost")
+    parser.add_argument("--steps", type=int, default=20_000, help="log() calls per round of the log cost")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lag-s", type=float, default=10.0)
     args = parser.parse_args()
@@ -183,13 +183,21 @@ def main() -> None:
         for engine, target in targets.items():
             print(f"{engine}: {describe(target)}")
             col: dict[str, str] = {}
-            ratios = []
+            ratios: list[float] = []
+            offs: list[float] = []
+            ons: list[float] = []
+            log_cost(root / f"warm-{engine}", None, args.steps, args.keys)  # first-call costs, not measured
             for r in range(args.repeat):
-                off = log_cost(root / f"off-{engine}-{r}", None, args.steps, args.keys)
-                on = log_cost(root / f"on-{engine}-{r}", target, args.steps, args.keys)
-                ratios.append(on / off)
-                col["log() off (us)"] = f"{off * 1e6:.1f}"
-                col["log() on (us)"] = f"{on * 1e6:.1f}"
+                first, second = (None, target) if r % 2 == 0 else (target, None)  # each goes first in turn
+                cost = {
+                    first: log_cost(root / f"a-{engine}-{r}", first, args.steps, args.keys),
+                    second: log_cost(root / f"b-{engine}-{r}", second, args.steps, args.keys),
+                }
+                offs.append(cost[None])
+                ons.append(cost[target])
+                ratios.append(cost[target] / cost[None])
+            col["log() off, median (us)"] = f"{statistics.median(offs) * 1e6:.1f}"
+            col["log() on, median (us)"] = f"{statistics.median(ons) * 1e6:.1f}"
             col["log() on / off (median)"] = f"x{statistics.median(ratios):.3f}"
             median, worst = replication_lag(root / f"lag-{engine}", target, args.keys, args.lag_s)
             col["lag at 10k points/s, median (s)"] = f"{median:.2f}"

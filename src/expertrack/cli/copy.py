@@ -62,7 +62,7 @@ def push(runs: tuple[str, ...], to: str, dir_: Path | None) -> None:
     RUNS are ids, id prefixes or names. Running it again copies only what is new: a running run is copied as far
     as it is, a push that was interrupted is completed, and no point is ever copied twice.
     """
-    _copy(tracking_dir(dir_), to, runs, "pushed", "to")
+    _copy(_here(dir_), to, runs, "pushed", "to")
 
 
 @click.command()
@@ -75,7 +75,18 @@ def pull(runs: tuple[str, ...], from_: str, dir_: Path | None) -> None:
     RUNS are ids, id prefixes or names in that store. Pulling several nodes' stores of one ranks="all" run
     gives one run with every node's ranks. Running it again copies only what is new.
     """
-    _copy(from_, tracking_dir(dir_), runs, "pulled", "from")
+    _copy(from_, _here(dir_), runs, "pulled", "from")
+
+
+def _here(dir_: str | Path | None) -> str | Path:
+    """The store ``--dir`` names (else ``$EXPERTRACK_DIR``, else ``./expertrack-runs``), a URL kept as it is."""
+    import os
+
+    from expertrack.paths import ENV_DIR
+    from expertrack.store.location import is_postgres
+
+    given = str(dir_) if dir_ is not None else os.environ.get(ENV_DIR, "")
+    return given if is_postgres(given) else tracking_dir(dir_)
 
 
 def _copy(source_at: str | Path, target_at: str | Path, refs: tuple[str, ...], verb: str, way: str) -> None:

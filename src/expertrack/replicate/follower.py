@@ -70,7 +70,7 @@ class Follower:
         except Exception as exc:  # the target is down, slow or refused us: said once, retried
             self._close_target()
             if not self.down:
-                why = redact_location(f"{type(exc).__name__}: {exc}", self.location)
+                why = " ".join(redact_location(f"{type(exc).__name__}: {exc}", self.location).split())
                 self.say(
                     f"replication of run {self.run_id} to {self.shown} failed ({why[:300]}); training goes on, and "
                     "what the copy misses is sent once it is back"
