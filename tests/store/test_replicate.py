@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import expertrack
 from tests.conftest import expertrack_cli
 from tests.store.copying import contents, read_points
@@ -16,6 +18,8 @@ from tests.store.copying import contents, read_points
 _TRAINING = """
 import sys, time
 from pathlib import Path
+import pytest
+
 import expertrack
 target, go = sys.argv[1], Path(sys.argv[2])
 run = expertrack.init(project="rep", replicate_to=target, mirror="off")
@@ -100,3 +104,17 @@ def test_expertrack_run_replicates_the_wrapped_command(tmp_path: Path) -> None:
     _wait_for("the final copy", lambda: _finished_in(target))
     assert contents(target) == contents(local)
     assert read_points(target, _run_id(target) or "") >= 50
+
+
+def test_a_location_that_is_no_store_is_refused_once_and_training_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for target in ("mysql://trainer:pw@db/runs", str(tmp_path / "runs")):  # another database; the run's own store
+        run = expertrack.init(project="p", dir=tmp_path / "runs", replicate_to=target, mirror="off")
+        run.log({"loss": 1.0})
+        run.finish()
+    said = capsys.readouterr().err
+    assert "not replicating to mysql://trainer@db/runs: it is neither a directory nor a postgresql:// URL" in said
+    assert f"not replicating to {tmp_path / 'runs'}: it is the run's own store" in said
+    assert not any(p.name.startswith("mysql") for p in tmp_path.iterdir())

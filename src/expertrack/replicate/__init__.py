@@ -41,8 +41,17 @@ def setting(replicate_to: str | os.PathLike[str] | None) -> str | None:
 def start(run_id: str, store_path: Path, location: str) -> subprocess.Popen[bytes] | None:
     """Start replicating ``run_id`` from the store at ``store_path`` to ``location``; returns at once and never
     raises (a problem is said once, and the run is kept locally: ``expertrack push`` can copy it later)."""
-    from expertrack.store.location import describe
+    from expertrack.store.location import describe, is_postgres, sqlite_path
 
+    refused = None
+    if "://" in location and not is_postgres(location):
+        refused = "it is neither a directory nor a postgresql:// URL"
+        location = _without_password(location)
+    elif not is_postgres(location) and sqlite_path(location) == Path(store_path).resolve():
+        refused = "it is the run's own store"
+    if refused:
+        _say_once(f"refused-{location}", f"not replicating to {describe(location)}: {refused}")
+        return None
     try:
         process = launch(run_id, Path(store_path), location)
     except Exception as exc:  # the replication's outer boundary: training goes on with its local store
@@ -57,6 +66,16 @@ def start(run_id: str, store_path: Path, location: str) -> subprocess.Popen[byte
         f"replicating run {run_id} to {describe(location)} from a background process",
     )
     return process
+
+
+def _without_password(url: str) -> str:
+    """Any URL without the password of its user part (``describe`` knows PostgreSQL's only)."""
+    scheme, _, rest = url.partition("://")
+    host_part, slash, path = rest.partition("/")
+    if "@" in host_part:
+        user, _, host = host_part.rpartition("@")
+        host_part = f"{user.split(':', 1)[0]}@{host}"
+    return f"{scheme}://{host_part}{slash}{path}"
 
 
 def launch(run_id: str, store_path: Path, location: str) -> subprocess.Popen[bytes]:
