@@ -29,7 +29,7 @@ from expertrack.capture.parsers.base import MAX_LINE_CHARS, finished_line
 from expertrack.capture.parsers.generic import generic_metrics
 
 if TYPE_CHECKING:
-    from expertrack.tracking import Run
+    from expertrack.run import Run
 
 CONSOLE_FILE = "console.log"
 STDOUT_FILE = "stdout.log"
