@@ -28,6 +28,7 @@ from expertrack.notify import Notifier, say
 from expertrack.paths import STORE_FILE, tracking_dir
 from expertrack.runconfig import Config, dumps, to_jsonable
 from expertrack.store import Store
+from expertrack.stream import ENV_VAR as STREAM_ENV_VAR
 from expertrack.summary import SummaryState
 from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
 from expertrack.tracking import Run
@@ -247,6 +248,10 @@ def _start(
         max_queued_points=max_queued_points or queue_bound(),
         rank=rank,
     )
+    if os.environ.get(STREAM_ENV_VAR):  # issue 14: the records also go to stdout as tagged lines
+        from expertrack.stream.encode import attach_if_asked
+
+        attach_if_asked(writer, {**vars(fields), "id": run_id, "start_step": start_step, "resumed": bool(existing)})
     writer.start()
     run = Run(
         id=run_id,

@@ -1,0 +1,165 @@
+"""The sending side: the writer's committed records as tagged lines on stdout (the format: expertrack.stream).
+
+``attach(writer, header)`` is called by ``init()`` when ``EXPERTRACK_STREAM=stdout``. The writer then keeps the
+records it takes from its queue (``Writer.tap``) and hands them, after each commit, to ``StdoutSink.emit`` on its
+own thread: one batch of lines per flush (every 0.5 s at most), never on the training thread. A value that cannot
+be encoded, or a record larger than a line, is said once and left out of the stream (it is in the store).
+
+Records, as JSON lists (tuples of the writer's queue, values made JSON-safe):
+``["run", {id, name, project, group, tags, notes, config, created_at, start_step}]``,
+``["m", step, time, {key: value}]`` (a value is a number, or ``{"$a": [dtype, shape, base64]}`` for an array),
+``["config", json]``, ``["defs", [definition...]]``, ``["summary", key, value]`` or ``["summary"]``,
+``["environment", json]``, ``["file", name, {"$b": base64}, replace]``, ``["end", state, exit_code, signal, time]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from expertrack.stream import ENV_VAR, MARKER, SEND_LINE_BYTES
+
+if TYPE_CHECKING:
+    from expertrack.notify import Notifier
+    from expertrack.writer import Writer
+
+STREAMED_KINDS = frozenset({"run", "m", "config", "defs", "summary", "environment", "file", "end"})
+
+
+def attach_if_asked(writer: Writer, header: dict[str, Any]) -> StdoutSink | None:
+    """``attach`` when ``$EXPERTRACK_STREAM`` is ``stdout``; another value is said once and ignored."""
+    asked = os.environ.get(ENV_VAR, "").strip().lower()
+    if asked == "stdout":
+        return attach(writer, {**header, "created_at": time.time()})
+    if asked not in ("", "off", "0", "no"):
+        writer.notifier.once("stream-env", f"{ENV_VAR}={asked!r} is not known (use 'stdout'); nothing is streamed")
+    return None
+
+
+def attach(writer: Writer, header: dict[str, Any], write: Callable[[bytes], None] | None = None) -> StdoutSink:
+    """Stream what ``writer`` commits, starting with ``header`` (the run's fields); call before the writer starts."""
+    sink = StdoutSink(writer.run_id, writer.notifier, write)
+    sink.pending.append(["run", header])
+    writer.tap = []
+    writer.after_commit = sink.emit
+    return sink
+
+
+class StdoutSink:
+    """Turns batches of records into tagged lines and writes them, whole, to file descriptor 1."""
+
+    def __init__(self, run_id: str, notifier: Notifier, write: Callable[[bytes], None] | None = None) -> None:
+        self.run_id = run_id
+        self.session = secrets.token_hex(8)
+        self.notifier = notifier
+        self.seq = 0
+        self.pending: list[list[Any]] = []  # the header, before the first batch
+        self._write = write or _write_stdout
+        self._lock = threading.Lock()
+
+    def emit(self, records: list[tuple[Any, ...]]) -> None:
+        """Encode and write one committed batch (the writer's thread; never raises)."""
+        try:
+            batch = self.pending + [encoded for r in records if (encoded := self._record(r)) is not None]
+            self.pending = []
+            if batch:
+                self._write(b"".join(self.lines(batch)))
+        except Exception as exc:  # the tracker's outer boundary: the stream is a copy, the store has it all
+            self.notifier.once("stream-write", f"could not write the stream to stdout ({type(exc).__name__}: {exc})")
+
+    def lines(self, batch: list[Any]) -> list[bytes]:
+        """``batch`` as one or more lines of at most ``SEND_LINE_BYTES`` (a single record too large is left out)."""
+        payload = _payload(batch)
+        if len(payload) <= SEND_LINE_BYTES:
+            return [self._line(payload)]
+        if len(batch) == 1:
+            kind = batch[0][0]
+            self.notifier.once(
+                f"stream-large:{kind}",
+                f"a {kind!r} record of run {self.run_id} is too large for the stream ({len(payload):,} bytes "
+                "encoded); it is left out of the stream (it is in the store, and in snapshots)",
+            )
+            return []
+        half = len(batch) // 2
+        return self.lines(batch[:half]) + self.lines(batch[half:])
+
+    def _line(self, payload: bytes) -> bytes:
+        with self._lock:
+            seq = self.seq
+            self.seq += 1
+        body = b"%s %s %d" % (self.run_id.encode(), self.session.encode(), seq)
+        crc = zlib.crc32(payload, zlib.crc32(body + b" "))
+        return MARKER + body + b" %08x " % crc + payload + b"\n"
+
+    def _record(self, record: tuple[Any, ...]) -> list[Any] | None:
+        kind = record[0]
+        if kind not in STREAMED_KINDS:
+            return None
+        if kind == "m":
+            _, step, t, values = record
+            return ["m", step, t, {k: e for k, v in values.items() if (e := self._value(k, v)) is not None}]
+        if kind == "file":
+            _, name, data, replace = record
+            return ["file", name, {"$b": base64.b64encode(data).decode()}, replace]
+        return list(record)
+
+    def _value(self, key: str, value: Any) -> Any:
+        if type(value) in (float, int):
+            return value
+        try:
+            return encode_value(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            self.notifier.once(f"stream-value:{key}", f"stream: could not encode {key!r} ({exc}); not streamed")
+            return None
+
+
+def encode_value(value: Any) -> Any:
+    """A logged value as JSON: numbers as they are, arrays and tensors as ``{"$a": [dtype, shape, base64]}``."""
+    if isinstance(value, (bool, int, float)):
+        return float(value)
+    if type(value).__module__.startswith("torch"):
+        value = value.detach().cpu()
+        value = value.float().numpy() if value.is_floating_point() else value.numpy()
+        if value.ndim == 0:
+            return float(value)
+    import numpy as np
+
+    array = np.ascontiguousarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"a {array.dtype} array cannot be streamed")
+    if array.ndim == 0:
+        return float(array)
+    return {"$a": [array.dtype.str, list(array.shape), base64.b64encode(array.tobytes()).decode()]}
+
+
+def _payload(batch: list[Any]) -> bytes:
+    text = json.dumps(batch, separators=(",", ":"), default=_json_default).encode()
+    return base64.b64encode(zlib.compress(text, 1))
+
+
+def _json_default(value: Any) -> Any:
+    """Values JSON does not know (a NumPy number set as a summary value): as ``encode_value`` makes them, else
+    their text."""
+    try:
+        return encode_value(value)
+    except (TypeError, ValueError, RuntimeError):
+        return str(value)
+
+
+def _write_stdout(data: bytes) -> None:
+    """Whole lines to fd 1, after whatever ``print()`` buffered, so our lines do not cut into the program's."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):  # stdout closed or replaced: fd 1 is still the stream
+        pass
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view) :]
