@@ -25,7 +25,7 @@ from expertrack.alerts.config import AlertSettings
 from expertrack.alerts.config import resolve as resolve_alerts
 from expertrack.errors import ExpertrackError, NoRunError, StoreError
 from expertrack.notify import Notifier, say
-from expertrack.paths import STORE_FILE, tracking_dir
+from expertrack.paths import SNAPSHOT_DIR_ENV, STORE_FILE, tracking_dir
 from expertrack.runconfig import Config, dumps, to_jsonable
 from expertrack.store import Store
 from expertrack.stream import ENV_VAR as STREAM_ENV_VAR
@@ -270,6 +270,10 @@ def _start(
     if system_interval is not None:  # issue 15: system metrics, on their own thread (expertrack.system)
         sampler = SystemSampler(run, system_interval, first_sample).start()
         run._on_finish.append(lambda _run: sampler.stop())
+    if os.environ.get(SNAPSHOT_DIR_ENV):  # issue 14: snapshots of the run to a Volume or a network disk
+        from expertrack.snapshots import attach_if_enabled
+
+        attach_if_enabled(run)
     return run
 
 

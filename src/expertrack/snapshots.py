@@ -1,0 +1,230 @@
+"""Snapshots of each run's store to a directory that outlives the machine: a Modal Volume's mount, a network disk.
+
+Why snapshots and not the store itself on the Volume: SQLite must not be written on a Volume (last writer wins,
+changes are published only by an explicit commit, no locks), nor in WAL mode on any network file system. So the
+live store stays on the container's local disk, and every ``every`` seconds (default 30), at ``finish()``, and
+when a SIGTERM ends the run (Modal's preemption: lifecycle.py finishes the run on its finisher thread, which
+calls the run's after-end callbacks before the process ends), a helper thread copies a consistent snapshot of the
+run (SQLite's backup API: a read transaction, so the writer never waits) to its own file::
+
+    DIRECTORY/runs/RUN_ID/CONTAINER.sqlite
+
+``CONTAINER`` is ``$MODAL_TASK_ID`` under Modal, else host and process id: one file per run and container, so two
+writers never share a file. The file holds that run only, and is replaced whole (written aside, then renamed), so
+a reader never sees half a snapshot. Then ``commit()`` (``modal.Volume.commit`` under Modal) publishes it.
+
+Switched on for every run a process (and the processes it starts) creates, by ``enable(directory)`` or
+``$EXPERTRACK_SNAPSHOT_DIR`` (``$EXPERTRACK_SNAPSHOT_EVERY`` seconds). ``expertrack pull --from DIRECTORY`` (or
+``modal://VOLUME``) merges the snapshots into a local store: the newest snapshot of each run is a superset of the
+older ones (a resumed run starts from its last snapshot), so pull copies that one.
+
+Preemption and resume: ``resume_id(directory, key)`` returns the id of the run kept under ``key`` (Modal's function
+call id: a retry of the same call keeps it) after restoring its newest snapshot into the local store, so that
+``init(id=run_id, resume="allow")`` continues it at the step after the last one snapshotted; ``keep_id`` records a
+new run's id under the key. What a preemption can lose: the points logged after the last snapshot (at most
+``every`` seconds; none when the SIGTERM's snapshot completes) unless a live stream (expertrack.stream) saw them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from expertrack.notify import say
+from expertrack.paths import SNAPSHOT_DIR_ENV as DIR_ENV
+from expertrack.paths import STORE_FILE
+
+if TYPE_CHECKING:
+    from expertrack.tracking import Run
+
+EVERY_ENV = "EXPERTRACK_SNAPSHOT_EVERY"
+DEFAULT_EVERY_S = 30.0
+SUFFIX = ".sqlite"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_commit: list[Callable[[], None]] = []  # the in-process publisher (a Volume's commit), set by enable()
+
+
+def enable(
+    directory: str | os.PathLike[str], every: float = DEFAULT_EVERY_S, commit: Callable[[], None] | None = None
+) -> None:
+    """Snapshot every run started from now on, in this process and those it starts, to ``directory``;
+    ``commit`` (a Volume's ``commit``) is called after each snapshot of this process."""
+    if not every > 0:
+        raise ValueError(f"snapshots: every must be a positive number of seconds, not {every!r}")
+    os.environ[DIR_ENV] = str(Path(directory).absolute())
+    os.environ[EVERY_ENV] = str(float(every))
+    _commit[:] = [commit] if commit is not None else []
+
+
+def attach_if_enabled(run: Run) -> Snapshotter | None:
+    """Start snapshotting ``run`` when ``$EXPERTRACK_SNAPSHOT_DIR`` is set (``init()`` calls this)."""
+    directory = os.environ.get(DIR_ENV)
+    if not directory:
+        return None
+    try:
+        every = float(os.environ.get(EVERY_ENV) or DEFAULT_EVERY_S)
+    except ValueError:
+        run.notifier.once("snapshot-every", f"{EVERY_ENV} must be a number of seconds; using {DEFAULT_EVERY_S:g}")
+        every = DEFAULT_EVERY_S
+    snapshotter = Snapshotter(run, Path(directory), every if every > 0 else DEFAULT_EVERY_S)
+    snapshotter.start()
+    return snapshotter
+
+
+def container_tag() -> str:
+    """This container's (or process's) part of a snapshot's file name."""
+    task = os.environ.get("MODAL_TASK_ID")
+    return _SAFE.sub("_", task or f"{socket.gethostname()}-{os.getpid()}")
+
+
+class Snapshotter:
+    """Copies one run to its snapshot file every ``every`` seconds, and once more when the run has ended."""
+
+    def __init__(self, run: Run, directory: Path, every: float) -> None:
+        self.run = run
+        self.source = run.dir / STORE_FILE
+        self.target = directory / "runs" / _SAFE.sub("_", run.id) / (container_tag() + SUFFIX)
+        self.every = every
+        self.taken = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one snapshot at a time: the periodic one and the last may meet
+        self._thread = threading.Thread(target=self._loop, name="expertrack-snapshots", daemon=True)
+
+    def start(self) -> None:
+        self.run._after_end.append(self._ended)
+        self._thread.start()
+
+    def snapshot(self) -> bool:
+        """Take one snapshot now and publish it; False (said once) when it failed. Never raises."""
+        try:
+            with self._lock:
+                write_snapshot(self.source, self.run.id, self.target)
+                self.taken += 1
+            for commit in _commit:
+                commit()
+            return True
+        except Exception as exc:  # the tracker's outer boundary: a snapshot is a copy; training goes on
+            self.run.notifier.once(
+                "snapshot", f"could not snapshot run {self.run.id} to {self.target} ({type(exc).__name__}: {exc})"
+            )
+            return False
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.snapshot()
+
+    def _ended(self, run: Run) -> None:
+        """After-end callback: the store holds the run's end; the last snapshot carries it."""
+        self._stop.set()
+        self.snapshot()
+
+
+def write_snapshot(source: Path, run_id: str, target: Path) -> None:
+    """Copy run ``run_id`` of the store ``source`` to ``target``, replacing it whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="expertrack-snapshot-") as scratch:
+        copy = Path(scratch) / "run.sqlite"
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30.0)
+        dst = sqlite3.connect(copy)
+        try:
+            src.backup(dst)  # one step: a consistent read of the whole store
+            dst.execute("PRAGMA foreign_keys = ON")
+            with dst:
+                dst.execute("DELETE FROM runs WHERE id != ?", (run_id,))  # cascades to the other runs' rows
+            dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file (no -wal beside it)
+        finally:
+            src.close()
+            dst.close()
+        aside = target.with_name(target.name + ".partial")
+        shutil.copyfile(copy, aside)
+        os.replace(aside, target)
+
+
+def snapshot_files(directory: Path) -> dict[str, list[Path]]:
+    """The snapshot files under ``directory``, by run id (the folder they are in), newest last."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted((directory / "runs").glob(f"*/*{SUFFIX}")):
+        found.setdefault(path.parent.name, []).append(path)
+    for paths in found.values():
+        paths.sort(key=_progress)
+    return found
+
+
+def _progress(path: Path) -> tuple[float, float]:
+    """How far a snapshot's run got: its heartbeat, then the file's time (a damaged file sorts first)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT MAX(heartbeat_at) FROM runs").fetchone()
+        return (float(row[0] or 0.0), path.stat().st_mtime)
+    except (sqlite3.Error, OSError):
+        return (-1.0, 0.0)
+
+
+def keep_id(directory: str | os.PathLike[str], key: str, run_id: str) -> None:
+    """Record ``run_id`` under ``key`` on the snapshot directory, for ``resume_id`` after a restart."""
+    path = Path(directory) / "resume" / (_SAFE.sub("_", key) + ".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(path.name + ".partial")
+    aside.write_text(json.dumps({"run_id": run_id}))
+    os.replace(aside, path)
+    for commit in _commit:
+        commit()
+
+
+def resume_id(directory: str | os.PathLike[str], key: str, dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The run kept under ``key``, its newest snapshot restored into the local store (``dir``, as for ``init``),
+    or None when there is none (a first start): then start a run and ``keep_id`` it."""
+    from expertrack.paths import store_path
+
+    path = Path(directory) / "resume" / (_SAFE.sub("_", key) + ".json")
+    try:
+        run_id = str(json.loads(path.read_text())["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    snapshots = snapshot_files(Path(directory)).get(_SAFE.sub("_", run_id))
+    store = store_path(dir)
+    if snapshots and not _has_run(store, run_id):
+        restore(snapshots[-1], store, run_id)
+    return run_id
+
+
+def _has_run(store: Path, run_id: str) -> bool:
+    if not store.exists():
+        return False
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+
+def restore(snapshot: Path, store: Path, run_id: str) -> None:
+    """Put a snapshot's run into the local store ``store``: the snapshot becomes the store when there is none
+    (a fresh container), else the run is merged into it."""
+    if not store.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        src = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
+        dst = sqlite3.connect(store)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+        return
+    merge_runs(snapshot, store, [run_id])
+
+
+def merge_runs(source: Path, target: Path, run_ids: list[str] | None = None) -> Any:
+    """Copy runs from the store ``source`` into ``target`` (expertrack.store.copy, idempotent)."""
+    try:
+        from expertrack.store.copy import copy_runs  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        say(f"cannot merge {source} into {target} yet (expertrack.store.copy is missing)")
+        return None
+    return copy_runs(str(source), str(target), run_ids=run_ids)
