@@ -24,3 +24,38 @@ for step in range(run.step, steps):
 run.summary["best"] = 0.5
 run.finish()
 """
+
+# A trainer that streams (EXPERTRACK_STREAM=stdout is set by the test) and prints lines of its own between them.
+# argv: STEPS [PAUSE_S]
+STREAMING = r"""
+import sys, time
+import numpy as np
+import expertrack
+
+steps = int(sys.argv[1])
+pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+run = expertrack.init(project="remote", name="streamed", config={"lr": 0.01, "layers": 2}, tags=["modal"])
+run.define_metric("loss", summary="min")
+for step in range(steps):
+    run.log({"loss": 1.0 / (step + 1), "nan": float("nan"), "experts": np.arange(4.0) * step}, step=step)
+    print(f"step {step} of my own output", flush=True)
+    time.sleep(pause)
+run.summary["best"] = 0.25
+run.attach_file("notes.txt", b"hello")
+run.finish()
+"""
+
+# A stand-in for a launcher (modal run, ssh, kubectl logs -f): starts the command and relays its stdout in small
+# pieces of varying size, so tagged lines arrive cut anywhere. argv: COMMAND...
+RELAY = r"""
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+sizes, i = [1, 7, 300, 4096, 13], 0
+while True:
+    data = child.stdout.read1(sizes[i % len(sizes)])
+    if not data:
+        break
+    os.write(1, data)
+    i += 1
+sys.exit(child.wait())
+"""

@@ -106,16 +106,17 @@ class StreamRebuilder:
                 rebuilt = self._open(batch.run_id, record[1])
                 continue
             assert rebuilt is not None
-            if rebuilt.writer is None:  # ended, then streamed again (resumed): reopen it
-                rebuilt.writer = self._writer(batch.run_id, None, resume=True)
             writer = rebuilt.writer
+            if writer is None:  # the run has ended; only a new session (its run resumed) reopens it
+                continue
             if record[0] == "m":
                 writer.logged_points += len(record[3])
             writer.queue.append(record)
-            if record[0] == "end":
-                writer.close(CLOSE_TIMEOUT_S)
-                rebuilt.writer = None
         assert rebuilt is not None
+        if rebuilt.writer is not None and any(record[0] == "end" for record in queued):
+            # the end's line may hold points logged while the remote finished (system metrics): stored with it
+            rebuilt.writer.close(CLOSE_TIMEOUT_S)
+            rebuilt.writer = None
         rebuilt.sessions[batch.session] = batch.seq
         self.applied += 1
 
