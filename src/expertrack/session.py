@@ -251,7 +251,8 @@ def _start(
     if os.environ.get(STREAM_ENV_VAR):  # issue 14: the records also go to stdout as tagged lines
         from expertrack.stream.encode import attach_if_asked
 
-        attach_if_asked(writer, {**vars(fields), "id": run_id, "start_step": start_step, "resumed": bool(existing)})
+        header = {**vars(fields), "id": run_id, "created_at": store.run(run_id).created_at, "start_step": start_step}
+        attach_if_asked(writer, header)
     writer.start()
     run = Run(
         id=run_id,

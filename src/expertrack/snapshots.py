@@ -27,6 +27,8 @@ new run's id under the key. What a preemption can lose: the points logged after 
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import re
@@ -150,23 +152,53 @@ def write_snapshot(source: Path, run_id: str, target: Path) -> None:
 
 
 def snapshot_files(directory: Path) -> dict[str, list[Path]]:
-    """The snapshot files under ``directory``, by run id (the folder they are in), newest last."""
-    found: dict[str, list[Path]] = {}
-    for path in sorted((directory / "runs").glob(f"*/*{SUFFIX}")):
-        found.setdefault(path.parent.name, []).append(path)
-    for paths in found.values():
-        paths.sort(key=_progress)
-    return found
+    """The snapshot files anywhere under ``directory``, by the run each holds, the most advanced last."""
+    found: dict[str, list[tuple[tuple[float, float], Path]]] = {}
+    for path in sorted(directory.rglob(f"*{SUFFIX}")):
+        held = _held_run(path)
+        if held is not None:
+            found.setdefault(held[0], []).append(((held[1], path.stat().st_mtime), path))
+    return {run_id: [path for _, path in sorted(paths)] for run_id, paths in found.items()}
 
 
-def _progress(path: Path) -> tuple[float, float]:
-    """How far a snapshot's run got: its heartbeat, then the file's time (a damaged file sorts first)."""
+def _held_run(path: Path) -> tuple[str, float] | None:
+    """The run a snapshot holds and its heartbeat; None (said) for a file that is not one."""
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT MAX(heartbeat_at) FROM runs").fetchone()
-        return (float(row[0] or 0.0), path.stat().st_mtime)
-    except (sqlite3.Error, OSError):
-        return (-1.0, 0.0)
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT id, heartbeat_at FROM runs").fetchall()
+    except sqlite3.Error as exc:
+        say(f"{path} is not a readable snapshot ({exc}); skipped")
+        return None
+    if len(rows) != 1:
+        say(f"{path} holds {len(rows)} runs, not one: not a snapshot; skipped")
+        return None
+    return str(rows[0][0]), float(rows[0][1] or 0.0)
+
+
+def pull(location: str, target: Any) -> tuple[int, Any]:
+    """Merge the newest snapshot of each run under ``location`` (a directory, or ``modal://VOLUME[/PATH]``,
+    downloaded first into a temporary directory) into the open store ``target``; returns (runs found, the copy's
+    report). Idempotent: a second pull adds nothing, and a run already there (seen live) is completed."""
+    from expertrack.store import Store
+
+    copy = _copy_module()
+    total = copy.CopyReport()
+    with tempfile.TemporaryDirectory(prefix="expertrack-pull-") as scratch:
+        directory = Path(location)
+        if location.startswith("modal://"):
+            from expertrack.integrations.modal import download
+
+            directory = Path(scratch)
+            download(location, directory)
+        elif not directory.is_dir():
+            raise ValueError(f"{location!r} is neither a directory of snapshots nor modal://VOLUME[/PATH]")
+        found = snapshot_files(directory)
+        for run_id, paths in found.items():
+            with Store(paths[-1], readonly=True) as source:
+                report = copy.copy_runs(source, target, [run_id])
+            for name, value in vars(report).items():
+                setattr(total, name, getattr(total, name) + value)
+    return len(found), total
 
 
 def keep_id(directory: str | os.PathLike[str], key: str, run_id: str) -> None:
@@ -190,7 +222,7 @@ def resume_id(directory: str | os.PathLike[str], key: str, dir: str | os.PathLik
         run_id = str(json.loads(path.read_text())["run_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    snapshots = snapshot_files(Path(directory)).get(_SAFE.sub("_", run_id))
+    snapshots = snapshot_files(Path(directory)).get(run_id)
     store = store_path(dir)
     if snapshots and not _has_run(store, run_id):
         restore(snapshots[-1], store, run_id)
@@ -221,10 +253,13 @@ def restore(snapshot: Path, store: Path, run_id: str) -> None:
 
 
 def merge_runs(source: Path, target: Path, run_ids: list[str] | None = None) -> Any:
-    """Copy runs from the store ``source`` into ``target`` (expertrack.store.copy, idempotent)."""
-    try:
-        from expertrack.store.copy import copy_runs  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        say(f"cannot merge {source} into {target} yet (expertrack.store.copy is missing)")
-        return None
-    return copy_runs(str(source), str(target), run_ids=run_ids)
+    """Copy runs from the store file ``source`` into the store file ``target`` (idempotent; expertrack.store.copy)."""
+    from expertrack.store import Store
+
+    with Store(source, readonly=True) as src, Store(target) as dst:
+        return _copy_module().copy_runs(src, dst, run_ids)
+
+
+def _copy_module() -> Any:
+    """expertrack.store.copy (issue 13), imported when needed."""
+    return importlib.import_module("expertrack.store.copy")

@@ -305,8 +305,6 @@ class OutputTracker:
     def start(self, run: Run | None) -> None:
         """Start consuming into ``run`` (None: the run could not be created; output is only drained)."""
         self._run = run
-        if run is not None:
-            self._rebuilder = StreamRebuilder(run.dir, self._announce)
         self._thread.start()
 
     def close(self, timeout: float | None = None) -> None:
@@ -334,6 +332,8 @@ class OutputTracker:
                     self._publish()  # output keeps coming, but the step it belongs to may last a minute
             rest, cut_short = self._tagged.end()
             self._consume(STDOUT, rest)
+            if cut_short is not None and self._rebuilder is None and self._run is not None:
+                self._rebuilder = StreamRebuilder(self._run.dir, self._announce)
             if self._rebuilder is not None:
                 if cut_short is not None:
                     self._rebuilder.cut_short(cut_short)
@@ -346,6 +346,8 @@ class OutputTracker:
     def _consume(self, stream: str, data: bytes) -> None:
         if stream == STDOUT:
             data, tagged = self._tagged.feed(data)
+            if tagged and self._rebuilder is None and self._run is not None:  # the first: a remote run streams
+                self._rebuilder = StreamRebuilder(self._run.dir, self._announce)
             for line in tagged:  # the relay hid them from the terminal; they never reach the console file either
                 if self._rebuilder is not None:
                     self._rebuilder.feed(line)

@@ -28,6 +28,6 @@ from __future__ import annotations
 
 MARKER = b"@@xt1 "
 VERSION = 1
-MAX_LINE_BYTES = 256 * 1024  # the receiver refuses longer lines; the sender splits its batches below this
-SEND_LINE_BYTES = 60 * 1024  # the sender's target: a batch larger than this is split across lines
+MAX_LINE_BYTES = 256 * 1024  # the receiver refuses longer lines; the sender never writes one
+SEND_RAW_BYTES = 64 * 1024  # the sender's target: this much JSON per line (about 25 KiB once compressed)
 ENV_VAR = "EXPERTRACK_STREAM"

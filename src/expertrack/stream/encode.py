@@ -20,17 +20,17 @@ import os
 import secrets
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from expertrack.stream import ENV_VAR, MARKER, SEND_LINE_BYTES
+from expertrack.stream import ENV_VAR, MARKER, MAX_LINE_BYTES, SEND_RAW_BYTES
 
 if TYPE_CHECKING:
     from expertrack.notify import Notifier
     from expertrack.writer import Writer
 
+MAX_PAYLOAD_BYTES = MAX_LINE_BYTES - 256  # room for the marker, run id, session, number and checksum
 STREAMED_KINDS = frozenset({"run", "m", "config", "defs", "summary", "environment", "file", "end"})
 
 
@@ -38,7 +38,7 @@ def attach_if_asked(writer: Writer, header: dict[str, Any]) -> StdoutSink | None
     """``attach`` when ``$EXPERTRACK_STREAM`` is ``stdout``; another value is said once and ignored."""
     asked = os.environ.get(ENV_VAR, "").strip().lower()
     if asked == "stdout":
-        return attach(writer, {**header, "created_at": time.time()})
+        return attach(writer, header)
     if asked not in ("", "off", "0", "no"):
         writer.notifier.once("stream-env", f"{ENV_VAR}={asked!r} is not known (use 'stdout'); nothing is streamed")
     return None
@@ -76,20 +76,35 @@ class StdoutSink:
             self.notifier.once("stream-write", f"could not write the stream to stdout ({type(exc).__name__}: {exc})")
 
     def lines(self, batch: list[Any]) -> list[bytes]:
-        """``batch`` as one or more lines of at most ``SEND_LINE_BYTES`` (a single record too large is left out)."""
-        payload = _payload(batch)
-        if len(payload) <= SEND_LINE_BYTES:
+        """``batch`` as lines of about ``SEND_RAW_BYTES`` of JSON each, every record encoded once."""
+        lines: list[bytes] = []
+        texts: list[str] = []
+        size = 0
+        for record in batch:
+            text = json.dumps(record, separators=(",", ":"), default=_json_default)
+            if texts and size + len(text) > SEND_RAW_BYTES:
+                lines += self._lines_of(texts)
+                texts, size = [], 0
+            texts.append(text)
+            size += len(text) + 1
+        return lines + self._lines_of(texts) if texts else lines
+
+    def _lines_of(self, texts: list[str]) -> list[bytes]:
+        """One line of these encoded records, or two halves when it would be too long for the receiver (a record
+        alone that is too long is left out, said once)."""
+        payload = base64.b64encode(zlib.compress(("[" + ",".join(texts) + "]").encode(), 1))
+        if len(payload) <= MAX_PAYLOAD_BYTES:
             return [self._line(payload)]
-        if len(batch) == 1:
-            kind = batch[0][0]
+        if len(texts) == 1:
+            kind = json.loads(texts[0])[0]
             self.notifier.once(
                 f"stream-large:{kind}",
                 f"a {kind!r} record of run {self.run_id} is too large for the stream ({len(payload):,} bytes "
                 "encoded); it is left out of the stream (it is in the store, and in snapshots)",
             )
             return []
-        half = len(batch) // 2
-        return self.lines(batch[:half]) + self.lines(batch[half:])
+        half = len(texts) // 2
+        return self._lines_of(texts[:half]) + self._lines_of(texts[half:])
 
     def _line(self, payload: bytes) -> bytes:
         with self._lock:
@@ -138,11 +153,6 @@ def encode_value(value: Any) -> Any:
     if array.ndim == 0:
         return float(array)
     return {"$a": [array.dtype.str, list(array.shape), base64.b64encode(array.tobytes()).decode()]}
-
-
-def _payload(batch: list[Any]) -> bytes:
-    text = json.dumps(batch, separators=(",", ":"), default=_json_default).encode()
-    return base64.b64encode(zlib.compress(text, 1))
 
 
 def _json_default(value: Any) -> Any:

@@ -117,6 +117,10 @@ class StreamRebuilder:
             # the end's line may hold points logged while the remote finished (system metrics): stored with it
             rebuilt.writer.close(CLOSE_TIMEOUT_S)
             rebuilt.writer = None
+        elif rebuilt.writer is not None:
+            # stored now, not at the writer's next cadence flush (up to 0.5 s away): the remote already waited
+            # for its own flush; does not wait for the write
+            rebuilt.writer.flush(timeout=0)
         rebuilt.sessions[batch.session] = batch.seq
         self.applied += 1
 
