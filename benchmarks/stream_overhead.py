@@ -153,7 +153,7 @@ def main() -> None:
         lines = streamed_lines(args.steps, scratch)
         points, per_line = rebuild_rate(lines, args.steps * 10, scratch)
         print(f"\n2. rebuilding: {len(lines):,} lines, {args.steps * 10:,} points")
-        print(f"   {points:,.0f} points/s, {per_line:,.0f} lines/s, {points / 10:,.0f} steps of 10 scalars/s\n")
+        print(f"   {points:,.0f} points/s, {per_line:,.0f} lines/s, {points / 10:,.0f} steps of 10 scalars/s")
         lags = lag(args.lag_seconds, scratch)
         print(f"\n3. lag from log() in the remote process to the local store, {len(lags)} steps (goal: under 1 s)")
         if lags:

@@ -3,6 +3,7 @@ lines, and a remote that dies mid-line. Real streams (a real training process's 
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -48,6 +49,18 @@ def resealed(line: bytes, run_id: str, seq: int, session: bytes | None = None) -
     body = b"%s %s %d" % (run_id.encode(), session or fields[1], seq)
     crc = zlib.crc32(fields[4], zlib.crc32(body + b" "))
     return MARKER + body + b" %08x " % crc + fields[4] + b"\n"
+
+
+def steps_in(lines: list[bytes]) -> list[int]:
+    """The steps of the loss these lines carry (in ``m`` records, or ``rows`` columns)."""
+    steps: list[int] = []
+    for line in lines:
+        for record in decode_line(line).records:
+            if record[0] == "m" and "loss" in record[3]:
+                steps.append(record[1])
+            elif record[0] == "rows" and "loss" in record[1]:
+                steps += np.frombuffer(base64.b64decode(record[2]), dtype="<i8").tolist()
+    return steps
 
 
 def loss(directory: Path, run_id: str) -> tuple[np.ndarray, ...]:
@@ -135,5 +148,5 @@ def test_a_remote_that_dies_mid_line_leaves_the_run_as_far_as_its_last_whole_lin
     run_id = decode_line(lines[0]).run_id
     rebuilt = next(run for run in expertrack.Api(tmp_path / "local").runs() if run.id == run_id)
     assert rebuilt.state != "finished"  # its end never came: not claimed as finished
-    whole = [r for line in lines[:-1] for r in decode_line(line).records if r[0] == "m" and "loss" in r[3]]
-    assert list(loss(tmp_path / "local", run_id)[0]) == [r[1] for r in whole]  # every point before the cut
+    stored = loss(tmp_path / "local", run_id)[0]
+    assert list(stored) == sorted(steps_in(lines[:-1])) and len(stored) < 40  # every point before the cut

@@ -37,7 +37,10 @@ pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 run = expertrack.init(project="remote", name="streamed", config={"lr": 0.01, "layers": 2}, tags=["modal"])
 run.define_metric("loss", summary="min")
 for step in range(steps):
-    run.log({"loss": 1.0 / (step + 1), "nan": float("nan"), "experts": np.arange(4.0) * step}, step=step)
+    values = {"loss": 1.0 / (step + 1), "nan": float("nan"), "tokens": step * 1024}
+    if step % 10 == 0:  # an array now and then: the rows between are sent as columns
+        values["experts"] = np.arange(4.0) * step
+    run.log(values, step=step)
     print(f"step {step} of my own output", flush=True)
     time.sleep(pause)
 run.summary["best"] = 0.25

@@ -8,6 +8,8 @@ be encoded, or a record larger than a line, is said once and left out of the str
 Records, as JSON lists (tuples of the writer's queue, values made JSON-safe):
 ``["run", {id, name, project, group, tags, notes, config, created_at, start_step}]``,
 ``["m", step, time, {key: value}]`` (a value is a number, or ``{"$a": [dtype, shape, base64]}`` for an array),
+``["rows", [key...], steps, times, values]`` (consecutive rows of plain numbers with the same keys, as base64 of
+little-endian int64, float64 and row-major float64 arrays),
 ``["config", json]``, ``["defs", [definition...]]``, ``["summary", key, value]`` or ``["summary"]``,
 ``["environment", json]``, ``["file", name, {"$b": base64}, replace]``, ``["end", state, exit_code, signal, time]``.
 """
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from expertrack.notify import Notifier
     from expertrack.writer import Writer
 
+ROWS_VALUES = 4096  # values in one "rows" record (32 KiB of float64, 44 KiB as base64)
 MAX_PAYLOAD_BYTES = MAX_LINE_BYTES - 256  # room for the marker, run id, session, number and checksum
 STREAMED_KINDS = frozenset({"run", "m", "config", "defs", "summary", "environment", "file", "end"})
 
@@ -68,7 +71,7 @@ class StdoutSink:
     def emit(self, records: list[tuple[Any, ...]]) -> None:
         """Encode and write one committed batch (the writer's thread; never raises)."""
         try:
-            batch = self.pending + [encoded for r in records if (encoded := self._record(r)) is not None]
+            batch = self.pending + self._records(records)
             self.pending = []
             if batch:
                 self._write(b"".join(self.lines(batch)))
@@ -114,6 +117,31 @@ class StdoutSink:
         crc = zlib.crc32(payload, zlib.crc32(body + b" "))
         return MARKER + body + b" %08x " % crc + payload + b"\n"
 
+    def _records(self, records: list[tuple[Any, ...]]) -> list[list[Any]]:
+        """The batch as JSON-ready records: runs of rows of plain numbers with the same keys as ``rows`` columns
+        (about 10x cheaper to encode than a dict per row), everything else one by one."""
+        out: list[list[Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        keys: tuple[str, ...] = ()
+        for record in records:
+            if record[0] == "m" and _plain(record[3]):
+                row_keys = tuple(record[3])
+                if rows and (row_keys != keys or len(rows) * len(keys) >= ROWS_VALUES):
+                    out.append(_rows(keys, rows))
+                    rows = []
+                keys = row_keys
+                rows.append(record)
+                continue
+            if rows:
+                out.append(_rows(keys, rows))
+                rows = []
+            encoded = self._record(record)
+            if encoded is not None:
+                out.append(encoded)
+        if rows:
+            out.append(_rows(keys, rows))
+        return out
+
     def _record(self, record: tuple[Any, ...]) -> list[Any] | None:
         kind = record[0]
         if kind not in STREAMED_KINDS:
@@ -134,6 +162,22 @@ class StdoutSink:
         except (TypeError, ValueError, RuntimeError) as exc:
             self.notifier.once(f"stream-value:{key}", f"stream: could not encode {key!r} ({exc}); not streamed")
             return None
+
+
+def _plain(values: dict[str, Any]) -> bool:
+    """Whether a row holds only floats (and ints a float holds exactly), as training loops log them."""
+    return all(type(v) is float or (type(v) is int and -(2**53) <= v <= 2**53) for v in values.values())
+
+
+def _rows(keys: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[Any]:
+    """``["rows", keys, steps, times, values]``: little-endian int64, float64 and float64 (row-major) arrays as
+    base64 (NaN and infinities kept bit for bit)."""
+    import numpy as np
+
+    steps = np.array([row[1] for row in rows], dtype="<i8")
+    times = np.array([row[2] for row in rows], dtype="<f8")
+    values = np.array([v for row in rows for v in row[3].values()], dtype="<f8")
+    return ["rows", list(keys), *(base64.b64encode(a.tobytes()).decode() for a in (steps, times, values))]
 
 
 def encode_value(value: Any) -> Any:

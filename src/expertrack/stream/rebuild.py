@@ -89,7 +89,13 @@ class StreamRebuilder:
         announced = batch.seq == 0 and bool(batch.records) and batch.records[0][0] == "run"
         if not known and not announced:
             raise StreamError("unannounced", f"lines of run {batch.run_id} that came before its announcement")
-        return [_queued(record, first=not known and i == 0) for i, record in enumerate(batch.records)]
+        queued: list[tuple[Any, ...]] = []
+        for i, record in enumerate(batch.records):
+            if record[0] == "rows":
+                queued += _rows(record)
+            else:
+                queued.append(_queued(record, first=not known and i == 0))
+        return queued
 
     def _apply(self, batch: Batch, queued: list[tuple[Any, ...]]) -> None:
         rebuilt = self.runs.get(batch.run_id)
@@ -212,6 +218,30 @@ def _queued(record: list[Any], first: bool) -> tuple[Any, ...]:
     except (ValueError, TypeError, KeyError, binascii.Error):
         pass
     raise StreamError("record", f"a tagged line with a malformed {str(kind)[:20]!r} record")
+
+
+def _rows(record: list[Any]) -> list[tuple[Any, ...]]:
+    """A ``rows`` record as the writer's ``m`` tuples; ``StreamError`` when its shape or types are wrong."""
+    import numpy as np
+
+    try:
+        _, keys, steps, times, values = record
+        if isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys):
+            step_array, time_array, value_array = (
+                np.frombuffer(base64.b64decode(data, validate=True), dtype=dtype)
+                for data, dtype in ((steps, "<i8"), (times, "<f8"), (values, "<f8"))
+            )
+            n = len(step_array)
+            shaped = len(time_array) == n and len(value_array) == n * len(keys)
+            if shaped and (n == 0 or step_array.min() >= 0) and np.isfinite(time_array).all():
+                table = value_array.reshape(n, len(keys)).tolist()
+                return [
+                    ("m", step, t, dict(zip(keys, row, strict=True)))
+                    for step, t, row in zip(step_array.tolist(), time_array.tolist(), table, strict=True)
+                ]
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise StreamError("record", "a tagged line with a malformed 'rows' record")
 
 
 def _is_int(value: Any) -> bool:
