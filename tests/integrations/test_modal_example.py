@@ -90,3 +90,26 @@ def test_the_training_function_writes_one_snapshot_per_run_equal_to_the_run(
                 ours, theirs = snap.read_scalars(run_id, key), store.read_scalars(run_id, key)
                 assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(ours, theirs, strict=True)), key
     assert expertrack.Api(live).runs()  # the live store itself is whole too
+
+
+# a trainer that only prints, in the second seed's format (a stand-in for a compiled llm.c binary)
+PRINTING_TRAINER = """
+for step in range(1, 21):
+    print(f"step {step:4d}/20: train loss {5.0 / step:.6f} (12.0 ms, 84000 tok/s)", flush=True)
+print("val loss 4.567890 (avg_train 5.123, gap +0.456)")
+"""
+
+
+def test_the_command_variant_snapshots_the_run_expertrack_run_makes(example: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(PRINTING_TRAINER)
+    volume, live = tmp_path / "volume", tmp_path / "container"
+    with pytest.warns(UserWarning, match="executing locally"):
+        status = example.train_command.local(
+            [sys.executable, str(tmp_path / "train.py")], volume_dir=str(volume), local_dir=str(live)
+        )
+    assert status == 0
+    [(run_id, [path])] = snapshots.snapshot_files(volume).items()
+    with Store(path, readonly=True) as snap:
+        steps, _times, values = snap.read_scalars(run_id, "train_loss")
+        assert snap.run(run_id).state == "finished"
+    assert len(steps) == 20 and values.tolist() == pytest.approx([5.0 / step for step in range(1, 21)], rel=1e-6)
