@@ -175,10 +175,11 @@ def _held_run(path: Path) -> tuple[str, float] | None:
     return str(rows[0][0]), float(rows[0][1] or 0.0)
 
 
-def pull(location: str, target: Any) -> tuple[int, Any]:
+def pull(location: str, target: Any, run_ids: list[str] | None = None) -> tuple[int, Any]:
     """Merge the newest snapshot of each run under ``location`` (a directory, or ``modal://VOLUME[/PATH]``,
-    downloaded first into a temporary directory) into the open store ``target``; returns (runs found, the copy's
-    report). Idempotent: a second pull adds nothing, and a run already there (seen live) is completed."""
+    downloaded first into a temporary directory) into the open store ``target``; returns (runs pulled, the copy's
+    report). ``run_ids`` (ids or id prefixes) limits it to those runs. Idempotent: a second pull adds nothing, and
+    a run already there (seen live) is completed."""
     from expertrack.store import Store
 
     copy = _copy_module()
@@ -193,6 +194,8 @@ def pull(location: str, target: Any) -> tuple[int, Any]:
         elif not directory.is_dir():
             raise ValueError(f"{location!r} is neither a directory of snapshots nor modal://VOLUME[/PATH]")
         found = snapshot_files(directory)
+        if run_ids is not None:
+            found = {k: v for k, v in found.items() if any(k.startswith(ref) for ref in run_ids)}
         for run_id, paths in found.items():
             with Store(paths[-1], readonly=True) as source:
                 report = copy.copy_runs(source, target, [run_id])
