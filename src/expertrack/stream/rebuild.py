@@ -115,7 +115,10 @@ class StreamRebuilder:
             writer = rebuilt.writer
             if writer is None:  # the run has ended; only a new session (its run resumed) reopens it
                 continue
-            if record[0] == "m":
+            if record[0] == "m":  # the writer's bound holds here as in log(): past it, points are counted dropped
+                if writer.logged_points - writer.settled_points >= writer.max_queued_points:
+                    writer.drop(len(record[3]))
+                    continue
                 writer.logged_points += len(record[3])
             writer.queue.append(record)
         assert rebuilt is not None
