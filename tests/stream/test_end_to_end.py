@@ -12,7 +12,8 @@ import pytest
 
 import expertrack
 from expertrack.store import Store
-from tests.stream.trainers import RELAY, STREAMING
+from expertrack.stream import MARKER
+from tests.stream.trainers import PREEMPTING_RELAY, RELAY, RESUMING, STREAMING
 
 EXPERTRACK = str(Path(sys.executable).with_name("expertrack"))
 
@@ -58,3 +59,20 @@ def test_the_wrapper_rebuilds_the_relayed_run_with_its_id_and_every_point(tmp_pa
     [wrapper_run] = local.values()
     console = wrapper_run.file("console.log") or b""
     assert b"@@xt1" not in console and console.count(b"of my own output") == 300
+
+
+def test_a_preempted_run_resumed_in_a_new_container_is_one_run_in_the_local_store(tmp_path: Path) -> None:
+    (tmp_path / "relay.py").write_text(PREEMPTING_RELAY)
+    (tmp_path / "trainer.py").write_text(RESUMING)
+    command = [sys.executable, "relay.py", str(tmp_path / "volume"), "trainer.py", "300"]
+    wrapper = [EXPERTRACK, "run", "--mirror", "off", "--dir", str(tmp_path / "local"), "--"]
+    done = subprocess.run([*wrapper, *command], cwd=tmp_path, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.count(b"started ") == 2 and MARKER not in done.stdout
+    runs = {run.name: run for run in expertrack.Api(tmp_path / "local").runs()}
+    resumed = runs["resumable"]  # one run for both containers, finished by the second
+    assert resumed.state == "finished" and len(runs) == 2
+    steps, _times, values = series(tmp_path / "local", resumed.id, "loss")
+    assert steps.tolist() == list(range(300)) and values.tolist() == [1.0 / (s + 1) for s in range(300)]
+    container = series(tmp_path / "container-2", resumed.id, "loss")  # the second container's own store
+    assert same_series((steps, _times, values), container)
