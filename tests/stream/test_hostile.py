@@ -101,7 +101,7 @@ def test_damaged_lines_are_dropped_said_once_each_and_the_run_is_still_rebuilt(
         resealed(lines[1], "someoneelse", 3),  # a run never announced
         MARKER + b"not five fields\n",
         *lines[1:],
-        lines[1],  # a replay (a launcher that reconnects and repeats): dropped silently
+        *lines,  # a replay of the whole stream (a launcher that reconnects and repeats): skipped silently
     ]
     line_filter = TaggedLineFilter()
     rebuilder = StreamRebuilder(tmp_path, announce=lambda text: None)

@@ -59,7 +59,8 @@ class StreamRebuilder:
         try:
             batch = decode_line(line)
             queued = self._check(batch)
-            self._apply(batch, queued)
+            if queued is not None:
+                self._apply(batch, queued)
         except StreamError as err:
             self._drop(err)
         except Exception as exc:  # the outer boundary: a store problem costs this line, never the command
@@ -80,12 +81,15 @@ class StreamRebuilder:
 
     # ---- checking ---------------------------------------------------------------------------------------------
 
-    def _check(self, batch: Batch) -> list[tuple[Any, ...]]:
-        """The batch's records as the writer's queue tuples; ``StreamError`` if any is not usable."""
+    def _check(self, batch: Batch) -> list[tuple[Any, ...]] | None:
+        """The batch's records as the writer's queue tuples, or None for a line already applied (a launcher that
+        reconnects and repeats its log: skipped silently); ``StreamError`` if any record is not usable."""
         if batch.run_id in self.refused:
             raise StreamError("refused", f"lines of run {batch.run_id}, which was in the local store already")
         rebuilt = self.runs.get(batch.run_id)
         known = rebuilt is not None and batch.session in rebuilt.sessions
+        if rebuilt is not None and known and batch.seq <= rebuilt.sessions[batch.session]:
+            return None
         announced = batch.seq == 0 and bool(batch.records) and batch.records[0][0] == "run"
         if not known and not announced:
             raise StreamError("unannounced", f"lines of run {batch.run_id} that came before its announcement")
@@ -99,14 +103,10 @@ class StreamRebuilder:
 
     def _apply(self, batch: Batch, queued: list[tuple[Any, ...]]) -> None:
         rebuilt = self.runs.get(batch.run_id)
-        if rebuilt is not None and batch.session in rebuilt.sessions:
-            last = rebuilt.sessions[batch.session]
-            if batch.seq <= last:
-                return  # a replay of a line already applied
-            if batch.seq > last + 1:
-                self.notifier.once(
-                    f"gap:{batch.run_id}", f"stream: lines of run {batch.run_id} were lost on the way (a gap)"
-                )
+        if rebuilt is not None and batch.seq > rebuilt.sessions.get(batch.session, batch.seq) + 1:
+            self.notifier.once(
+                f"gap:{batch.run_id}", f"stream: lines of run {batch.run_id} were lost on the way (a gap)"
+            )
         for record in queued:
             if record[0] == "run":
                 rebuilt = self._open(batch.run_id, record[1])
