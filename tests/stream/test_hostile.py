@@ -149,4 +149,4 @@ def test_a_remote_that_dies_mid_line_leaves_the_run_as_far_as_its_last_whole_lin
     rebuilt = next(run for run in expertrack.Api(tmp_path / "local").runs() if run.id == run_id)
     assert rebuilt.state != "finished"  # its end never came: not claimed as finished
     stored = loss(tmp_path / "local", run_id)[0]
-    assert list(stored) == sorted(steps_in(lines[:-1])) and len(stored) < 40  # every point before the cut
+    assert list(stored) == sorted(steps_in(lines[:-1]))  # every point before the cut, none of the cut line's
