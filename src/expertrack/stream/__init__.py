@@ -29,5 +29,9 @@ from __future__ import annotations
 MARKER = b"@@xt1 "
 VERSION = 1
 MAX_LINE_BYTES = 256 * 1024  # the receiver refuses longer lines; the sender never writes one
-SEND_RAW_BYTES = 64 * 1024  # the sender's target: this much JSON per line (about 25 KiB once compressed)
+# The sender's target: this much JSON per line (about 25 KiB once compressed). Lines below PIPE_BUF (4 KiB),
+# which a pipe takes in one piece even from concurrent writers, cost 3x the writer's time here (measured with
+# benchmarks/stream_overhead.py); a longer line is cut only when the pipe is full while another thread or process
+# writes to it, and the checksum then drops it.
+SEND_RAW_BYTES = 64 * 1024
 ENV_VAR = "EXPERTRACK_STREAM"
