@@ -27,14 +27,11 @@ new run's id under the key. What a preemption can lose: the points logged after 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
 import re
-import shutil
 import socket
-import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable
@@ -131,24 +128,10 @@ class Snapshotter:
 
 
 def write_snapshot(source: Path, run_id: str, target: Path) -> None:
-    """Copy run ``run_id`` of the store ``source`` to ``target``, replacing it whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="expertrack-snapshot-") as scratch:
-        copy = Path(scratch) / "run.sqlite"
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30.0)
-        dst = sqlite3.connect(copy)
-        try:
-            src.backup(dst)  # one step: a consistent read of the whole store
-            dst.execute("PRAGMA foreign_keys = ON")
-            with dst:
-                dst.execute("DELETE FROM runs WHERE id != ?", (run_id,))  # cascades to the other runs' rows
-            dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file (no -wal beside it)
-        finally:
-            src.close()
-            dst.close()
-        aside = target.with_name(target.name + ".partial")
-        shutil.copyfile(copy, aside)
-        os.replace(aside, target)
+    """Copy run ``run_id`` of the store ``source`` to ``target``, replacing it whole (expertrack.store.remote)."""
+    from expertrack.store.remote import write_run_snapshot
+
+    write_run_snapshot(source, run_id, target)
 
 
 def snapshot_files(directory: Path) -> dict[str, list[Path]]:
@@ -163,16 +146,13 @@ def snapshot_files(directory: Path) -> dict[str, list[Path]]:
 
 def _held_run(path: Path) -> tuple[str, float] | None:
     """The run a snapshot holds and its heartbeat; None (said) for a file that is not one."""
+    from expertrack.store.remote import held_run
+
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT id, heartbeat_at FROM runs").fetchall()
-    except sqlite3.Error as exc:
-        say(f"{path} is not a readable snapshot ({exc}); skipped")
+        return held_run(path)
+    except ValueError as exc:
+        say(f"{exc}; skipped")
         return None
-    if len(rows) != 1:
-        say(f"{path} holds {len(rows)} runs, not one: not a snapshot; skipped")
-        return None
-    return str(rows[0][0]), float(rows[0][1] or 0.0)
 
 
 def pull(location: str, target: Any, run_ids: list[str] | None = None) -> tuple[int, Any]:
@@ -225,32 +205,22 @@ def resume_id(directory: str | os.PathLike[str], key: str, dir: str | os.PathLik
         run_id = str(json.loads(path.read_text())["run_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    from expertrack.store.remote import store_holds
+
     snapshots = snapshot_files(Path(directory)).get(run_id)
     store = store_path(dir)
-    if snapshots and not _has_run(store, run_id):
+    if snapshots and not store_holds(store, run_id):
         restore(snapshots[-1], store, run_id)
     return run_id
-
-
-def _has_run(store: Path, run_id: str) -> bool:
-    if not store.exists():
-        return False
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
 
 
 def restore(snapshot: Path, store: Path, run_id: str) -> None:
     """Put a snapshot's run into the local store ``store``: the snapshot becomes the store when there is none
     (a fresh container), else the run is merged into it."""
+    from expertrack.store.remote import store_from_snapshot
+
     if not store.exists():
-        store.parent.mkdir(parents=True, exist_ok=True)
-        src = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
-        dst = sqlite3.connect(store)
-        try:
-            src.backup(dst)
-        finally:
-            src.close()
-            dst.close()
+        store_from_snapshot(snapshot, store)
         return
     merge_runs(snapshot, store, [run_id])
 

@@ -172,8 +172,10 @@ class StreamRebuilder:
             session._open_run(store, run_id, "allow" if resume else None, fields, summary, None)
             created = header.get("created_at")
             if not resume and isinstance(created, (int, float)) and math.isfinite(created):
+                from expertrack.store.remote import set_created_at
+
                 with store.transaction() as conn:
-                    conn.execute("UPDATE runs SET created_at = ? WHERE id = ?", (created, run_id))
+                    set_created_at(conn, run_id, created)
         except BaseException:
             store.close()
             raise
