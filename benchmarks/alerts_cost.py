@@ -30,6 +30,7 @@ import numpy as np
 from expertrack.alerts import resolve
 from expertrack.alerts.engine import AlertEngine, RunIdentity
 from expertrack.notify import Notifier
+from expertrack.records import Row
 from expertrack.store import Store
 from expertrack.writer import Writer
 
@@ -46,10 +47,11 @@ class Scenario:
     moe: bool = False
 
 
-def records(scenario: Scenario) -> list[list[tuple[Any, ...]]]:
+def records(scenario: Scenario) -> list[list[Row]]:
     """The queue contents of each flush, built before timing."""
     rng = np.random.default_rng(0)
-    batches, batch = [], []
+    batches: list[list[Row]] = []
+    batch: list[Row] = []
     now = time.time()
     for step in range(scenario.steps):
         values: dict[str, Any] = {k: math.sin(step * 1e-3 + i) for i, k in enumerate(KEYS)}
@@ -57,7 +59,7 @@ def records(scenario: Scenario) -> list[list[tuple[Any, ...]]]:
             # healthy values (no alert fires): the cost measured is judging them, not printing alerts
             values.update({k: 0.8 + 0.1 * float(rng.random()) for k in MOE_KEYS})
             values["moe/tokens_per_expert"] = rng.integers(1, 1000, size=(4, 8))
-        batch.append(("m", step, now + step * 1e-3, values))
+        batch.append(Row(step, now + step * 1e-3, values))
         if len(batch) == scenario.per_flush:
             batches.append(batch)
             batch = []
@@ -66,8 +68,8 @@ def records(scenario: Scenario) -> list[list[tuple[Any, ...]]]:
     return batches
 
 
-def points(batches: list[list[tuple[Any, ...]]]) -> int:
-    return sum(len(record[3]) for batch in batches for record in batch)
+def points(batches: list[list[Row]]) -> int:
+    return sum(len(record.values) for batch in batches for record in batch)
 
 
 def timed(engine: AlertEngine, spent: list[float]) -> None:
@@ -85,9 +87,7 @@ def timed(engine: AlertEngine, spent: list[float]) -> None:
         setattr(engine, name, wrapper)
 
 
-def writer_seconds(
-    batches: list[list[tuple[Any, ...]]], alerts: bool, directory: Path, spent: list[float] | None = None
-) -> float:
+def writer_seconds(batches: list[list[Row]], alerts: bool, directory: Path, spent: list[float] | None = None) -> float:
     """Seconds the writer spends absorbing and writing every batch, one flush each."""
     store = Store(directory / "store.db")
     with store.transaction() as conn:
@@ -104,7 +104,7 @@ def writer_seconds(
     for batch in batches:
         writer.queue.extend(batch)
         started = time.perf_counter()
-        writer._flush_once()  # the work the writer thread does per cycle
+        writer._flush_once(len(batch))  # the work the writer thread does per cycle
         total += time.perf_counter() - started
     store.close()
     return total

@@ -32,8 +32,12 @@ from expertrack.compat import (
     watch,
 )
 from expertrack.errors import AmbiguousRunError, ExpertrackError, NoRunError, RunNotFoundError, StoreError
+from expertrack.run import Run
 from expertrack.session import current_run, init, require_run
-from expertrack.tracking import Run
+
+# Importing the module run.py bound ``expertrack.run`` to it; as in wandb, ``expertrack.run`` is the current run
+# (``__getattr__`` at the end), so the name is given back to it. ``from expertrack.run import Run`` still works.
+globals().pop("run", None)
 
 __version__ = "0.1.0"
 

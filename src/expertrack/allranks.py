@@ -8,7 +8,7 @@ Every rank opens its node's store with its own writer. The rules, so that the ra
 - **Points.** Each rank's keys are its own series (``keys.rank``), so nothing is mangled into metric names.
 - **The run's row is rank 0's**: project, name, config, summary, environment and state. The run is finished when
   rank 0 finishes. A rank that starts before rank 0 has made the row makes a placeholder row (no pid), which rank
-  0's insert then fills in (``CLAIM``; never an "id already exists" error).
+  0's insert then fills in (``Store.create_run(..., claim=True)``; never an "id already exists" error).
 - **Each rank's own state** is a row of ``run_ranks`` (node, pid, heartbeat, state, end), so a rank killed with
   SIGKILL shows as crashed there while the run goes on with the others.
 """
@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import socket
 import sys
-import time
 from typing import Any
 
 from expertrack.ranks import RankInfo
@@ -54,51 +52,21 @@ def shared_id(run_id: str | None, where: RankInfo, project: str, new_id: str) ->
 
 def placeholder(store: Store, run_id: str) -> bool:
     """Whether the run's row was made by another rank, waiting for rank 0 to fill it in."""
-    rows = store.conn.execute("SELECT rank FROM run_ranks WHERE run_id = ?", (run_id,)).fetchall()
-    return bool(rows) and 0 not in {r[0] for r in rows}
-
-
-# Appended to rank 0's INSERT of the run's row: a placeholder row (no pid: made by another rank that started
-# first) becomes rank 0's, in the same statement, so no rank can slip in between a check and the insert.
-CLAIM = (
-    " ON CONFLICT (id) DO UPDATE SET project = excluded.project, name = excluded.name,"
-    " run_group = excluded.run_group, tags = excluded.tags, notes = excluded.notes, config = excluded.config,"
-    " state = 'running', ended_at = NULL, exit_code = NULL, heartbeat_at = excluded.heartbeat_at,"
-    " hostname = excluded.hostname, pid = excluded.pid WHERE runs.pid IS NULL"
-)
+    return store.rank_placeholder(run_id)
 
 
 def wrote_before(store: Store, run_id: str, rank: int) -> bool:
     """Whether ``rank`` already has a part in the stored run of that id (a second job reusing the id, or a resume)."""
-    row = store.conn.execute("SELECT 1 FROM run_ranks WHERE run_id = ? AND rank = ?", (run_id, rank)).fetchone()
-    return row is not None
+    return store.rank_wrote_before(run_id, rank)
 
 
 def join(store: Store, run_id: str, rank: int, project: str) -> int:
     """A rank other than 0 joins the run: its row made as a placeholder when rank 0 has not made it yet, and its
     own ``run_ranks`` row. Returns the step after this rank's own last (0 unless it resumes): rank 0 may have
     logged already, and its steps must not shift this rank's."""
-    now = time.time()
-    with store.transaction() as conn:
-        # hostname and pid stay empty: the run's liveness is rank 0's (its heartbeat, once it has claimed the row)
-        conn.execute(
-            "INSERT OR IGNORE INTO runs (id, project, name, state, created_at, heartbeat_at)"
-            " VALUES (?, ?, ?, 'running', ?, ?)",
-            (run_id, project, run_id, now, now),
-        )
-        register(conn, run_id, rank, now)
+    store.join_rank(run_id, rank, project)
     last = [store.read_scalars(run_id, key, rank=rank)[0][-1:] for key in store.scalar_keys(run_id, rank)]
     steps = [int(s[0]) for s in last if len(s)] + [
         step for key in store.array_keys(run_id, rank) for step in store.array_steps(run_id, key, rank)[-1:]
     ]
     return max(steps) + 1 if steps else 0
-
-
-def register(conn: Any, run_id: str, rank: int, now: float | None = None) -> None:
-    """This rank's ``run_ranks`` row, running (a resumed rank's row starts again); call inside a transaction."""
-    now = time.time() if now is None else now
-    conn.execute(
-        "INSERT OR REPLACE INTO run_ranks (run_id, rank, state, node, pid, started_at, heartbeat_at)"
-        " VALUES (?, ?, 'running', ?, ?, ?, ?)",
-        (run_id, rank, socket.gethostname(), os.getpid(), now, now),
-    )

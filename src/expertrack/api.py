@@ -66,7 +66,7 @@ class Api:
         store = self.store
         if store is None:
             return []
-        return [r[0] for r in store.conn.execute("SELECT DISTINCT project FROM runs ORDER BY project")]
+        return store.projects()
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run and all it recorded (opens the store for writing just for this)."""

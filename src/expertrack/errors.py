@@ -25,3 +25,7 @@ class AmbiguousRunError(ExpertrackError, LookupError):
 
 class StoreError(ExpertrackError):
     """The store file cannot be opened or is not an expertrack store."""
+
+
+class RunDeletedError(Exception):
+    """The run's row is no longer in the store: it was deleted (``expertrack rm``) while the run was logging."""

@@ -53,10 +53,12 @@ import weakref
 from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from expertrack.run import exit_status
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from expertrack.tracking import Run
+    from expertrack.run import Run
 
 _runs: list[Run] = []
 _finishing: weakref.WeakSet[Run] = weakref.WeakSet()  # runs whose finish() began: a SIGTERM waits for it to end
@@ -114,9 +116,6 @@ def _forget(run: Run) -> None:
     _finishing.add(run)
     if run in _runs:
         _runs.remove(run)
-    from expertrack import session
-
-    session._clear_current(run)
 
 
 def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
@@ -186,15 +185,6 @@ def _watch_unwinding() -> None:
 def _on_unwind(code: CodeType, offset: int, exception: BaseException) -> None:
     if isinstance(exception, SystemExit):
         _watch(exception)
-
-
-def exit_status(code: object) -> int:
-    """The exit status CPython makes of ``SystemExit.code``: None is 0, a non-int is printed and gives 1."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF if os.name == "posix" else code  # the status a POSIX parent sees keeps the low 8 bits
-    return 1
 
 
 def _at_exit() -> None:

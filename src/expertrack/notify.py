@@ -1,4 +1,8 @@
-"""Messages to the user on stderr, each said once: tracking problems are reported, never raised into training."""
+"""Messages to the user on stderr, each said once: tracking problems are reported, never raised into training.
+
+``Notifier`` is the one "say once" mechanism: a run has its own (its writer, parser and integrations report
+through it); the W&B mirror's start keeps one for the whole process.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ class Notifier:
             return False
         say(message)
         return True
+
+    def clear(self) -> None:
+        """Forget what was said: each message is said once more."""
+        with self._lock:
+            self._seen.clear()
 
     def count(self, topic: str) -> int:
         """How many times ``topic`` was reported (printed or not)."""

@@ -11,7 +11,6 @@ import math
 import os
 import secrets
 import socket
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,15 +22,16 @@ from expertrack import allranks, lifecycle
 from expertrack import ranks as rank_info
 from expertrack.alerts.config import AlertSettings
 from expertrack.alerts.config import resolve as resolve_alerts
+from expertrack.config import Config, dumps, to_jsonable
 from expertrack.errors import ExpertrackError, NoRunError, StoreError
 from expertrack.notify import Notifier, say
 from expertrack.paths import SNAPSHOT_DIR_ENV, STORE_FILE, tracking_dir
-from expertrack.runconfig import Config, dumps, to_jsonable
+from expertrack.records import NewRun
+from expertrack.run import Run
 from expertrack.store import Store
 from expertrack.stream import ENV_VAR as STREAM_ENV_VAR
 from expertrack.summary import SummaryState
 from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
-from expertrack.tracking import Run
 from expertrack.writer import Writer, queue_bound
 
 DEFAULT_PROJECT = "uncategorized"
@@ -192,6 +192,7 @@ def init(
             _start_mirror(run, mode, mirror, notifier)
     _current = run
     lifecycle.install(run)
+    run._on_finish.append(_clear_current)
     return run
 
 
@@ -306,13 +307,12 @@ def _open_run(
         run_id = run_id or _new_id()
         fields.name = fields.name or _default_name(store, fields.project)
         start_step = 0
-        try:
-            _insert(store, run_id, fields, claim=rank == 0)
-        except sqlite3.IntegrityError:
+        if not _insert(store, run_id, fields, claim=rank == 0):
             # another process created this id between our look and our insert (several processes started at
             # once with init(id=X, resume="allow")): it is now a run that exists, resumed like any other
             if given_id is None or _existing(store, run_id) is None:
-                raise
+                store.close()
+                raise ExpertrackError(f"could not create run {run_id!r} in {store.path.parent}")
             existing = True
             if resume in (None, False, "never"):
                 store.close()
@@ -324,8 +324,7 @@ def _open_run(
     if existing is not None:
         fields, start_step = _resume(store, run_id, fields, summary)
     if rank == 0:
-        with store.transaction() as conn:
-            allranks.register(conn, run_id, 0)
+        store.register_rank(run_id, 0)
     return run_id, fields, start_step, existing
 
 
@@ -364,32 +363,26 @@ def _open_store(directory: Path) -> Store:
 def _existing(store: Store, run_id: str | None) -> bool | None:
     if run_id is None:
         return None
-    row = store.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return True if row else None
+    return True if store.run_exists(run_id) else None
 
 
-def _insert(store: Store, run_id: str, fields: _RunFields, claim: bool = False) -> None:
-    """The run's row. ``claim`` (rank 0 under ranks="all"): a placeholder row another rank made first, even a
-    moment ago, is filled in instead (expertrack.allranks); a row that is no placeholder (it has a pid) stays."""
-    now = time.time()
-    with store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO runs (id, project, name, run_group, tags, notes, state, created_at, heartbeat_at, config,"
-            " hostname, pid) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)" + (allranks.CLAIM if claim else ""),
-            (
-                run_id,
-                fields.project,
-                fields.name,
-                fields.group,
-                json.dumps(fields.tags or []),
-                fields.notes,
-                now,
-                now,
-                dumps(fields.config),
-                socket.gethostname(),
-                os.getpid(),
-            ),
-        )
+def _insert(store: Store, run_id: str, fields: _RunFields, claim: bool = False) -> bool:
+    """The run's row; False when a run of that id exists already. ``claim`` (rank 0 under ranks="all"): a
+    placeholder row another rank made first, even a moment ago, is filled in instead (expertrack.allranks); a row
+    that is no placeholder (it has a pid) stays."""
+    new = NewRun(
+        id=run_id,
+        project=fields.project,
+        name=fields.name or run_id,
+        group=fields.group,
+        tags=json.dumps(fields.tags or []),
+        notes=fields.notes,
+        config=dumps(fields.config),
+        created_at=time.time(),
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+    )
+    return store.create_run(new, claim=claim)
 
 
 def _resume(store: Store, run_id: str, given: _RunFields, summary: SummaryState) -> tuple[_RunFields, int]:
@@ -411,23 +404,8 @@ def _resume(store: Store, run_id: str, given: _RunFields, summary: SummaryState)
     summary.set_defs(record.metric_defs)
     _restore_overrides(summary, record.summary)
     last = store.last_step(run_id)
-    with store.transaction() as conn:
-        conn.execute(
-            "UPDATE runs SET state = 'running', ended_at = NULL, exit_code = NULL, exit_signal = NULL,"
-            " name = ?, run_group = ?, tags = ?, notes = ?, config = ?, hostname = ?, pid = ?, heartbeat_at = ?"
-            " WHERE id = ?",
-            (
-                fields.name,
-                fields.group,
-                json.dumps(fields.tags),
-                fields.notes,
-                dumps(fields.config),
-                socket.gethostname(),
-                os.getpid(),
-                time.time(),
-                run_id,
-            ),
-        )
+    store.reopen_run(run_id, fields.name or run_id, fields.group, json.dumps(fields.tags), fields.notes,
+                     dumps(fields.config))  # fmt: skip
     return fields, (last + 1 if last is not None else 0)
 
 
@@ -529,7 +507,7 @@ def _new_id() -> str:
 
 
 def _default_name(store: Store, project: str) -> str:
-    count = store.conn.execute("SELECT COUNT(*) FROM runs WHERE project = ?", (project,)).fetchone()[0]
+    count = store.count_runs(project)
     return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{count + 1}"
 
 

@@ -1,8 +1,9 @@
 """The background writer: moves the run's queue into the store, one transaction per flush (DESIGN.md rule 1).
 
-``Run.log()`` only appends tuples to ``Writer.queue``; this thread turns them into pieces and chunks of scalar
-points (see store/chunks.py), arrays, files and summary updates, and commits on a fixed cadence of
-``flush_interval`` and on request.
+``Run.log()`` only appends records (expertrack.records) to ``Writer.queue``; this thread turns them into pieces
+and chunks of scalar points (see store/chunks.py), arrays, files and summary updates, hands each flush to the
+store as one ``Batch`` (``Store.write_batch``, one transaction), and commits on a fixed cadence of
+``flush_interval`` and on request. It knows no SQL: threading, queueing, batching and when to seal are its part.
 
 What it promises, and how (issue 12):
 - **Commits on time.** Each cadence flush absorbs what the queue holds for at most half an interval, then commits
@@ -24,20 +25,28 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from expertrack.errors import RunDeletedError
 from expertrack.notify import Notifier
-from expertrack.store import Store
-from expertrack.store.alerts import insert_alerts
-from expertrack.store.chunks import INSERT_CHUNK, INSERT_PIECE, SEAL_FLUSHES, SEAL_POINTS, Piece, SeriesBuffer
-from expertrack.store.levels import INSERT_LEVEL, level_row
-from expertrack.store.sqlite import BUSY_TIMEOUT_S, insert_array
+from expertrack.records import (
+    AlertFired,
+    ArrayPoint,
+    Batch,
+    Environment,
+    MetricDefs,
+    Record,
+    Row,
+    RunUpdate,
+    SummaryDeleted,
+    SummarySet,
+)
+from expertrack.store.chunks import SEAL_FLUSHES, SEAL_POINTS, Piece, SeriesBuffer
+from expertrack.store.interface import Store
 from expertrack.summary import SummaryState
 from expertrack.values import check_key
 
@@ -55,8 +64,7 @@ MAX_KEYS_PER_RUN = 100_000
 MAX_QUEUED_POINTS = 1_000_000
 CLOSE_ATTEMPTS = 5  # of the last flush, at close
 CLOSE_RETRY_S = 0.2  # between them
-SQLITE_FULL = 13
-SQLITE_BUSY = 5
+__all__ = ["RunDeletedError", "Writer", "queue_bound"]
 
 
 def queue_bound(settings: Any = None) -> int:
@@ -74,18 +82,6 @@ def queue_bound(settings: Any = None) -> int:
     if bound <= 0:
         raise ValueError(f"max_queued_points must be a positive integer, not {given!r}")
     return bound
-
-
-def _is_busy(exc: Exception) -> bool:
-    """Whether ``exc`` is SQLite's "database is locked" (sqlite_errorcode is there from Python 3.11)."""
-    if not isinstance(exc, sqlite3.OperationalError):
-        return False
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == SQLITE_BUSY if code is not None else "database is locked" in str(exc)
-
-
-class RunDeletedError(Exception):
-    """The run's row is no longer in the store: it was deleted (``expertrack rm``) while the run was logging."""
 
 
 class Writer:
@@ -112,7 +108,7 @@ class Writer:
         self.run_id = run_id
         self.notifier = notifier
         self.flush_interval = flush_interval
-        self.queue: deque[tuple[Any, ...]] = deque()
+        self.queue: deque[Row | Record] = deque()
         self.summary = summary or SummaryState()
         self.alerts = alerts  # rules fed each key's new points here, on this thread (expertrack.alerts)
         self.errors = 0
@@ -125,19 +121,18 @@ class Writer:
         self.before_flush: Callable[[], None] | None = None  # Run.publish: an open row is written within a flush
         # the stream (expertrack.stream, issue 14): records taken from the queue are kept in ``tap`` and handed to
         # ``after_commit`` once their flush has committed; None (the default) costs nothing
-        self.tap: list[tuple[Any, ...]] | None = None
-        self.after_commit: Callable[[list[tuple[Any, ...]]], None] | None = None
+        self.tap: list[Row | Record] | None = None
+        self.after_commit: Callable[[list[Row | Record]], None] | None = None
         self._absorbed = 0  # points absorbed and not yet committed
         self._series: dict[str, SeriesBuffer] = {}
         self._key_ids: dict[str, int] = {}
-        self._misc: list[tuple[Any, ...]] = []  # config, files, end: written in order, kept until committed
+        self._misc: list[Record] = []  # config, files, end: written in order, kept until committed
         self._pieces: list[Piece] = []  # encoded, waiting for a transaction that commits
         self._piece_seqs: list[int] = []  # this writer's pieces in the store, deleted when it seals
         self._unsealed_points = 0
         self._flushes_since_seal = 0
         self._last_ok = True
         self._busy_since: float | None = None  # when the store was first found locked by another process
-        self._busy_timeout_ms = -1
         self._summary_dirty = False
         self._last_write = 0.0
         self._row_written = 0.0
@@ -195,7 +190,7 @@ class Writer:
 
     def unwritten_points(self) -> int:
         """Points logged and not in the store: still queued, or absorbed and not committed."""
-        queued = sum(len(r[3]) for r in list(self.queue) if r[0] == "m")
+        queued = sum(len(r.values) for r in list(self.queue) if type(r) is Row)
         return queued + self._absorbed
 
     # ---- the thread ---------------------------------------------------------------------------------------------
@@ -204,7 +199,7 @@ class Writer:
         next_flush = time.monotonic() + self.flush_interval  # counted from the start: the environment takes time
         if self._environment is not None:
             try:
-                self.queue.appendleft(("environment", self._environment()))
+                self.queue.appendleft(Environment(self._environment()))
             except Exception as exc:  # outer boundary: the environment is nice to have, never worth a crash
                 self.notifier.once("environment", f"could not record the environment: {exc}")
         while True:
@@ -274,7 +269,7 @@ class Writer:
             absorbed = False  # the records after the failing one are still queued, for the next attempt
         try:
             if self._needs_write():
-                self._wait_for_lock_at_most(BUSY_TIMEOUT_S if self._row_requested else self.flush_interval)
+                self._wait_for_lock_at_most(self.store.lock_wait_s if self._row_requested else self.flush_interval)
                 self._write()
             self._last_ok = True
             self._busy_since = None
@@ -291,23 +286,20 @@ class Writer:
         """How long a write waits for another process's write lock. A cadence flush waits one interval and
         tries again at the next, so that while the lock is held it goes on moving the queue into compact buffers
         (48 bytes a point instead of ~130 as log()'s dicts); flush() and the last flush wait the full 30 s."""
-        ms = int(seconds * 1000)
-        if ms != self._busy_timeout_ms:
-            self.store.conn.execute(f"PRAGMA busy_timeout = {ms}")
-            self._busy_timeout_ms = ms
+        self.store.set_lock_wait(seconds)
 
     def _report(self, exc: Exception) -> None:
-        if _is_busy(exc):
+        if self.store.is_busy(exc):
             # another process holds the write lock: silent while that is ordinary contention, said once it has
             # lasted as long as any single wait would (the store's busy timeout)
             now = time.monotonic()
             self._busy_since = self._busy_since or now
             held = now - self._busy_since
-            if held < BUSY_TIMEOUT_S and not self._row_requested:
+            if held < self.store.lock_wait_s and not self._row_requested:
                 return
-            exc = sqlite3.OperationalError(f"{exc}: another process has held the write lock for {held:.0f} s")
+            exc = type(exc)(f"{exc}: another process has held the write lock for {held:.0f} s")
         self.errors += 1
-        if isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+        if self.store.is_disk_full(exc):
             self._last_error = f"disk full: {exc}"
             self.notifier.once(
                 "disk-full",
@@ -356,8 +348,8 @@ class Writer:
             record = queue.popleft()
             if tap is not None:
                 tap.append(record)
-            if record[0] == "m":
-                _, step, t, values = record
+            if type(record) is Row:
+                step, t, values = record.step, record.time, record.values
                 self._absorbed += len(values)
                 plain = not self.summary.overrides
                 for key, value in values.items():
@@ -379,13 +371,15 @@ class Writer:
                             f"({type(exc).__name__}: {exc}); that value was skipped (other values were stored)",
                         )
             else:
+                assert not isinstance(record, Row)
                 self._misc.append(record)
-                if record[0] == "defs":
-                    self.summary.set_defs(record[1])
+                if isinstance(record, MetricDefs):
+                    self.summary.set_defs(record.defs)
                     self._summary_dirty = True
-                elif record[0] == "summary":
-                    if len(record) == 3:  # run.summary[key] = value, in order with the values logged around it
-                        self.summary.set_override(record[1], record[2])
+                elif isinstance(record, SummarySet):  # in order with the values logged around it
+                    self.summary.set_override(record.key, record.value)
+                    self._summary_dirty = True
+                elif isinstance(record, SummaryDeleted):
                     self._summary_dirty = True
         if touched:
             import numpy as np
@@ -394,14 +388,14 @@ class Writer:
                 # each key's new points of this flush (the shape alerts hook into); a copied slice: a NumPy view
                 # would pin the array's buffer and block later appends
                 series = self._series[key]
-                values = np.frombuffer(series.values[start:], dtype=np.float64)
-                self.summary.update(key, values)
+                new_values = np.frombuffer(series.values[start:], dtype=np.float64)
+                self.summary.update(key, new_values)
                 if self.alerts is not None:
-                    self.alerts.scalars(key, series.steps[start:], values)
+                    self.alerts.scalars(key, series.steps[start:], new_values)
             self._summary_dirty = True
         if self.alerts is not None:
             self.alerts.tick()
-            self._misc.extend(("alert", alert) for alert in self.alerts.take())
+            self._misc.extend(AlertFired(alert) for alert in self.alerts.take())
 
     def _absorb_value(
         self, key: str, step: int, t: float, value: Any, touched: dict[str, int], ongoing: dict[str, SeriesBuffer]
@@ -414,7 +408,9 @@ class Writer:
             if value is None:
                 return
             if not isinstance(value, float):
-                self._misc.append(("array", key, step, t, value))
+                if not check_key(key, self.notifier):
+                    return
+                self._misc.append(ArrayPoint(key, step, t, value))
                 if self.alerts is not None:
                     self.alerts.array(key, step, value)
                 self._logged_again(key)
@@ -468,18 +464,6 @@ class Writer:
         series = self._series[key] = SeriesBuffer(key)
         return series
 
-    def _key_id(self, conn: Any, key: str) -> int:
-        """The key's id, creating the row if needed; call inside a transaction."""
-        key_id = self._key_ids.get(key)
-        if key_id is None:
-            rank = self.rank or 0
-            conn.execute("INSERT OR IGNORE INTO keys (run_id, name, rank) VALUES (?, ?, ?)", (self.run_id, key, rank))
-            key_id = conn.execute(
-                "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (self.run_id, key, rank)
-            ).fetchone()[0]
-            self._key_ids[key] = key_id
-        return int(key_id)
-
     def _needs_write(self) -> bool:
         dirty = bool(self._misc or self._summary_dirty or self._pieces or self._absorbed)
         dirty = dirty or (self._stopping and bool(self._piece_seqs))
@@ -500,68 +484,31 @@ class Writer:
 
     def _write(self) -> None:
         seal = self._plan()
-        known_keys = set(self._key_ids)
         series = [s for s in self._series.values() if s.steps] if seal else [s for p in self._pieces for s in p.series]
         now = time.time()
-        try:
-            with self.store.transaction() as conn:
-                # first, so that a run deleted meanwhile is recognised before an insert fails on its foreign key
-                row_due = self._row_update(conn, now, seal)
-                for buffer in series:
-                    if buffer.key_id < 0:
-                        buffer.key_id = self._key_id(conn, buffer.name)
-                seqs = self._seal(conn, series) if seal else self._insert_pieces(conn)
-                for record in self._misc:
-                    self._write_misc(conn, record)
-        except BaseException:
-            # rolled back: forget ids created inside the transaction so the retry creates them again
-            for key in set(self._key_ids) - known_keys:
-                del self._key_ids[key]
-                if key in self._series:
-                    self._series[key].key_id = -1
-            raise
+        # the run's row is rewritten when asked, with records or a seal, and every ROW_UPDATE_S otherwise
+        row_due = self._row_requested or bool(self._misc) or seal or now - self._row_written >= ROW_UPDATE_S
+        update = None
+        if row_due:
+            summary = json.dumps(self.summary.snapshot()) if self._summary_dirty and self.owns_run else None
+            update = RunUpdate(now, self.dropped_points, summary)
+        batch = Batch(
+            run_id=self.run_id,
+            rank=self.rank,
+            update=update,
+            series=series,
+            key_ids=self._key_ids,
+            pieces=[] if seal else self._pieces,
+            seal=seal,
+            sealed_pieces=self._piece_seqs if seal else [],
+            records=self._misc,
+        )
+        seqs = self.store.write_batch(batch)
         self._committed(seal, seqs)
         if row_due:
             self._summary_dirty = False
             self._row_written = now
         self._last_write = now
-
-    def _row_update(self, conn: Any, now: float, seal: bool) -> bool:
-        """Rewrite the run's row when due (returns whether it did); ``RunDeletedError`` when the row is gone."""
-        due = self._row_requested or bool(self._misc) or seal or now - self._row_written >= ROW_UPDATE_S
-        if due and self.rank is not None:
-            conn.execute(
-                "UPDATE run_ranks SET heartbeat_at = ?, dropped_points = ? WHERE run_id = ? AND rank = ?",
-                (now, self.dropped_points, self.run_id, self.rank),
-            )
-            if not self.owns_run:  # a placeholder row (rank 0 not here yet, or on another node) lives while we do
-                conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND pid IS NULL", (now, self.run_id))
-        if due and self.owns_run:
-            summary = json.dumps(self.summary.snapshot()) if self._summary_dirty else None
-            found = conn.execute(
-                "UPDATE runs SET summary = COALESCE(?, summary), heartbeat_at = ?, dropped_points = ? WHERE id = ?",
-                (summary, now, self.dropped_points, self.run_id),
-            ).rowcount
-        else:
-            found = conn.execute("SELECT COUNT(*) FROM runs WHERE id = ?", (self.run_id,)).fetchone()[0]
-        if not found:
-            raise RunDeletedError(self.run_id)
-        return due
-
-    def _seal(self, conn: Any, series: list[SeriesBuffer]) -> list[int]:
-        """Every unsealed point as chunks, and this writer's pieces deleted, in one transaction."""
-        for buffer in series:
-            for row in buffer.chunk_rows():  # each chunk with its level (store/levels.py), under its seq
-                seq = conn.execute(INSERT_CHUNK + " RETURNING seq", (buffer.key_id, *row)).fetchone()[0]
-                conn.execute(INSERT_LEVEL, (buffer.key_id, seq, *row[:3], *level_row(row[3], row[5])))
-        if self._piece_seqs:
-            conn.executemany(
-                "DELETE FROM scalar_pieces WHERE run_id = ? AND seq = ?", [(self.run_id, q) for q in self._piece_seqs]
-            )
-        return []
-
-    def _insert_pieces(self, conn: Any) -> list[int]:
-        return [conn.execute(INSERT_PIECE, piece.row(self.run_id)).fetchone()[0] for piece in self._pieces]
 
     def _committed(self, sealed: bool, seqs: list[int]) -> None:
         """The transaction committed: advance past what it held."""
@@ -580,60 +527,3 @@ class Writer:
         if self.after_commit is not None and self.tap:
             tapped, self.tap = self.tap, []
             self.after_commit(tapped)
-
-    def _write_misc(self, conn: Any, record: tuple[Any, ...]) -> None:
-        kind = record[0]
-        if not self.owns_run and kind in ("config", "defs", "environment", "end"):
-            if kind == "end":  # another rank's end is its own: the run ends with rank 0
-                self._end_rank(conn, record)
-            return  # rank 0 owns the run's config, metric definitions and environment
-        if kind == "end" and self.rank is not None:
-            self._end_rank(conn, record)
-        if kind == "array":
-            _, key, step, t, array = record
-            if check_key(key, self.notifier):
-                insert_array(conn, self._key_id(conn, key), step, t, array)
-        elif kind == "alert":
-            insert_alerts(conn, self.run_id, [record[1]])
-        elif kind == "config":
-            conn.execute("UPDATE runs SET config = ? WHERE id = ?", (record[1], self.run_id))
-        elif kind == "defs":
-            conn.execute("UPDATE runs SET metric_defs = ? WHERE id = ?", (json.dumps(record[1]), self.run_id))
-        elif kind == "summary":
-            pass  # overrides live in self.summary; the snapshot written with the heartbeat includes them
-        elif kind == "environment":
-            conn.execute("UPDATE runs SET environment = ? WHERE id = ?", (record[1], self.run_id))
-        elif kind == "file":
-            _, name, data, replace = record
-            if replace:
-                conn.execute("DELETE FROM files WHERE run_id = ? AND name = ?", (self.run_id, name))
-            seq = conn.execute(
-                "SELECT COALESCE(MAX(seq) + 1, 0) FROM files WHERE run_id = ? AND name = ?",
-                (self.run_id, name),
-            ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO files (run_id, name, seq, created_at, size, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (self.run_id, name, seq, time.time(), len(data), zlib.compress(data, 6)),
-            )
-        elif kind == "end":
-            _, state, exit_code, signal, ended_at = record
-            conn.execute(
-                "UPDATE runs SET state = ?, exit_code = ?, exit_signal = ?, ended_at = ? WHERE id = ?",
-                (state, exit_code, signal, ended_at, self.run_id),
-            )
-
-    def _end_rank(self, conn: Any, record: tuple[Any, ...]) -> None:
-        """This rank's own end, in its run_ranks row (ranks="all"). A placeholder run row (rank 0 never came to
-        this store: another node's) ends with the last of this store's ranks, so it does not read as crashed."""
-        _, state, exit_code, _signal, ended_at = record
-        conn.execute(
-            "UPDATE run_ranks SET state = ?, exit_code = ?, ended_at = ?, heartbeat_at = ?"
-            " WHERE run_id = ? AND rank = ?",
-            (state, exit_code, ended_at, ended_at, self.run_id, self.rank),
-        )
-        if not self.owns_run:
-            conn.execute(
-                "UPDATE runs SET state = ?, exit_code = ?, ended_at = ? WHERE id = ? AND pid IS NULL AND NOT EXISTS"
-                " (SELECT 1 FROM run_ranks WHERE run_id = ? AND state = 'running' AND rank != ?)",
-                (state, exit_code, ended_at, self.run_id, self.run_id, self.rank),
-            )

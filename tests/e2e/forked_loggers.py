@@ -21,7 +21,7 @@ import sys
 import time
 
 import expertrack
-from expertrack.tracking import FINISH_DEADLINE_S
+from expertrack.run import FINISH_DEADLINE_S
 
 
 def logger(index: int, step_sleep: float, ready_fd: int) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import expertrack
-from expertrack.tracking import FINISH_DEADLINE_S
+from expertrack.run import FINISH_DEADLINE_S
 from expertrack.writer import FLUSH_INTERVAL_S, LOSS_BOUND_S
 
 DRIVER = Path(__file__).with_name("forked_loggers.py")

@@ -27,7 +27,7 @@ def _store_before_ranks(path: Path) -> None:
     sealed = SeriesBuffer("loss", key_id=7)
     for step in range(3):
         sealed.append(step, 10.0 + step, step / 2)
-    conn.executemany(INSERT_CHUNK, [(7, *row) for row in sealed.chunk_rows()])
+    conn.executemany(INSERT_CHUNK, [(7, 7, *row) for row in sealed.chunk_rows()])
     newer = SeriesBuffer("loss", key_id=7)
     newer.append(3, 13.0, 1.5)
     conn.execute(INSERT_PIECE, Piece.from_fresh([newer]).row("r1")).fetchall()

@@ -51,7 +51,7 @@ def test_the_wrapper_rebuilds_the_relayed_run_with_its_id_and_every_point(tmp_pa
     assert (rebuilt.name, rebuilt.project, rebuilt.state, rebuilt.tags) == ("streamed", "remote", "finished", ["modal"])
     assert rebuilt.config == remote.config == {"lr": 0.01, "layers": 2}
     assert rebuilt.created_at == remote.created_at  # the same run, as expertrack pull matches runs
-    assert rebuilt.summary == remote.summary and rebuilt.summary["best"] == 0.25
+    assert rebuilt.summary == remote.summary and rebuilt.summary["best"] == 0.25 and "gone" not in rebuilt.summary
     for key in ("loss", "nan", "tokens"):  # same steps, same wall times, same values (NaN included)
         assert same_series(series(tmp_path / "local", remote.id, key), series(tmp_path / "remote", remote.id, key))
     assert np.array_equal(rebuilt.array("experts", 290), np.arange(4.0) * 290)

@@ -13,6 +13,7 @@ import pytest
 
 import expertrack
 from expertrack.notify import Notifier
+from expertrack.records import Row
 from expertrack.stream import MARKER, MAX_LINE_BYTES
 from expertrack.stream.encode import StdoutSink
 from expertrack.stream.lines import decode_line
@@ -38,7 +39,7 @@ def test_a_record_too_large_for_a_line_is_left_out_and_said_once(capsys: pytest.
     written: list[bytes] = []
     sink = StdoutSink("abc123", Notifier(), written.append)
     huge = np.random.default_rng(0).random(MAX_LINE_BYTES)  # 2 MiB of float64 that do not compress: no line holds it
-    records = [("m", 0, 1.0, {"big": huge}), ("m", 1, 2.0, {"loss": 0.5}), ("m", 2, 3.0, {"big": huge})]
+    records = [Row(0, 1.0, {"big": huge}), Row(1, 2.0, {"loss": 0.5}), Row(2, 3.0, {"big": huge})]
     sink.emit(records)
     lines = [line + b"\n" for line in b"".join(written).split(b"\n") if line]
     assert all(MARKER in line and len(line) <= MAX_LINE_BYTES for line in lines)

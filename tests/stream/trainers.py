@@ -44,6 +44,8 @@ for step in range(steps):
     print(f"step {step} of my own output", flush=True)
     time.sleep(pause)
 run.summary["best"] = 0.25
+run.summary["gone"] = 1.0
+del run.summary["gone"]  # a deletion streams too
 run.attach_file("notes.txt", b"hello")
 run.finish()
 """

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from expertrack.redact import redact_argv
 
 if TYPE_CHECKING:
-    from expertrack.tracking import Run
+    from expertrack.run import Run
 
 PROGRAM_FILE = "program.json"
 PROBE_TIMEOUT_S = 10.0

@@ -5,11 +5,13 @@ The saved stdout (``stdout.log``; ``console.log`` for runs that have no separate
 (values at one step merge; a step lower than the current one is refused). Each point keeps the time its console
 chunk was saved (within about a second of when it was printed), not the time of the reparse. The run's state,
 exit code and environment are untouched; its config gains what the parser reads; its summary is recomputed.
+The old points are replaced by the new in one transaction (``Store.replace_scalars``): a reparse that fails, or a
+reader looking meanwhile, never finds the run empty.
 """
 
 from __future__ import annotations
 
-import zlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +19,11 @@ from typing import Any
 
 from expertrack.capture.parsers import ConfigItems, Item, Metrics
 from expertrack.capture.tracker import CONSOLE_FILE, STDOUT_FILE, LineFeeder
-from expertrack.notify import Notifier
-from expertrack.runconfig import dumps
+from expertrack.config import dumps
+from expertrack.records import Row
 from expertrack.store import Store
+from expertrack.store.chunks import SeriesBuffer
 from expertrack.summary import SummaryState
-from expertrack.writer import Writer
-
-WRITE_DEADLINE_S = 300.0
 
 
 class ReparseError(Exception):
@@ -43,12 +43,12 @@ class ReparseReport:
 
 @dataclass
 class _Rows:
-    """Parser items as the writer's metric records, with ``Run.log``'s rule for explicit steps."""
+    """Parser items as rows, with ``Run.log``'s rule for explicit steps."""
 
     step: int = 0
     pending: dict[str, float] = field(default_factory=dict)
     pending_time: float = 0.0
-    records: list[tuple[Any, ...]] = field(default_factory=list)
+    records: list[Row] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
     points: int = 0
@@ -72,7 +72,7 @@ class _Rows:
 
     def commit(self) -> None:
         if self.pending:
-            self.records.append(("m", self.step, self.pending_time, self.pending))
+            self.records.append(Row(self.step, self.pending_time, self.pending))
             self.keys.update(self.pending)
             self.points += len(self.pending)
             self.pending = {}
@@ -85,7 +85,7 @@ def reparse_run(store_path: Path, run_id: str, parser: str | None, announce: Cal
         record = store.run(run_id)
         if record.state == "running":
             raise ReparseError(f"run {record.name} ({run_id}) is still running; reparse it once it has ended")
-        chunks = file_chunks(store, run_id, STDOUT_FILE) or file_chunks(store, run_id, CONSOLE_FILE)
+        chunks = store.file_chunks(run_id, STDOUT_FILE) or store.file_chunks(run_id, CONSOLE_FILE)
         if not chunks:
             raise ReparseError(
                 f"run {record.name} ({run_id}) has no saved console: only runs started with "
@@ -104,25 +104,23 @@ def reparse_run(store_path: Path, run_id: str, parser: str | None, announce: Cal
 
 
 def _rewrite(store: Store, run_id: str, rows: _Rows, config: dict[str, Any], metric_defs: list[dict[str, Any]]) -> None:
-    """Delete the run's scalars, then write the new points, config and summary through a writer."""
-    store.delete_scalars(run_id)
+    """Replace the run's scalars with the new points, its config and its summary, in one transaction."""
+    import numpy as np
+
+    series: dict[str, SeriesBuffer] = {}
+    for row in rows.records:
+        for key, value in row.values.items():
+            buffer = series.get(key)
+            if buffer is None:
+                buffer = series[key] = SeriesBuffer(key)
+            buffer.append(row.step, row.time, float(value))
     summary = SummaryState()
     summary.set_defs(metric_defs)
-    # the writer owns the connection from here and closes it; reparse_run's close is then a no-op
-    writer = Writer(store, run_id, Notifier(), summary=summary)
-    writer.queue.extend(rows.records)
-    writer.queue.append(("config", dumps(config)))
-    writer.queue.append(("summary",))  # rewrite the summary even when no point was found
-    writer.start()
-    if not writer.close(WRITE_DEADLINE_S):
-        raise ReparseError(f"the store did not finish writing within {WRITE_DEADLINE_S:.0f} s")
-    if writer.errors:
-        raise ReparseError("writing the rebuilt metrics failed (see the message above)")
-
-
-def file_chunks(store: Store, run_id: str, name: str) -> list[tuple[float, bytes]]:
-    """A run file's chunks with the time each was saved, in order (``Store.read_file`` joins them, timeless)."""
-    rows = store.conn.execute(
-        "SELECT created_at, data FROM files WHERE run_id = ? AND name = ? ORDER BY seq", (run_id, name)
-    ).fetchall()
-    return [(float(created_at), zlib.decompress(data)) for created_at, data in rows]
+    for key, buffer in series.items():
+        summary.update(key, np.frombuffer(buffer.values, dtype=np.float64))
+    try:
+        store.replace_scalars(run_id, list(series.values()), dumps(config), json.dumps(summary.snapshot()))
+    except Exception as exc:  # the command's boundary: any engine's error, said with the run left as it was
+        raise ReparseError(
+            f"writing the rebuilt metrics failed ({type(exc).__name__}: {exc}); the run's points are as they were"
+        ) from exc

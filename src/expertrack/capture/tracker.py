@@ -31,7 +31,7 @@ from expertrack.stream.lines import TaggedLineFilter
 from expertrack.stream.rebuild import StreamRebuilder
 
 if TYPE_CHECKING:
-    from expertrack.tracking import Run
+    from expertrack.run import Run
 
 CONSOLE_FILE = "console.log"
 STDOUT_FILE = "stdout.log"

@@ -21,7 +21,7 @@ from expertrack.capture.tracker import OutputTracker
 from expertrack.notify import say
 
 if TYPE_CHECKING:
-    from expertrack.tracking import Run
+    from expertrack.run import Run
 
 # Parsing and storing run at a lower priority than the child (and than the relay and the thread that drains it),
 # so on a busy machine the trainer keeps the CPU and tracking catches up later (DESIGN.md rule 1).

@@ -16,20 +16,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from expertrack.mirror.state import mirror_status
+from expertrack.notify import Notifier
 
 __all__ = ["mirror_status", "start", "wandb_configured", "wandb_importable"]
 
 MODES = ("auto", "wandb", "off")
-_said: set[str] = set()  # topics already reported by this process (each message is said once)
-
-
-def _say_once(topic: str, message: str) -> None:
-    if topic in _said:
-        return
-    _said.add(topic)
-    from expertrack.notify import say
-
-    say(message)
+# this process's, not a run's: a sweep of runs in one process hears each of these once
+_said = Notifier()
 
 
 def wandb_importable() -> bool:
@@ -74,7 +67,7 @@ def start(run_id: str, store_path: Path, mode: str, wandb_mode: str | None = Non
     try:
         _start(run_id, Path(store_path), mode, wandb_mode)
     except Exception as exc:  # the mirror's outer boundary: W&B is optional, training goes on
-        _say_once(
+        _said.once(
             "start-error",
             f"the W&B mirror could not start ({type(exc).__name__}: {exc}); "
             "the run is kept locally only; `expertrack sync` can mirror it later",
@@ -88,13 +81,13 @@ def _start(run_id: str, store_path: Path, mode: str, wandb_mode: str | None) -> 
     if mode == "off":
         return
     if mode not in MODES:
-        _say_once("bad-mode", f"mirror={mode!r} is not one of {', '.join(MODES)}; not mirroring to W&B")
+        _said.once("bad-mode", f"mirror={mode!r} is not one of {', '.join(MODES)}; not mirroring to W&B")
         return
     if os.environ.get("WANDB_MODE", "").strip().lower() == "disabled":
-        _say_once("disabled", "WANDB_MODE=disabled: not mirroring to W&B; the run is kept locally only")
+        _said.once("disabled", "WANDB_MODE=disabled: not mirroring to W&B; the run is kept locally only")
         return
     if not wandb_importable():
-        _say_once(
+        _said.once(
             "no-wandb",
             "wandb is not installed, so the run is kept locally only (to mirror runs to W&B: "
             "pip install 'expertrack[wandb]', then `expertrack sync`)",
@@ -102,7 +95,7 @@ def _start(run_id: str, store_path: Path, mode: str, wandb_mode: str | None) -> 
         return
     how = "offline" if offline else wandb_configured()
     if how is None and mode == "auto":
-        _say_once(
+        _said.once(
             "no-config",
             "W&B is not configured (no WANDB_API_KEY, no `wandb login`, WANDB_MODE is not "
             "offline), so the run is kept locally only; `expertrack sync` can mirror it later",
@@ -110,7 +103,7 @@ def _start(run_id: str, store_path: Path, mode: str, wandb_mode: str | None) -> 
         return
     launch(run_id, store_path, {"WANDB_MODE": "offline"} if offline else None)
     where = "offline run directories" if how in ("offline", "settings") else "W&B"
-    _say_once(
+    _said.once(
         f"started-{run_id}",
         f"mirroring run {run_id} to {where} from a background process; `expertrack show {run_id}` tells how far it got",
     )

@@ -8,16 +8,23 @@ not numbers (images, tables, histograms, text) are counted and left out. Several
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from expertrack.config import dumps
 from expertrack.mirror.wandb_log import WandbRun, read_run
+from expertrack.records import Batch, End, MetricDefs, NewRun, RunUpdate
+from expertrack.store.chunks import SeriesBuffer
+from expertrack.summary import SummaryState
 
 _STAMP = re.compile(r"\d{8}_\d{6}")
 _SUMMARY_MODES = {"min", "max", "mean", "last", "first", "none"}  # the ones expertrack's define_metric knows
@@ -95,8 +102,13 @@ def _already_there(run_id: str, dir: str | os.PathLike[str] | None) -> str:
 
 
 def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] | None = None) -> ImportResult:
-    """Import the pieces (one per .wandb file, in order) of one W&B run as one expertrack run."""
-    import expertrack
+    """Import the pieces (one per .wandb file, in order) of one W&B run as one expertrack run.
+
+    The run is made through the store's interface: its row, then every point, its metric definitions, summary
+    and end in one batch, with the W&B run's own start and end times and each point's logged time.
+    """
+    import numpy as np
+
     from expertrack.paths import store_path
     from expertrack.store import Store
 
@@ -107,64 +119,86 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
     name = next((p.name for p in reversed(parts) if p.name), "") or run_id
     project = head.project or "uncategorized"
     result = ImportResult(run_id, name, project, files=[p.path for p in parts])
-    path = store_path(dir)
-    if path.exists():
-        with Store(path) as store:
-            if store.conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-                result.note = _already_there(run_id, dir)
-                return result
-    run = expertrack.init(
-        project=project,
-        name=name,
-        config=config,
-        tags=head.tags or None,
-        group=head.group or None,
-        notes=head.notes or None,
-        dir=dir,
-        id=run_id,
-        mirror="off",
-    )
-    keys: set[str] = set()
-    last_step = -1
+    defs = _metric_defs(parts)
+    series = _series(parts, result)
+    started, ended = _wall_times(parts)
+    last = parts[-1]
+    exit_code = last.exit_code if last.exit_code is not None else 1
+    with Store(store_path(dir)) as store:
+        new = NewRun(run_id, project, name, head.group or None, json.dumps(head.tags or []), head.notes or None,
+                     dumps(config), started, socket.gethostname(), os.getpid())  # fmt: skip
+        if not store.create_run(new):
+            result.note = _already_there(run_id, dir)
+            return result
+        summary = SummaryState()
+        summary.set_defs(defs)
+        for key, buffer in series.items():
+            summary.update(key, np.frombuffer(buffer.values, dtype=np.float64))
+        for key, value in _summary_overrides(parts).items():
+            summary.set_override(key, value)
+        end = End("failed" if exit_code else "finished", exit_code, None, ended)
+        store.write_batch(
+            Batch(
+                run_id=run_id,
+                update=RunUpdate(time.time(), 0, json.dumps(summary.snapshot())),
+                series=list(series.values()),
+                seal=True,
+                records=[MetricDefs(defs), end],
+            )
+        )
+    result.keys = len(series)
+    return result
+
+
+def _metric_defs(parts: list[WandbRun]) -> list[dict[str, Any]]:
+    """The runs' define_metric settings, in expertrack's shape (the summary modes it knows)."""
+    defs = []
     for part in parts:
         for metric in part.metrics:
             if not (metric.name or metric.glob_name):
                 continue
             modes = [m for m in metric.summary if m in _SUMMARY_MODES]
-            run.define_metric(
-                metric.name or metric.glob_name,
-                step_metric=metric.step_metric or None,
-                summary=",".join(modes) or None,
-                hidden=metric.hidden,
+            defs.append(
+                {
+                    "name": metric.name or metric.glob_name,
+                    "step_metric": metric.step_metric or None,
+                    "summary": ",".join(modes) or None,
+                    "goal": None,
+                    "hidden": metric.hidden,
+                }
             )
+    return defs
+
+
+def _series(parts: list[WandbRun], result: ImportResult) -> dict[str, SeriesBuffer]:
+    """Every numeric history value as scalar series, at its step, with the time it was logged at (now, when the
+    row has none); a later piece's rows at steps an earlier piece had are left out (counted)."""
+    series: dict[str, SeriesBuffer] = {}
+    last_step = -1
+    now = time.time()
+    for part in parts:
         for row in part.history:
             step = int(row["_step"])
             if step <= last_step:  # a later piece that repeats steps (the same run sent twice): keep the first
                 result.repeated += 1
                 continue
             values = _numbers(row, result.skipped)
-            if values:
-                timestamp = row.get("_timestamp")
-                if isinstance(timestamp, (int, float)) and math.isfinite(timestamp):
-                    run._log_row(values, step, timestamp)  # the time it was logged at, not now
-                else:
-                    run.log(values, step=step)
-                keys.update(values)
-                result.steps += 1
-                last_step = step
-    last = parts[-1]
-    for key, value in _summary_overrides(parts).items():
-        run.summary[key] = value
-    run.finish(exit_code=last.exit_code if last.exit_code is not None else 1)
-    _keep_wall_times(path, run_id, parts)
-    result.keys = len(keys)
-    return result
+            if not values:
+                continue
+            timestamp = row.get("_timestamp")
+            logged_at = float(timestamp) if isinstance(timestamp, (int, float)) and math.isfinite(timestamp) else now
+            for key, value in values.items():
+                buffer = series.get(key)
+                if buffer is None:
+                    buffer = series[key] = SeriesBuffer(key)
+                buffer.append(step, logged_at, value)
+            result.steps += 1
+            last_step = step
+    return series
 
 
-def _keep_wall_times(path: Path, run_id: str, parts: list[WandbRun]) -> None:
-    """Give the imported run the W&B run's start and end times, not the import's."""
-    from expertrack.store import Store
-
+def _wall_times(parts: list[WandbRun]) -> tuple[float, float]:
+    """The W&B run's start and end times (from its history's times where its header has none; now at worst)."""
     started = parts[0].start_time
     last = parts[-1]
     times = [t for part in parts for row in part.history if isinstance(t := row.get("_timestamp"), (int, float))]
@@ -172,15 +206,9 @@ def _keep_wall_times(path: Path, run_id: str, parts: list[WandbRun]) -> None:
         ended: float | None = last.start_time + last.runtime
     else:
         ended = max(times, default=None)
-    if started is None and times:
-        started = min(times)
     if started is None:
-        return
-    with Store(path) as store, store.conn:
-        store.conn.execute(
-            "UPDATE runs SET created_at = ?, ended_at = COALESCE(?, ended_at) WHERE id = ?",
-            (started, ended if ended is not None and ended >= started else None, run_id),
-        )
+        started = min(times, default=time.time())
+    return started, ended if ended is not None and ended >= started else time.time()
 
 
 def _numbers(row: dict[str, Any], skipped: dict[str, int]) -> dict[str, float]:

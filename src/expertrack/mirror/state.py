@@ -3,53 +3,29 @@
 One row per (run, target). No row: never mirrored. ``partial``: every step up to ``cursor_step`` was handed to
 W&B. ``complete``: everything, summary included, and the W&B run was finished. ``failed``: the mirror gave up;
 ``cursor_step`` says how far it got (NULL: nothing was sent) and ``reason`` why. Each write is its own short
-transaction, so the training process's writer never waits on the mirror for long.
+transaction, so the training process's writer never waits on the mirror for long. The SQL is the store's
+(``Store.read_mirror_state``, ``write_mirror_state``, ``advance_mirror_cursor``).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from expertrack.mirror.locks import is_held
+from expertrack.records import MirrorState
 
 TARGET = "wandb"
 LIVE_REASON = "live mirror running"
 SYNC_REASON = "sync running"
 RUNNING_REASONS = (LIVE_REASON, SYNC_REASON)
-
-
-@dataclass
-class MirrorState:
-    """One row of ``mirror_state``."""
-
-    run_id: str
-    target: str
-    state: str  # partial | complete | failed
-    cursor_step: int | None
-    remote_id: str | None
-    reason: str | None
-    updated_at: float
-
-
-def _conn(store: Any) -> sqlite3.Connection:
-    return store.conn if hasattr(store, "conn") else store
+__all__ = ["MirrorState", "advance_cursor", "describe", "mirror_status", "read_state", "write_state"]
 
 
 def read_state(store: Any, run_id: str, target: str = TARGET) -> MirrorState | None:
     """The mirror state of a run, or None when it was never mirrored."""
-    row = (
-        _conn(store)
-        .execute(
-            "SELECT run_id, target, state, cursor_step, remote_id, reason, updated_at FROM mirror_state"
-            " WHERE run_id = ? AND target = ?",
-            (run_id, target),
-        )
-        .fetchone()
-    )
-    return None if row is None else MirrorState(*row)
+    return store.read_mirror_state(run_id, target)  # type: ignore[no-any-return]
 
 
 def write_state(
@@ -62,38 +38,13 @@ def write_state(
     target: str = TARGET,
 ) -> None:
     """Insert or replace the mirror state of a run, in one short transaction."""
-    conn = _conn(store)
-    with _immediate(conn):
-        conn.execute(
-            "INSERT OR REPLACE INTO mirror_state (run_id, target, state, cursor_step, remote_id, reason, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, target, state, cursor_step, remote_id, reason, time.time()),
-        )
+    store.write_mirror_state(MirrorState(run_id, target, state, cursor_step, remote_id, reason, time.time()))
 
 
 def advance_cursor(store: Any, run_id: str, cursor_step: int, target: str = TARGET) -> None:
-    """Move a run's saved position to ``cursor_step``, in one short autocommit statement: called after every
+    """Move a run's saved position to ``cursor_step``, in one short transaction: called after every
     ``wandb.log`` call that returns, so a mirror killed at any moment resends at most the step in flight."""
-    _conn(store).execute(
-        "UPDATE mirror_state SET cursor_step = ?, updated_at = ? WHERE run_id = ? AND target = ?",
-        (cursor_step, time.time(), run_id, target),
-    )
-
-
-class _immediate:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or a plain block when the caller already holds a transaction."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.own = not conn.in_transaction
-
-    def __enter__(self) -> None:
-        if self.own:
-            self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if self.own:
-            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+    store.advance_mirror_cursor(run_id, target, cursor_step)
 
 
 def describe(state: MirrorState | None) -> str:

@@ -138,9 +138,10 @@ class Piece:
         return (run_id, run_id, sum(self.counts), self.step_max, header, self.steps, self.times, self.values)
 
 
+# Parameters: the key id twice (plain ``?`` placeholders, which every engine takes), then a ``chunk_rows`` row.
 INSERT_CHUNK = (
     "INSERT INTO scalar_chunks (key_id, seq, n, step_min, step_max, steps, times, vals)"
-    " VALUES (?1, (SELECT COALESCE(MAX(seq) + 1, 0) FROM scalar_chunks WHERE key_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)"
+    " VALUES (?, (SELECT COALESCE(MAX(seq) + 1, 0) FROM scalar_chunks WHERE key_id = ?), ?, ?, ?, ?, ?, ?)"
 )
 INSERT_PIECE = (
     "INSERT INTO scalar_pieces (run_id, seq, n, step_max, keys, steps, times, vals)"

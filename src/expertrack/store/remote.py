@@ -1,5 +1,5 @@
-"""What remote runs (issue 14) need of SQLite files: a snapshot of one run, what a snapshot holds, a store made
-from a snapshot, and a streamed run's creation time. The policy (when, where, publishing) is expertrack.snapshots
+"""What remote runs (issue 14) need of SQLite files: a snapshot of one run, what a snapshot holds, and a store made
+from a snapshot. The policy (when, where, publishing) is expertrack.snapshots
 and expertrack.stream; the statements are here, with the store's others.
 
 A snapshot is a whole store file holding one run: SQLite's backup API copies the live store in one read
@@ -72,8 +72,3 @@ def store_from_snapshot(snapshot: Path, store: Path) -> None:
     finally:
         src.close()
         dst.close()
-
-
-def set_created_at(conn: sqlite3.Connection, run_id: str, created_at: float) -> None:
-    """A rebuilt run's creation time is the remote run's (call inside a transaction)."""
-    conn.execute("UPDATE runs SET created_at = ? WHERE id = ?", (created_at, run_id))

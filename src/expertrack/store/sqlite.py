@@ -22,6 +22,7 @@ from expertrack.errors import AmbiguousRunError, RunNotFoundError, StoreError
 from expertrack.store import chunks, levels
 from expertrack.store.alerts import AlertRecord, read_alerts
 from expertrack.store.schema import LATEST_VERSION, migrate
+from expertrack.store.sqlite_writes import SqliteWrites
 
 BUSY_TIMEOUT_S = 30.0
 READ_MMAP_BYTES = 1 << 30  # readers map the file: pages come from the OS cache, ~2-3x faster long reads
@@ -104,7 +105,7 @@ def _read_only_mount(directory: Path) -> bool:
         return False
 
 
-class Store:
+class Store(SqliteWrites):
     """An open store file. ``Store(path)`` creates and migrates it; ``Store(path, readonly=True)`` only reads."""
 
     def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
@@ -615,20 +616,6 @@ class ArrayOverview:
 
 def _fold(pick: Any, a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else pick(a, b)
-
-
-INSERT_ARRAY_INDEX = (
-    "INSERT OR REPLACE INTO arrays (key_id, step, time, dtype, shape, nbytes) VALUES (?, ?, ?, ?, ?, ?)"
-)
-INSERT_ARRAY_DATA = "INSERT OR REPLACE INTO array_data (key_id, step, data) VALUES (?, ?, ?)"
-
-
-def insert_array(conn: sqlite3.Connection, key_id: int, step: int, time: float, array: Any) -> None:
-    """Store one array (a NumPy array) at a step, inside the caller's transaction: its index row, then its
-    payload in ``array_data`` (schema migration 3). A second array at the same step replaces the first."""
-    data = array.tobytes()
-    conn.execute(INSERT_ARRAY_INDEX, (key_id, step, time, array.dtype.str, json.dumps(list(array.shape)), len(data)))
-    conn.execute(INSERT_ARRAY_DATA, (key_id, step, data))
 
 
 class _Transaction:

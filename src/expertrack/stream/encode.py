@@ -10,7 +10,7 @@ Records, as JSON lists (tuples of the writer's queue, values made JSON-safe):
 ``["m", step, time, {key: value}]`` (a value is a number, or ``{"$a": [dtype, shape, base64]}`` for an array),
 ``["rows", [key...], steps, times, values]`` (consecutive rows of plain numbers with the same keys, as base64 of
 little-endian int64, float64 and row-major float64 arrays),
-``["config", json]``, ``["defs", [definition...]]``, ``["summary", key, value]`` or ``["summary"]``,
+``["config", json]``, ``["defs", [definition...]]``, ``["summary", key, value]``, ``["summary-deleted", key]``,
 ``["environment", json]``, ``["file", name, {"$b": base64}, replace]``, ``["end", state, exit_code, signal, time]``.
 """
 
@@ -26,6 +26,17 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from expertrack.records import (
+    ConfigSet,
+    End,
+    Environment,
+    FileChunk,
+    MetricDefs,
+    Record,
+    Row,
+    SummaryDeleted,
+    SummarySet,
+)
 from expertrack.stream import ENV_VAR, MARKER, MAX_LINE_BYTES, SEND_RAW_BYTES
 
 if TYPE_CHECKING:
@@ -34,7 +45,6 @@ if TYPE_CHECKING:
 
 ROWS_VALUES = 4096  # values in one "rows" record (32 KiB of float64, 44 KiB as base64)
 MAX_PAYLOAD_BYTES = MAX_LINE_BYTES - 256  # room for the marker, run id, session, number and checksum
-STREAMED_KINDS = frozenset({"run", "m", "config", "defs", "summary", "environment", "file", "end"})
 
 
 def attach_if_asked(writer: Writer, header: dict[str, Any]) -> StdoutSink | None:
@@ -68,7 +78,7 @@ class StdoutSink:
         self._write = write or _write_stdout
         self._lock = threading.Lock()
 
-    def emit(self, records: list[tuple[Any, ...]]) -> None:
+    def emit(self, records: list[Row | Record]) -> None:
         """Encode and write one committed batch (the writer's thread; never raises)."""
         try:
             batch = self.pending + self._records(records)
@@ -117,15 +127,15 @@ class StdoutSink:
         crc = zlib.crc32(payload, zlib.crc32(body + b" "))
         return MARKER + body + b" %08x " % crc + payload + b"\n"
 
-    def _records(self, records: list[tuple[Any, ...]]) -> list[list[Any]]:
+    def _records(self, records: list[Row | Record]) -> list[list[Any]]:
         """The batch as JSON-ready records: runs of rows of plain numbers with the same keys as ``rows`` columns
         (about 10x cheaper to encode than a dict per row), everything else one by one."""
         out: list[list[Any]] = []
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Row] = []
         keys: tuple[str, ...] = ()
         for record in records:
-            if record[0] == "m" and _plain(record[3]):
-                row_keys = tuple(record[3])
+            if type(record) is Row and _plain(record.values):
+                row_keys = tuple(record.values)
                 if rows and (row_keys != keys or len(rows) * len(keys) >= ROWS_VALUES):
                     out.append(_rows(keys, rows))
                     rows = []
@@ -142,17 +152,26 @@ class StdoutSink:
             out.append(_rows(keys, rows))
         return out
 
-    def _record(self, record: tuple[Any, ...]) -> list[Any] | None:
-        kind = record[0]
-        if kind not in STREAMED_KINDS:
-            return None
-        if kind == "m":
-            _, step, t, values = record
-            return ["m", step, t, {k: e for k, v in values.items() if (e := self._value(k, v)) is not None}]
-        if kind == "file":
-            _, name, data, replace = record
-            return ["file", name, {"$b": base64.b64encode(data).decode()}, replace]
-        return list(record)
+    def _record(self, record: Row | Record) -> list[Any] | None:
+        """One record in the stream's JSON form; None for those the stream does not carry."""
+        if type(record) is Row:
+            values = {k: e for k, v in record.values.items() if (e := self._value(k, v)) is not None}
+            return ["m", record.step, record.time, values]
+        if isinstance(record, ConfigSet):
+            return ["config", record.config]
+        if isinstance(record, MetricDefs):
+            return ["defs", record.defs]
+        if isinstance(record, SummarySet):
+            return ["summary", record.key, record.value]
+        if isinstance(record, SummaryDeleted):
+            return ["summary-deleted", record.key]
+        if isinstance(record, Environment):
+            return ["environment", record.environment]
+        if isinstance(record, FileChunk):
+            return ["file", record.name, {"$b": base64.b64encode(record.data).decode()}, record.replace]
+        if isinstance(record, End):
+            return ["end", record.state, record.exit_code, record.signal, record.ended_at]
+        return None  # the writer's own (arrays it split out, alerts it raised) never reach the queue
 
     def _value(self, key: str, value: Any) -> Any:
         if type(value) in (float, int):
@@ -169,14 +188,14 @@ def _plain(values: dict[str, Any]) -> bool:
     return all(type(v) is float or (type(v) is int and -(2**53) <= v <= 2**53) for v in values.values())
 
 
-def _rows(keys: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[Any]:
+def _rows(keys: tuple[str, ...], rows: list[Row]) -> list[Any]:
     """``["rows", keys, steps, times, values]``: little-endian int64, float64 and float64 (row-major) arrays as
     base64 (NaN and infinities kept bit for bit)."""
     import numpy as np
 
-    steps = np.array([row[1] for row in rows], dtype="<i8")
-    times = np.array([row[2] for row in rows], dtype="<f8")
-    values = np.array([v for row in rows for v in row[3].values()], dtype="<f8")
+    steps = np.array([row.step for row in rows], dtype="<i8")
+    times = np.array([row.time for row in rows], dtype="<f8")
+    values = np.array([v for row in rows for v in row.values.values()], dtype="<f8")
     return ["rows", list(keys), *(base64.b64encode(a.tobytes()).decode() for a in (steps, times, values))]
 
 

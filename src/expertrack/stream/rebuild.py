@@ -27,11 +27,29 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.notify import Notifier, say
+from expertrack.records import (
+    ConfigSet,
+    End,
+    Environment,
+    FileChunk,
+    MetricDefs,
+    Record,
+    Row,
+    SummaryDeleted,
+    SummarySet,
+)
 from expertrack.stream.lines import Batch, StreamError, decode_line
 
 MAX_RUNS = 100
 CLOSE_TIMEOUT_S = 30.0
 _END_STATES = ("finished", "failed", "killed")
+
+
+@dataclass(frozen=True)
+class Header:
+    """A stream's announcement of a run: its id, name, project, group, tags, notes, config, creation time."""
+
+    fields: dict[str, Any]
 
 
 @dataclass
@@ -81,7 +99,7 @@ class StreamRebuilder:
 
     # ---- checking ---------------------------------------------------------------------------------------------
 
-    def _check(self, batch: Batch) -> list[tuple[Any, ...]] | None:
+    def _check(self, batch: Batch) -> list[Header | Row | Record] | None:
         """The batch's records as the writer's queue tuples, or None for a line already applied (a launcher that
         reconnects and repeats its log: skipped silently); ``StreamError`` if any record is not usable."""
         if batch.run_id in self.refused:
@@ -93,7 +111,7 @@ class StreamRebuilder:
         announced = batch.seq == 0 and bool(batch.records) and batch.records[0][0] == "run"
         if not known and not announced:
             raise StreamError("unannounced", f"lines of run {batch.run_id} that came before its announcement")
-        queued: list[tuple[Any, ...]] = []
+        queued: list[Header | Row | Record] = []
         for i, record in enumerate(batch.records):
             if record[0] == "rows":
                 queued += _rows(record)
@@ -101,28 +119,31 @@ class StreamRebuilder:
                 queued.append(_queued(record, first=not known and i == 0))
         return queued
 
-    def _apply(self, batch: Batch, queued: list[tuple[Any, ...]]) -> None:
+    def _apply(self, batch: Batch, queued: list[Header | Row | Record]) -> None:
         rebuilt = self.runs.get(batch.run_id)
         if rebuilt is not None and batch.seq > rebuilt.sessions.get(batch.session, batch.seq) + 1:
             self.notifier.once(
                 f"gap:{batch.run_id}", f"stream: lines of run {batch.run_id} were lost on the way (a gap)"
             )
         for record in queued:
-            if record[0] == "run":
-                rebuilt = self._open(batch.run_id, record[1])
+            if isinstance(record, Header):
+                rebuilt = self._open(batch.run_id, record.fields)
                 continue
             assert rebuilt is not None
             writer = rebuilt.writer
             if writer is None:  # the run has ended; only a new session (its run resumed) reopens it
                 continue
-            if record[0] == "m":  # the writer's bound holds here as in log(): past it, points are counted dropped
+            if type(record) is Row:  # the writer's bound holds here as in log(): past it, points are counted dropped
                 if writer.logged_points - writer.settled_points >= writer.max_queued_points:
-                    writer.drop(len(record[3]))
+                    writer.drop(len(record.values))
                     continue
-                writer.logged_points += len(record[3])
+                writer.logged_points += len(record.values)
+            elif isinstance(record, SummaryDeleted):  # as Run does: what came before is in the summary, then delete
+                writer.flush(CLOSE_TIMEOUT_S)
+                writer.summary.delete(record.key)
             writer.queue.append(record)
         assert rebuilt is not None
-        if rebuilt.writer is not None and any(record[0] == "end" for record in queued):
+        if rebuilt.writer is not None and any(isinstance(record, End) for record in queued):
             # the end's line may hold points logged while the remote finished (system metrics): stored with it
             rebuilt.writer.close(CLOSE_TIMEOUT_S)
             rebuilt.writer = None
@@ -172,10 +193,7 @@ class StreamRebuilder:
             session._open_run(store, run_id, "allow" if resume else None, fields, summary, None)
             created = header.get("created_at")
             if not resume and isinstance(created, (int, float)) and math.isfinite(created):
-                from expertrack.store.remote import set_created_at
-
-                with store.transaction() as conn:
-                    set_created_at(conn, run_id, created)
+                store.set_run_times(run_id, float(created), None)  # the remote run's: pull matches runs by it
         except BaseException:
             store.close()
             raise
@@ -194,39 +212,41 @@ def _text(value: Any) -> str | None:
     return str(value)[:1000] if isinstance(value, (str, int, float)) and value != "" else None
 
 
-def _queued(record: list[Any], first: bool) -> tuple[Any, ...]:
-    """One streamed record as the writer's queue tuple; ``StreamError`` when its shape or types are wrong."""
+def _queued(record: list[Any], first: bool) -> Header | Row | Record:
+    """One streamed record as the writer's record; ``StreamError`` when its shape or types are wrong."""
     kind = record[0]
     try:
         if kind == "run" and first and isinstance(record[1], dict):
-            return ("run", record[1])
+            return Header(record[1])
         if kind == "m":
             _, step, t, values = record
             if _is_int(step) and step >= 0 and _is_number(t) and isinstance(values, dict):
-                return ("m", step, float(t), {str(k): _value(v) for k, v in values.items()})
+                return Row(step, float(t), {str(k): _value(v) for k, v in values.items()})
         elif kind in ("config", "environment") and isinstance(record[1], str):
             if isinstance(json.loads(record[1]), dict):
-                return (kind, record[1])
+                return ConfigSet(record[1]) if kind == "config" else Environment(record[1])
         elif kind == "defs" and isinstance(record[1], list):
             if all(isinstance(d, dict) and isinstance(d.get("name"), str) for d in record[1]):
-                return ("defs", record[1])
-        elif kind == "summary" and (len(record) == 1 or (len(record) == 3 and isinstance(record[1], str))):
-            return tuple(record)
+                return MetricDefs(record[1])
+        elif kind == "summary" and len(record) == 3 and isinstance(record[1], str):
+            return SummarySet(record[1], record[2])
+        elif kind == "summary-deleted" and len(record) == 2 and isinstance(record[1], str):
+            return SummaryDeleted(record[1])
         elif kind == "file":
             _, name, data, replace = record
             if isinstance(name, str) and name and isinstance(data, dict) and isinstance(replace, bool):
-                return ("file", name, base64.b64decode(data["$b"], validate=True), replace)
+                return FileChunk(name, base64.b64decode(data["$b"], validate=True), replace)
         elif kind == "end":
             _, state, code, signal, ended = record
             if state in _END_STATES and _is_int(code) and (signal is None or _is_int(signal)) and _is_number(ended):
-                return ("end", state, code, signal, float(ended))
+                return End(state, code, signal, float(ended))
     except (ValueError, TypeError, KeyError, binascii.Error):
         pass
     raise StreamError("record", f"a tagged line with a malformed {str(kind)[:20]!r} record")
 
 
-def _rows(record: list[Any]) -> list[tuple[Any, ...]]:
-    """A ``rows`` record as the writer's ``m`` tuples; ``StreamError`` when its shape or types are wrong."""
+def _rows(record: list[Any]) -> list[Row]:
+    """A ``rows`` record as the writer's rows; ``StreamError`` when its shape or types are wrong."""
     import numpy as np
 
     try:
@@ -241,7 +261,7 @@ def _rows(record: list[Any]) -> list[tuple[Any, ...]]:
             if shaped and (n == 0 or step_array.min() >= 0) and np.isfinite(time_array).all():
                 table = value_array.reshape(n, len(keys)).tolist()
                 return [
-                    ("m", step, t, dict(zip(keys, row, strict=True)))
+                    Row(step, t, dict(zip(keys, row, strict=True)))
                     for step, t, row in zip(step_array.tolist(), time_array.tolist(), table, strict=True)
                 ]
     except (ValueError, TypeError, binascii.Error):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from expertrack.notify import Notifier
 
 if TYPE_CHECKING:
-    from expertrack.tracking import Run
+    from expertrack.run import Run
 
 DEFAULT_INTERVAL_S = 10.0
 PREFIX = "system/"

@@ -40,7 +40,7 @@ from expertrack.compat import (
     termwarn,
     use_artifact,
 )
-from expertrack.tracking import Run
+from expertrack.run import Run
 
 __all__ = [
     "AlertLevel",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from expertrack.tracking import Run
+from expertrack.run import Run
 
 __all__ = ["Run"]

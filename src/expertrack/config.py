@@ -1,4 +1,5 @@
-"""``run.config`` and ``run.summary``: dict-like objects whose changes reach the store through the writer."""
+"""``run.config``: a dict-like object whose changes reach the store through the writer; and how config and
+summary values become JSON (``to_jsonable``, ``dumps``). ``run.summary`` is in summary.py."""
 
 from __future__ import annotations
 
@@ -83,67 +84,6 @@ class Config(MutableMapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Config({self._data!r})"
-
-
-class Summary(MutableMapping[str, Any]):
-    """A run's summary: last logged values (or define_metric's aggregate), with user overrides on top."""
-
-    def __init__(
-        self,
-        snapshot: Callable[[], dict[str, Any]],
-        on_set: Callable[[str, Any], None],
-        on_delete: Callable[[str], None],
-    ) -> None:
-        self._snapshot = snapshot
-        self._on_set = on_set
-        self._on_delete = on_delete
-
-    def __getitem__(self, key: str) -> Any:
-        return self._snapshot()[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._on_set(key, to_jsonable(value))
-
-    def __delitem__(self, key: str) -> None:
-        self._on_delete(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._snapshot())
-
-    def __len__(self) -> int:
-        return len(self._snapshot())
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"summary has no key {name!r}") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        """``run.summary.best = 5`` sets the key, as ``run.summary["best"] = 5`` does (wandb's attribute style)."""
-        if name.startswith("_"):
-            object.__setattr__(self, name, value)
-        else:
-            self[name] = value
-
-    def __delattr__(self, name: str) -> None:
-        if name.startswith("_"):
-            object.__delattr__(self, name)
-            return
-        try:
-            del self[name]
-        except KeyError:
-            raise AttributeError(f"summary has no key {name!r}") from None
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
-        """Set several keys at once."""
-        for key, value in dict(other, **kwargs).items():
-            self[key] = value
-
-    def __repr__(self) -> str:
-        return f"Summary({self._snapshot()!r})"
 
 
 def is_nan(value: Any) -> bool:

@@ -9,6 +9,7 @@ both steps (once per run), never dropped silently.
 from __future__ import annotations
 
 import operator
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from expertrack.alerts.manual import ManualAlerts
+from expertrack.config import Config, dumps
 from expertrack.notify import Notifier, say
+from expertrack.records import ConfigSet, End, FileChunk, MetricDefs, Record, Row, SummaryDeleted, SummarySet
 from expertrack.runcalls import WandbRunCalls
-from expertrack.runconfig import Config, Summary, dumps
-from expertrack.summary import SummaryState, parse_summary_spec
+from expertrack.summary import Summary, SummaryState, parse_summary_spec
 from expertrack.values import flatten
 from expertrack.writer import Writer
 
@@ -156,7 +158,7 @@ class Run(WandbRunCalls):
                 # inlined _enqueue: this is log()'s hot path
                 if writer.logged_points - writer.settled_points < writer.max_queued_points:
                     writer.logged_points += len(pending)
-                    writer.queue.append(("m", self._step, time.time(), pending))
+                    writer.queue.append(Row(self._step, time.time(), pending))
                 else:
                     writer.drop(len(pending))
             self._pending = {}
@@ -169,7 +171,7 @@ class Run(WandbRunCalls):
             return
         if writer.logged_points - writer.settled_points < writer.max_queued_points:
             writer.logged_points += len(values)
-            writer.queue.append(("m", step, timestamp, values))
+            writer.queue.append(Row(step, timestamp, values))
         else:
             writer.drop(len(values))
 
@@ -201,7 +203,7 @@ class Run(WandbRunCalls):
             "hidden": hidden,
         }
         self._defs.append(definition)
-        self._put(("defs", list(self._defs)))
+        self._put(MetricDefs(list(self._defs)))
         return definition
 
     def alert(self, title: str, text: str = "", level: Any = None, wait_duration: Any = None) -> None:
@@ -217,12 +219,12 @@ class Run(WandbRunCalls):
 
     def attach_file(self, name: str, data: bytes) -> None:
         """Store a whole file with the run (replacing one of the same name)."""
-        self._put(("file", name, bytes(data), True))
+        self._put(FileChunk(name, bytes(data), True))
 
     def append_file(self, name: str, data: bytes) -> None:
         """Append bytes to a file of the run (stored as compressed chunks; used for live console logs)."""
         if data:
-            self._put(("file", name, bytes(data), False))
+            self._put(FileChunk(name, bytes(data), False))
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
@@ -265,7 +267,7 @@ class Run(WandbRunCalls):
     def _end(self, exit_code: int | None, signal: int | None, timeout: float) -> None:
         """Queue the end record and close the writer (``finish`` has marked the run finished)."""
         state = "killed" if signal else ("failed" if exit_code else "finished")
-        self._put(("end", state, exit_code if exit_code is not None else 0, signal, time.time()), force=True)
+        self._put(End(state, exit_code if exit_code is not None else 0, signal, time.time()), force=True)
         for callback in self._on_finish:
             callback(self)
         if self._writer is not None and not self._writer.close(timeout):
@@ -286,8 +288,6 @@ class Run(WandbRunCalls):
         elif issubclass(exc_type, KeyboardInterrupt):
             self.finish(exit_code=130, signal=2)
         elif issubclass(exc_type, SystemExit):
-            from expertrack.lifecycle import exit_status
-
             self.finish(exit_code=exit_status(exc.code if isinstance(exc, SystemExit) else None))
         else:
             self.finish(exit_code=1)
@@ -297,12 +297,12 @@ class Run(WandbRunCalls):
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
 
-    def _put(self, record: tuple[Any, ...], force: bool = False) -> None:
+    def _put(self, record: Record, force: bool = False) -> None:
         if self._queue is not None and (force or not self._finished):
             self._queue.append(record)
 
     def _config_changed(self, data: dict[str, Any]) -> None:
-        self._put(("config", dumps(data)))
+        self._put(ConfigSet(dumps(data)))
 
     def _summary_snapshot(self) -> dict[str, Any]:
         self.flush(timeout=5.0)  # the values logged so far, and summary keys set so far, are in the writer's state
@@ -313,12 +313,21 @@ class Run(WandbRunCalls):
             self._summary_state.set_override(key, value)
         elif not self._finished:
             # through the queue, in order with log(): a key logged after this replaces it, one logged before not
-            self._queue.append(("summary", str(key), value))
+            self._queue.append(SummarySet(str(key), value))
 
     def _summary_delete(self, key: str) -> None:
         self.flush(timeout=5.0)  # a value set or logged just before must be there to delete
         self._summary_state.delete(key)
-        self._put(("summary",))
+        self._put(SummaryDeleted(str(key)))
+
+
+def exit_status(code: object) -> int:
+    """The exit status CPython makes of ``SystemExit.code``: None is 0, a non-int is printed and gives 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if os.name == "posix" else code  # the status a POSIX parent sees keeps the low 8 bits
+    return 1
 
 
 def _as_step(step: Any) -> int:
