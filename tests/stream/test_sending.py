@@ -29,10 +29,23 @@ run.finish()
 print("done", file=sys.stderr)
 """
 
+# arrays of random values (they do not compress): megabytes of stream for a stdout nobody reads
+MANY_STEPS = r"""
+import os, sys
+import numpy as np
+import expertrack
+run = expertrack.init(project="p", mirror="off")
+rng = np.random.default_rng(0)
+for step in range(int(os.environ["STEPS"])):
+    run.log({"loss": 1.0 / (step + 1), "weights": rng.random(4096)})
+run.finish()
+print("done", file=sys.stderr)
+"""
 
-def child(env: dict[str, str], tmp_path: Path, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+
+def child(env: dict[str, str], tmp_path: Path, program: str = PROGRAM) -> subprocess.Popen[bytes]:
     full = {**os.environ, "EXPERTRACK_DIR": str(tmp_path / "runs"), **env}
-    return subprocess.Popen([sys.executable, "-c", PROGRAM], stdout=stdout, stderr=subprocess.PIPE, env=full)
+    return subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full)
 
 
 def test_a_record_too_large_for_a_line_is_left_out_and_said_once(capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,3 +85,15 @@ def test_a_snapshot_directory_that_cannot_be_written_is_said_once_and_the_run_is
     assert err.count(b"could not snapshot run") == 1 and b"done" in err
     [run] = expertrack.Api(tmp_path / "runs").runs()
     assert run.state == "finished"
+
+
+def test_a_stdout_nobody_reads_never_holds_the_store(tmp_path: Path) -> None:
+    env = {"EXPERTRACK_STREAM": "stdout", "STEPS": "600"}  # about 27 MB of stream
+    proc = child(env, tmp_path, program=MANY_STEPS)  # its stdout is a pipe nobody reads: it fills at 64 KiB
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # until the process has ended
+    assert proc.wait(timeout=120) == 0 and b"done" in err
+    [run] = expertrack.Api(tmp_path / "runs").runs()
+    assert run.state == "finished" and len(run.scalars("loss")[0]) == 600  # everything stored
+    assert len(run.array_steps("weights")) == 600
+    assert err.count(b"stdout is not being read") == 1

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from expertrack.notify import Notifier
     from expertrack.writer import Writer
 
+END_DRAIN_S = 5.0  # how long the run's end waits for its lines to reach stdout (finish() has its deadline)
+MAX_PENDING_BYTES = 16 << 20  # lines waiting for a stdout nobody reads (seconds of a fast run), then dropped
 ROWS_VALUES = 4096  # values in one "rows" record (32 KiB of float64, 44 KiB as base64)
 MAX_PAYLOAD_BYTES = MAX_LINE_BYTES - 256  # room for the marker, run id, session, number and checksum
 
@@ -75,16 +77,23 @@ class StdoutSink:
         self.notifier = notifier
         self.seq = 0
         self.pending: list[list[Any]] = []  # the header, before the first batch
-        self._write = write or _write_stdout
+        self._outbox: _Outbox | None = None
+        if write is None:  # stdout: written on a thread of its own
+            self._outbox = _Outbox(notifier)
+            write = self._outbox.put
+        self._write = write
         self._lock = threading.Lock()
 
     def emit(self, records: list[Row | Record]) -> None:
-        """Encode and write one committed batch (the writer's thread; never raises)."""
+        """Encode one committed batch and hand its lines over for writing (the writer's thread; never raises).
+        The batch with the run's end waits, a few seconds at most, until its lines are written."""
         try:
             batch = self.pending + self._records(records)
             self.pending = []
             if batch:
                 self._write(b"".join(self.lines(batch)))
+            if self._outbox is not None and any(isinstance(record, End) for record in records):
+                self._outbox.drain(END_DRAIN_S)
         except Exception as exc:  # the tracker's outer boundary: the stream is a copy, the store has it all
             self.notifier.once("stream-write", f"could not write the stream to stdout ({type(exc).__name__}: {exc})")
 
@@ -225,6 +234,54 @@ def _json_default(value: Any) -> Any:
         return encode_value(value)
     except (TypeError, ValueError, RuntimeError):
         return str(value)
+
+
+class _Outbox:
+    """Writes the stream's lines to stdout on a thread of its own, so a reader that stops reading (a launcher
+    gone, a full pipe) holds only this thread, never the writer and its store; past ``MAX_PENDING_BYTES`` waiting,
+    lines are dropped, said once (the snapshots and ``pull`` still have the run)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self._pending: list[bytes] = []
+        self._bytes = 0
+        self._busy = False
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="expertrack-stream", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        with self._ready:
+            if self._bytes + len(data) > MAX_PENDING_BYTES:
+                self.notifier.once(
+                    "stream-unread",
+                    f"stdout is not being read: more than {MAX_PENDING_BYTES >> 20} MiB of the stream wait, so "
+                    "stream lines are dropped (the store, snapshots and pull have everything)",
+                )
+                return
+            self._pending.append(data)
+            self._bytes += len(data)
+            self._ready.notify()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every line handed over is written; False when ``timeout`` passed first."""
+        with self._ready:
+            return self._ready.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: bool(self._pending))
+                data, self._pending = b"".join(self._pending), []
+                self._busy = True
+            try:
+                _write_stdout(data)
+            except OSError as exc:  # the reader is gone (EPIPE): the stream ends, training goes on
+                self.notifier.once("stream-write", f"could not write the stream to stdout ({exc}); it stops here")
+            with self._ready:
+                self._bytes -= len(data)
+                self._busy = False
+                self._ready.notify_all()
 
 
 def _write_stdout(data: bytes) -> None:
