@@ -13,6 +13,7 @@ import pytest
 
 import expertrack
 from expertrack import session
+from tests.pg import PostgresServer, PostgresUnavailable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,6 +39,26 @@ def tracking_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     run = session.current_run()
     if run is not None:
         run.finish()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole session (tests/pg.py), stopped and deleted at the end. Missing
+    server binaries fail the tests that need it, with the reason: never a skip."""
+    try:
+        server = PostgresServer.start_new()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL (with its password) of a fresh, empty database on the session's server."""
+    if not (postgres_server.data / "postmaster.pid").exists():  # a test stopped it and did not restart it
+        postgres_server.start()
+    return postgres_server.new_database()
 
 
 def run_python(

@@ -7,28 +7,42 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any
 
-from expertrack.errors import RunNotFoundError
+from expertrack.errors import RunNotFoundError, StoreError
 from expertrack.paths import store_path
 from expertrack.store.alerts import AlertRecord
 from expertrack.store.downsample import minmax_indices
-from expertrack.store.sqlite import ArrayOverview, RankRecord, RunRecord, ScalarOverview, Store
+from expertrack.store.interface import Store
+from expertrack.store.location import describe, is_postgres, open_store
+from expertrack.store.sql import ArrayOverview, RankRecord, RunRecord, ScalarOverview
 
 
 class Api:
-    """Query the runs of one tracking directory (``dir``, else ``$EXPERTRACK_DIR``, else ./expertrack-runs)."""
+    """Query the runs of one tracking directory (``dir``, else ``$EXPERTRACK_DIR``, else ./expertrack-runs), or of
+    a PostgreSQL store (``dir`` a ``postgresql://`` URL; the ``postgres`` extra)."""
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
-        self.path = store_path(dir)
+        self.location: Path | str = str(dir) if is_postgres(dir) else store_path(dir)  # store file or URL
         self._store: Store | None = None
 
     @property
+    def path(self) -> Path:
+        """The SQLite store file; a PostgreSQL location has none (``StoreError``)."""
+        if isinstance(self.location, str):
+            raise StoreError(f"{describe(self.location)} is a PostgreSQL store, not a tracking directory")
+        return self.location
+
+    def _where(self) -> str:
+        return str(self.location.parent) if isinstance(self.location, Path) else describe(self.location)
+
+    @property
     def store(self) -> Store | None:
-        """The read-only store, or None while no run has been written to this directory."""
-        if self._store is None and self.path.exists():
-            store = Store(self.path, readonly=True)
-            if store.version == 0:  # another process is creating it right now: no runs yet
+        """The read-only store, or None while no run has been written to this directory (or database)."""
+        if self._store is None and (isinstance(self.location, str) or self.location.exists()):
+            store = open_store(self.location, readonly=True)
+            if store.version == 0:  # another process is creating it right now (or an empty database): no runs yet
                 store.close()
                 return None
             self._store = store
@@ -53,7 +67,7 @@ class Api:
         names the run by its last part."""
         store = self.store
         if store is None:
-            raise RunNotFoundError(f"no runs in {self.path.parent} (no store file there yet)")
+            raise RunNotFoundError(f"no runs in {self._where()} (no store there yet)")
         if "/" in ref:
             try:
                 return ApiRun(store, store.find_run(ref))
@@ -70,7 +84,7 @@ class Api:
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run and all it recorded (opens the store for writing just for this)."""
-        with Store(self.path) as writable:
+        with open_store(self.location) as writable:
             writable.delete_run(run_id)
 
     def close(self) -> None:

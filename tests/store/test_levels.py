@@ -18,6 +18,7 @@ from expertrack import writer
 from expertrack.dashboard.data import series
 from expertrack.store import Store, chunks
 from expertrack.store.levels import Envelope
+from tests.store.conftest import ReadStore
 
 
 def crafted(n: int) -> tuple[np.ndarray, dict[int, float]]:
@@ -80,7 +81,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_chart_from_levels_equals_raw_picks_with_edges_nan_inf_and_repeated_steps(
-    tracking_dir: Path, small_chunks: None
+    tracking_dir: Path, small_chunks: None, read_store: ReadStore
 ) -> None:
     n = 20_000
     values, spikes = crafted(n)
@@ -93,7 +94,7 @@ def test_chart_from_levels_equals_raw_picks_with_edges_nan_inf_and_repeated_step
             run.flush()
             run.log({"v": value}, step=step)  # and this one replaces it again, in the chunk after
     run.finish()
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         chunk_count, levelled = store.conn.execute(
             "SELECT (SELECT COUNT(*) FROM scalar_chunks), (SELECT COUNT(*) FROM scalar_levels)"
         ).fetchone()
@@ -106,7 +107,7 @@ def test_chart_from_levels_equals_raw_picks_with_edges_nan_inf_and_repeated_step
         assert {step: drawn.get(step) for step in spikes} == spikes
 
 
-def test_unsealed_pieces_of_a_killed_writer_chart_like_raw(tracking_dir: Path) -> None:
+def test_unsealed_pieces_of_a_killed_writer_chart_like_raw(tracking_dir: Path, read_store: ReadStore) -> None:
     """A writer killed with SIGKILL leaves its newest points in pieces, never sealed: they chart with the rest."""
     script = textwrap.dedent(
         """
@@ -126,7 +127,7 @@ def test_unsealed_pieces_of_a_killed_writer_chart_like_raw(tracking_dir: Path) -
     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stderr
     run_id = child.stdout.strip()
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         assert store.conn.execute("SELECT COUNT(*) FROM scalar_pieces").fetchone()[0] > 0
         envelope = assert_chart_exact(store, run_id, "v", 20)
         assert envelope.points == 40_000 and 90.0 in envelope.values[envelope.chart(20)]
@@ -162,7 +163,7 @@ def test_chunk_without_level_is_read_raw(tracking_dir: Path) -> None:
         assert_chart_exact(store, run.id, "v", 40)
 
 
-def test_two_writers_of_one_run_chart_like_raw(tracking_dir: Path) -> None:
+def test_two_writers_of_one_run_chart_like_raw(tracking_dir: Path, read_store: ReadStore) -> None:
     """Two processes log one run at once, one key on interleaved steps: their chunks overlap, so the chart reads
     every point (and sorts them); each writer's own key still charts from levels."""
     script = textwrap.dedent(
@@ -182,7 +183,7 @@ def test_two_writers_of_one_run_chart_like_raw(tracking_dir: Path) -> None:
     children = [subprocess.Popen([sys.executable, "-c", script, str(p)], stderr=subprocess.PIPE) for p in (0, 1)]
     for child in children:
         assert child.wait(timeout=120) == 0, child.stderr.read() if child.stderr else ""
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         assert store.read_envelope("twowriters", "v") is None
         for key in ("own0", "own1"):
             assert_chart_exact(store, "twowriters", key, 20)
@@ -194,7 +195,9 @@ def test_two_writers_of_one_run_chart_like_raw(tracking_dir: Path) -> None:
     assert drawn[10_000] == 100.0 and drawn[20_001] == -100.0
 
 
-def test_reads_without_times_give_the_same_points_from_chunks_and_pieces(tracking_dir: Path) -> None:
+def test_reads_without_times_give_the_same_points_from_chunks_and_pieces(
+    tracking_dir: Path, read_store: ReadStore
+) -> None:
     """``times=False`` (a chart on a step axis) leaves the times unread: the same steps and values, replaced
     values included, from sealed chunks and from the pieces of a run still running."""
     run = expertrack.init(project="levels", mirror="off")
@@ -207,7 +210,7 @@ def test_reads_without_times_give_the_same_points_from_chunks_and_pieces(trackin
     again.log({"v": -6.0}, step=3000)  # replaces the point already in a piece
     again.log({"v": 1.0}, step=3001)
     again.flush()
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         assert store.conn.execute("SELECT COUNT(*) FROM scalar_pieces").fetchone()[0] > 0
         for after in (None, 2999):
             steps, times, values = store.read_scalars(run.id, "v", after_step=after)

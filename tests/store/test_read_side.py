@@ -23,6 +23,7 @@ from expertrack.cli.main import cli
 from expertrack.dashboard.app import create_app
 from expertrack.store import Store
 from expertrack.store.schema import LATEST_VERSION, MIGRATIONS
+from tests.store.conftest import ReadLocation
 
 
 @dataclass
@@ -109,9 +110,9 @@ def test_show_and_api_runs_never_read_array_payloads(tmp_path: Path, observed: O
     assert steps.tolist() == [1] and values[0][-1] == 99_999.0
 
 
-def test_point_counts_and_overview_agree_with_the_series(tmp_path: Path) -> None:
+def test_point_counts_and_overview_agree_with_the_series(tmp_path: Path, read_location: ReadLocation) -> None:
     run_id = make_run(tmp_path, 3)
-    run = expertrack.Api(tmp_path).run(run_id)
+    run = expertrack.Api(read_location(tmp_path)).run(run_id)
     overview = run.scalar_overview()
     assert list(overview) == run.metric_keys()
     for key, seen in overview.items():

@@ -18,9 +18,10 @@ from expertrack.store import Store
 from expertrack.store.chunks import CHUNK_POINTS, SEAL_FLUSHES
 from expertrack.store.downsample import minmax_indices
 from expertrack.store.schema import LATEST_VERSION, MIGRATIONS
+from tests.store.conftest import ReadStore
 
 
-def test_long_series_spans_chunks_and_reads_back_exactly(tracking_dir: Path) -> None:
+def test_long_series_spans_chunks_and_reads_back_exactly(tracking_dir: Path, read_store: ReadStore) -> None:
     n = CHUNK_POINTS * 2 + 123
     run = expertrack.init(project="chunks")
     for i in range(n):
@@ -28,7 +29,7 @@ def test_long_series_spans_chunks_and_reads_back_exactly(tracking_dir: Path) -> 
         if i % 5000 == 0:
             run.flush()  # force tail rewrites in the middle of chunks
     run.finish()
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         steps, times, values = store.read_scalars(run.id, "v")
         assert steps.tolist() == list(range(n))
         assert np.array_equal(values, np.arange(n) * 0.5)
@@ -39,21 +40,21 @@ def test_long_series_spans_chunks_and_reads_back_exactly(tracking_dir: Path) -> 
         assert tail_steps.tolist() == list(range(n - 9, n))
 
 
-def test_slow_series_goes_to_pieces_then_seals_small_chunks(tracking_dir: Path) -> None:
+def test_slow_series_goes_to_pieces_then_seals_small_chunks(tracking_dir: Path, read_store: ReadStore) -> None:
     run = expertrack.init(project="chunks")
     total = SEAL_FLUSHES * 2 + 3
     for i in range(total):
         run.log({"slow": float(i)})
         run.flush()  # one point per flush, like a metric logged once a second
         if i == total - 1:  # before finish: the last points are in pieces, and readers see them
-            with Store(tracking_dir / "store.db", readonly=True) as store:
+            with read_store() as store:
                 assert store.conn.execute("SELECT COUNT(*) FROM scalar_pieces").fetchone()[0] >= 1
                 assert store.read_scalars(run.id, "slow")[2].tolist() == [float(i) for i in range(total)]
                 assert store.point_counts(run.id) == {"slow": total}
                 assert store.last_step(run.id) == total - 1
                 assert store.scalar_keys(run.id) == ["slow"]
     run.finish()
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         sizes = [r[0] for r in store.conn.execute("SELECT n FROM scalar_chunks ORDER BY seq")]
         # sealed about every SEAL_FLUSHES flushes (a cadence flush may fall between two of ours), then at finish
         assert len(sizes) == 3 and sum(sizes) == total and max(sizes) <= SEAL_FLUSHES + 1
@@ -252,12 +253,12 @@ def test_minmax_downsampling_keeps_a_lone_nan_and_its_point_budget() -> None:
     assert len(picked) <= 5 * 3  # the short last bucket is sampled too, not kept whole
 
 
-def test_overview_of_a_running_run_counts_the_points_still_in_pieces(tracking_dir: Path) -> None:
+def test_overview_of_a_running_run_counts_the_points_still_in_pieces(tracking_dir: Path, read_store: ReadStore) -> None:
     run = expertrack.init(project="chunks")
     for i in range(10):
         run.log({"loss": float(10 - i), "nan_free": float(i)})
     assert run.flush()  # written as a piece, not yet sealed into chunks
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         assert store.conn.execute("SELECT COUNT(*) FROM scalar_chunks").fetchone()[0] == 0
         overview = store.scalar_overview(run.id)
         assert list(overview) == ["loss", "nan_free"]
@@ -265,7 +266,7 @@ def test_overview_of_a_running_run_counts_the_points_still_in_pieces(tracking_di
         assert (loss.points, loss.last_step, loss.last, loss.min, loss.max) == (10, 9, 1.0, 1.0, 10.0)
         assert store.point_counts(run.id, "loss") == {"loss": 10}
     run.finish()
-    with Store(tracking_dir / "store.db", readonly=True) as store:
+    with read_store() as store:
         assert store.scalar_overview(run.id)["loss"].points == 10  # the same once sealed
 
 

@@ -20,8 +20,8 @@ from expertrack.cli.common import (
     make_console,
     open_api,
     resolve_run,
+    where,
 )
-from expertrack.paths import tracking_dir
 
 if TYPE_CHECKING:
     from expertrack import ApiRun
@@ -52,7 +52,7 @@ def alerts(
     expertrack run --alert).
     """
     if run_ref is None and existing_store(dir_) is None:
-        click.echo(f"no runs in {tracking_dir(dir_)}", err=True)
+        click.echo(f"no runs in {where(dir_)}", err=True)
         return
     api = open_api(dir_)
     if run_ref is not None:
@@ -68,8 +68,8 @@ def alerts(
             click.echo(json.dumps({"run": run.id, "name": run.name, **_jsonable(alert)}))
         return
     if not found:
-        where = f"run {runs[0].name} ({runs[0].id})" if run_ref is not None else str(tracking_dir(dir_))
-        click.echo(f"no alerts for {where}", err=True)
+        scope = f"run {runs[0].name} ({runs[0].id})" if run_ref is not None else where(dir_)
+        click.echo(f"no alerts for {scope}", err=True)
         return
     make_console().print(alerts_table(found, with_run=run_ref is None))
 

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from expertrack.paths import store_path, tracking_dir
+from expertrack.cli.params import LOCATION
+from expertrack.paths import store_path
 
 if TYPE_CHECKING:
     from expertrack import Api, ApiRun
@@ -38,15 +39,25 @@ class RunLookupError(click.ClickException):
     exit_code = 2
 
 
+
+
 def dir_option(command: F) -> F:
-    """The ``--dir`` option of every run command, resolved like the library (then EXPERTRACK_DIR, then ./)."""
+    """The ``--dir`` option of every run command, resolved like the library (then EXPERTRACK_DIR, then ./); a
+    reading command also accepts a ``postgresql://`` URL (a shared store)."""
     return click.option(
         "--dir",
         "dir_",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=LOCATION,
         default=None,
-        help="Tracking directory (default: $EXPERTRACK_DIR, else ./expertrack-runs).",
+        help="Tracking directory or postgresql:// URL (default: $EXPERTRACK_DIR, else ./expertrack-runs).",
     )(command)
+
+
+def where(dir_: Path | str | None) -> str:
+    """The store a command reads, as it may be printed: the tracking directory, or the URL without its password."""
+    from expertrack.store.location import describe, reading_location
+
+    return describe(reading_location(dir_))
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -56,25 +67,33 @@ def make_console(stderr: bool = False) -> Console:
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
-def existing_store(dir_: Path | None) -> Path | None:
-    """The tracking directory if it holds a store; None when there is none (it is never created here)."""
-    directory = tracking_dir(dir_)
-    return directory if store_path(directory).is_file() else None
+def existing_store(dir_: Path | str | None) -> Path | str | None:
+    """The tracking directory if it holds a store (a ``postgresql://`` URL is taken as one: opening it says
+    more); None when there is none (it is never created here)."""
+    from expertrack.store.location import reading_location
+
+    location = reading_location(dir_)
+    if isinstance(location, str):
+        return location
+    return location if store_path(location).is_file() else None
 
 
-def open_api(dir_: Path | None) -> Api:
-    """An ``Api`` on an existing store, or a clear "no runs in DIR" error (exit 2)."""
+def open_api(dir_: Path | str | None) -> Api:
+    """An ``Api`` on an existing store, or a clear "no runs in DIR" error (exit 2); a store that cannot be opened
+    (a broken file, an unreachable server, wrong credentials) exits 1 with the reason."""
     from expertrack import Api
     from expertrack.errors import StoreError
 
-    directory = existing_store(dir_)
-    if directory is None:
-        raise RunLookupError(f"no runs in {tracking_dir(dir_)} (no store there; pass --dir or set EXPERTRACK_DIR)")
-    api = Api(directory)
+    location = existing_store(dir_)
+    if location is None:
+        raise RunLookupError(f"no runs in {where(dir_)} (no store there; pass --dir or set EXPERTRACK_DIR)")
+    api = Api(location)
     try:
         api.store  # noqa: B018 - opened now, so a broken file is reported here and not as a traceback later
     except StoreError as err:
-        raise click.ClickException(f"cannot open the store in {directory}: {err}") from err
+        if isinstance(location, str):  # the message names the location (without its password) already
+            raise click.ClickException(str(err)) from err
+        raise click.ClickException(f"cannot open the store in {location}: {err}") from err
     return api
 
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
+from expertrack.cli.params import LOCATION
+
 
 @click.command("ui")
 @click.option(
     "--dir",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LOCATION,
     default=None,
-    help="Tracking directory (default: $EXPERTRACK_DIR, else ./expertrack-runs).",
+    help="Tracking directory or postgresql:// URL (default: $EXPERTRACK_DIR, else ./expertrack-runs).",
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
 @click.option(
@@ -22,12 +24,12 @@ import click
     show_default=True,
     help="Address to bind. Anything but loopback exposes every run to the network (warned).",
 )
-def ui(directory: Path | None, port: int, host: str) -> None:
+def ui(directory: Path | str | None, port: int, host: str) -> None:
     """Serve the live local dashboard: runs table, charts, MoE view, run pages.
 
     It only reads the store, needs no internet, and updates live while runs log.
     """
-    from expertrack.paths import tracking_dir
+    from expertrack.store.location import reading_location
 
     try:
         from expertrack.dashboard.app import plotly_js
@@ -37,6 +39,6 @@ def ui(directory: Path | None, port: int, host: str) -> None:
     if plotly_js() is None:
         raise click.ClickException("plotly's bundled plotly.min.js is missing: pip install 'expertrack[dashboard]'")
     try:
-        serve(tracking_dir(directory), host=host, port=port)
+        serve(reading_location(directory), host=host, port=port)
     except ListenError as exc:
         raise click.ClickException(str(exc)) from None

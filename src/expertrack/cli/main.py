@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from expertrack import __version__
+from expertrack.cli.params import LOCATION
 
 # command name -> "module:attribute"; the module is imported on first use.
 COMMANDS: dict[str, str] = {
@@ -73,12 +74,13 @@ class LazyGroup(click.Group):
 @click.option(
     "--dir",
     "dir_",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=LOCATION,
     default=None,
-    help="Tracking directory, as if given to the command (`expertrack --dir D ls` = `expertrack ls --dir D`).",
+    help="Tracking directory (or a postgresql:// URL for reading commands), as if given to the command "
+    "(`expertrack --dir D ls` = `expertrack ls --dir D`).",
 )
 @click.pass_context
-def cli(ctx: click.Context, dir_: Path | None) -> None:
+def cli(ctx: click.Context, dir_: Path | str | None) -> None:
     """expertrack: local-first experiment tracking for dense and MoE language models.
 
     Runs are stored in a SQLite file under ./expertrack-runs (or --dir / EXPERTRACK_DIR).
@@ -89,7 +91,7 @@ def cli(ctx: click.Context, dir_: Path | None) -> None:
         ctx.default_map = {ctx.invoked_subcommand: _dir_default(command, dir_)} if command else None
 
 
-def _dir_default(command: click.Command, directory: Path) -> dict[str, object]:
+def _dir_default(command: click.Command, directory: Path | str) -> dict[str, object]:
     """A default_map giving ``--dir`` to ``command`` or, for a group (``import``), to each of its commands."""
     if isinstance(command, click.Group):
         return {name: _dir_default(sub, directory) for name, sub in command.commands.items()}

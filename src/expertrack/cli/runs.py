@@ -35,8 +35,8 @@ from expertrack.cli.common import (
     resolve_run,
     run_duration,
     split_keys,
+    where,
 )
-from expertrack.paths import tracking_dir
 
 if TYPE_CHECKING:
     from expertrack import Api, ApiRun
@@ -65,7 +65,7 @@ def run_steps(run: ApiRun) -> int | None:
 def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[str, ...], limit: int) -> None:
     """List runs, newest first: name, id, project, state, last step, duration and key metrics' last values."""
     if existing_store(dir_) is None:
-        click.echo(f"no runs in {tracking_dir(dir_)}", err=True)
+        click.echo(f"no runs in {where(dir_)}", err=True)
         return
     api = open_api(dir_)
     runs = [r for r in api.runs(project=project) if state is None or r.state == state]
@@ -73,7 +73,7 @@ def ls(dir_: Path | None, project: str | None, state: str | None, keys: tuple[st
     total = len(runs)
     runs = runs[:limit]
     if not runs:
-        click.echo(f"no runs in {tracking_dir(dir_)} match", err=True)
+        click.echo(f"no runs in {where(dir_)} match", err=True)
         return
     columns = split_keys(keys) or _default_keys(runs)
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -368,7 +368,7 @@ def rm(run_refs: tuple[str, ...], dir_: Path | None, yes: bool) -> None:
     for run in runs.values():
         note = "  (still running)" if run.state == "running" else ""
         click.echo(f"  {run.id}  {run.name}  ({run.project}, {run.state}){note}")
-    question = f"Delete {len(runs)} run{'s' if len(runs) != 1 else ''} from {tracking_dir(dir_)}?"
+    question = f"Delete {len(runs)} run{'s' if len(runs) != 1 else ''} from {where(dir_)}?"
     if not yes:
         click.confirm(question, default=False, abort=True)
     for run in runs.values():

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from expertrack.dashboard.encode import JSON, PackedJSON
 from expertrack.errors import StoreError
+from expertrack.store.location import is_postgres
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BUCKETS = 10_000
@@ -123,8 +124,11 @@ class Guard:
 class Handlers:
     """The routes' bodies. Each opens the store read-only for its request, answers JSON, and closes it."""
 
-    def __init__(self, directory: Path, open_api: Callable[[Path], Any]) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path | str, open_api: Callable[[Any], Any]) -> None:
+        from expertrack.store.location import describe
+
+        self.directory = directory  # a tracking directory or a postgresql:// URL
+        self.shown = describe(directory)  # as it may be shown: never a password
         self.open_api = open_api
         self._rows: Any = None
         self._series: Any = None  # a dashboard.cache.SeriesCache, made on first use (it needs NumPy)
@@ -137,7 +141,7 @@ class Handlers:
         except StoreError as exc:
             raise HTTPException(503, f"cannot read the store: {exc}") from None
         if api is None and required:
-            raise HTTPException(404, f"no store in {self.directory} yet: no run has been logged there")
+            raise HTTPException(404, f"no store in {self.shown} yet: no run has been logged there")
         try:
             yield api
         finally:
@@ -145,7 +149,7 @@ class Handlers:
                 api.close()
 
     def health(self, request: Request) -> Response:
-        return JSON({"ok": True, "dir": str(self.directory), "time": time.time()})
+        return JSON({"ok": True, "dir": self.shown, "time": time.time()})
 
     def runs(self, request: Request) -> Response:
         metrics = _names(request, "metrics")
@@ -155,7 +159,7 @@ class Handlers:
                 self._rows = _data().RowCache()
             rows = [self._rows.row(r, metrics) for r in runs]
         self._rows.forget_except({r["id"] for r in rows})
-        body = JSON({"runs": rows, "dir": str(self.directory)}).body
+        body = JSON({"runs": rows, "dir": self.shown}).body
         # The page polls this every second; an unchanged table costs neither side a parse.
         etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
         if request.headers.get("if-none-match") == etag:
@@ -351,14 +355,19 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return JSON({"error": exc.detail, "status": exc.status_code}, exc.status_code)
 
 
-def open_store_readonly(directory: Path) -> Any:
-    """The core's read-only reader for ``directory``, or None when there is no store there yet (never creates one).
+def open_store_readonly(directory: Path | str) -> Any:
+    """The core's read-only reader for ``directory`` (or a ``postgresql://`` URL), or None when there is no store
+    there yet (never creates one).
 
     Each request opens a fresh reader; ``Store(readonly=True)`` memory-maps the file, so its pages come straight
-    from the OS cache (a 1,000,000-point series reads ~2-3x faster than through SQLite's own page cache).
+    from the OS cache (a 1,000,000-point series reads ~2-3x faster than through SQLite's own page cache). A
+    PostgreSQL reader is taken from a few kept open instead: connecting and authenticating costs 30-40 ms, more
+    than most requests.
     """
     from expertrack import Api
 
+    if is_postgres(directory):
+        return _PooledReader.take(str(directory))
     api = Api(directory)
     store = api.store
     if store is None:
@@ -366,17 +375,57 @@ def open_store_readonly(directory: Path) -> Any:
     return api  # the core's read-only Store already memory-maps the file
 
 
+class _PooledReader:
+    """An ``Api`` on a PostgreSQL store whose ``close()`` keeps its connection for the next request (up to
+    ``KEEP`` per location); a connection that broke (the server restarted) is dropped, and the next request
+    connects afresh."""
+
+    KEEP = 4
+    _idle: ClassVar[dict[str, list[Any]]] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def take(cls, url: str) -> Any:
+        from expertrack import Api
+
+        with cls._lock:
+            idle = cls._idle.setdefault(url, [])
+            store = idle.pop() if idle else None
+        if store is not None and not store.alive():  # the server went away meanwhile: connect afresh
+            store.close()
+            store = None
+        api = Api(url)
+        if store is not None:
+            api._store = store
+        if api.store is None:  # an empty database: no runs yet
+            return None
+        api.close = lambda: cls._give_back(url, api)  # type: ignore[method-assign]
+        return api
+
+    @classmethod
+    def _give_back(cls, url: str, api: Any) -> None:
+        store, api._store = api._store, None
+        if store is None:
+            return
+        with cls._lock:
+            idle = cls._idle.setdefault(url, [])
+            if not store.conn.closed and len(idle) < cls.KEEP:
+                idle.append(store)
+                return
+        store.close()
+
+
 def create_app(
-    directory: Path,
+    directory: Path | str,
     allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
-    open_api: Callable[[Path], Any] = open_store_readonly,
+    open_api: Callable[[Any], Any] = open_store_readonly,
 ) -> ASGIApp:
     """The dashboard as an ASGI app reading the store in ``directory``.
 
     ``allowed_hosts``: the Host names it answers (loopback only by default, which stops DNS-rebinding pages
     from reading runs); None answers any (for a server bound to a wider address on purpose).
     """
-    h = Handlers(Path(directory), open_api)
+    h = Handlers(directory if is_postgres(directory) else Path(directory), open_api)
     routes = [
         Route("/", index),
         Route("/static/{name}", static),

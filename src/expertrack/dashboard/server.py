@@ -15,6 +15,7 @@ from types import FrameType
 import uvicorn
 
 from expertrack.dashboard.app import LOOPBACK_HOSTS, create_app
+from expertrack.store.location import describe
 
 EXIT_GRACE_S = 1.0  # how long requests in flight get to finish after SIGTERM or Ctrl-C
 
@@ -55,7 +56,7 @@ def check_address(host: str, port: int) -> None:
         raise ListenError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
 
 
-def serve(directory: Path, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
+def serve(directory: Path | str, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
     """Serve the dashboard for the store in ``directory`` until interrupted; ``ListenError`` when the address
     cannot be had (checked before anything is printed, so "serving" is only said once it is true)."""
     check_address(host, port)
@@ -64,7 +65,7 @@ def serve(directory: Path, host: str = "127.0.0.1", port: int = 8080, log_level:
         print(wide_bind_warning(host, port), file=sys.stderr, flush=True)
     app = create_app(directory, allowed_hosts=(*LOOPBACK_HOSTS, host.lower()) if loopback else None)
     shown = f"[{host}]" if ":" in host else host
-    print(f"expertrack ui: serving {directory} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    print(f"expertrack ui: serving {describe(directory)} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, ws="none"
     )

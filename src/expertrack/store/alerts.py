@@ -39,13 +39,8 @@ def insert_alerts(conn: sqlite3.Connection, run_id: str, alerts: list[AlertRecor
 
 
 def read_alerts(conn: sqlite3.Connection, run_id: str | None = None) -> list[tuple[str, AlertRecord]]:
-    """(run id, alert) pairs in the order they were raised, for one run or for every run.
-
-    A store written before the alerts table existed, opened read-only (so not migrated), has none: [].
-    """
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'").fetchone()
-    if exists is None:
-        return []
+    """(run id, alert) pairs in the order they were raised, for one run or for every run, from a store whose
+    schema has the alerts table (``SqlStore.alerts`` answers [] for one written before it)."""
     sql = "SELECT run_id, rule, key, step, value, time, message FROM alerts"
     args: tuple[Any, ...] = ()
     if run_id is not None:

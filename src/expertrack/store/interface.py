@@ -204,3 +204,8 @@ if TYPE_CHECKING:  # the type checker holds each engine to the interface
 
     def _sqlite_is_a_store(store: _sqlite.Store) -> Store:
         return store
+
+    from expertrack.store import postgres as _postgres
+
+    def _postgres_is_a_store(store: _postgres.PostgresStore) -> Store:
+        return store

@@ -113,16 +113,21 @@ def _level_of(steps: Any, values: Any) -> tuple[bytes, bytes, bytes]:
     return picks.astype("<i4").tobytes(), steps[picks].astype("<i8").tobytes(), values[picks].astype("<f8").tobytes()
 
 
-def read_envelope(conn: sqlite3.Connection, run_id: str, key: str, rank: int = 0) -> Envelope | None:
+def read_envelope(conn: Any, run_id: str, key: str, rank: int = 0) -> Envelope | None:
     """The block picks of one scalar series (``rank``'s: schema 6), from levels where the chunks have them; None
     when the run has no such key or its writers' chunks interleave in steps (then read every point)."""
     import numpy as np
 
-    row = conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, key, rank)).fetchone()
+    # the key and its highest chunk seq in one round trip (on a database server, each costs a network round trip)
+    row = conn.execute(
+        "SELECT k.id, (SELECT MAX(c.seq) FROM scalar_chunks c WHERE c.key_id = k.id) FROM keys k"
+        " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?",
+        (run_id, key, rank),
+    ).fetchone()
     if row is None:
         return None
-    key_id = row[0]
-    metas = _chunk_levels(conn, key_id)
+    key_id, top = row
+    metas = _chunk_levels(conn, key_id, top)
     tail_steps, tail_values = _tail(conn, run_id, key_id)
     bounds = [(m[2], m[3]) for m in metas]
     if tail_steps.size:
@@ -162,21 +167,21 @@ def read_envelope(conn: sqlite3.Connection, run_id: str, key: str, rank: int = 0
     )
 
 
-def _chunk_levels(conn: sqlite3.Connection, key_id: int) -> list[tuple[Any, ...]]:
+def _chunk_levels(conn: Any, key_id: int, top: int | None) -> list[tuple[Any, ...]]:
     """(seq, n, step_min, step_max, picks, steps, vals) of every chunk of one key, in seq order; a chunk with no
     level has picks None and its raw steps and values (as arrays) instead.
 
-    Chunk seqs are numbered 0, 1, ... per key, so one index probe for the highest says whether a level is
-    missing, without visiting ``scalar_chunks``'s rows (each a few pages: 3-5 ms for a million points)."""
+    Chunk seqs are numbered 0, 1, ... per key, so one index probe for the highest (``top``, None without chunks)
+    says whether a level is missing, without visiting ``scalar_chunks``'s rows (each a few pages: 3-5 ms for a
+    million points)."""
     import numpy as np
 
+    if top is None:
+        return []
     metas = conn.execute(
         "SELECT seq, n, step_min, step_max, picks, steps, vals FROM scalar_levels WHERE key_id = ? ORDER BY seq",
         (key_id,),
     ).fetchall()
-    top = conn.execute("SELECT MAX(seq) FROM scalar_chunks WHERE key_id = ?", (key_id,)).fetchone()[0]
-    if top is None:
-        return []
     if len(metas) == top + 1:  # a level per chunk (seqs of levels are those of existing chunks)
         return metas
     present = {m[0] for m in metas}
@@ -193,7 +198,7 @@ def _chunk_levels(conn: sqlite3.Connection, key_id: int) -> list[tuple[Any, ...]
     return sorted(metas, key=lambda m: m[0])
 
 
-def _tail(conn: sqlite3.Connection, run_id: str, key_id: int) -> tuple[Any, Any]:
+def _tail(conn: Any, run_id: str, key_id: int) -> tuple[Any, Any]:
     """The key's points in the run's pieces (not sealed yet), a point per step, in step order."""
     import numpy as np
 
@@ -205,7 +210,7 @@ def _tail(conn: sqlite3.Connection, run_id: str, key_id: int) -> tuple[Any, Any]
     return steps, values
 
 
-def _raw_chunks(conn: sqlite3.Connection, key_id: int, seqs: list[int]) -> dict[int, tuple[Any, Any]]:
+def _raw_chunks(conn: Any, key_id: int, seqs: list[int]) -> dict[int, tuple[Any, Any]]:
     """(steps, values) of the chunks ``seqs`` of one key, read whole."""
     import numpy as np
 

@@ -35,6 +35,16 @@ def describe(location: str | os.PathLike[str]) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def reading_location(dir: str | os.PathLike[str] | None) -> str | Path:
+    """What a reader given ``dir`` reads: a ``postgresql://`` URL as it is, else the tracking directory (``dir``,
+    else ``$EXPERTRACK_DIR``, else ./expertrack-runs)."""
+    if is_postgres(dir):
+        return str(dir)
+    from expertrack.paths import tracking_dir
+
+    return tracking_dir(dir)
+
+
 def sqlite_path(location: str | os.PathLike[str]) -> Path:
     """The store file a local location names: a directory's ``store.db``, or the ``.db`` file itself."""
     path = Path(location).expanduser()
@@ -44,11 +54,13 @@ def sqlite_path(location: str | os.PathLike[str]) -> Path:
 
 
 def open_store(location: str | os.PathLike[str], readonly: bool = False) -> Any:
-    """Open the store at ``location`` (a directory, a ``.db`` file or a ``postgresql://`` URL)."""
+    """Open the store at ``location`` (a directory, a ``.db`` file or a ``postgresql://`` URL): an
+    ``SQLiteStore`` or a ``PostgresStore``, both ``SqlStore`` (store/sql.py). ``readonly`` refuses a location
+    that holds no store instead of creating one."""
     if is_postgres(location):
-        from expertrack.errors import StoreError
+        from expertrack.store.postgres import PostgresStore
 
-        raise StoreError(f"{describe(location)}: PostgreSQL stores are not supported yet")
-    from expertrack.store.sqlite import Store
+        return PostgresStore(str(location), readonly=readonly)
+    from expertrack.store.sqlite import SQLiteStore
 
-    return Store(sqlite_path(location), readonly=readonly)
+    return SQLiteStore(sqlite_path(location), readonly=readonly)
