@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,22 +18,33 @@ def free_port() -> int:
 
 
 class Server:
-    """`expertrack ui` in a child process, as a user starts it."""
+    """`expertrack ui` in a child process, as a user starts it; ``token`` in $EXPERTRACK_UI_TOKEN when given
+    (the readiness probe presents it), ``host`` the address it listens on (reached through 127.0.0.1), ``args``
+    more options."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, token: str | None = None, host: str = "127.0.0.1", args: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).with_name("expertrack")
+        env = {k: v for k, v in os.environ.items() if k != "EXPERTRACK_UI_TOKEN"}
+        if token is not None:
+            env["EXPERTRACK_UI_TOKEN"] = token
         self.proc = subprocess.Popen(
-            [str(exe), "ui", "--dir", str(directory), "--port", str(self.port)],
+            [str(exe), "ui", "--dir", str(directory), "--host", host, "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
+        probe = urllib.request.Request(f"{self.url}/api/health")
+        if token is not None:
+            probe.add_header("Authorization", f"Bearer {token}")
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/api/health", timeout=1) as response:
+                with urllib.request.urlopen(probe, timeout=1) as response:
                     if response.status == 200:
                         return
             except OSError:

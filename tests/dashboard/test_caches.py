@@ -3,6 +3,7 @@ last step they saw (the later value replaces the earlier)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,33 @@ def test_series_held_without_times_is_read_again_for_a_time_axis(tracking_dir: P
     steps, times, _values = cache.scalars(api.run(run.id), "loss")  # a time axis then asks for them
     api.close()
     assert np.array_equal(times, stored[1]) and np.array_equal(steps, stored[0])
+
+
+def test_the_caches_of_a_running_run_follow_the_store_without_waiting_for_its_heartbeat(tracking_dir: Path) -> None:
+    """The writer rewrites a run's heartbeat at most every 2 s but stores its points every 0.5 s: a point in the
+    store must be in the next chart answer and the next runs table (whose last step the live charts follow),
+    not one heartbeat later."""
+    run = expertrack.init(project="caches", mirror="off")
+    for step in range(10):
+        run.log({"loss": float(step)}, step=step)
+    run.flush()  # rewrites the heartbeat; the background flushes of the next point do not (within 2 s)
+    cache, rows = SeriesCache(), RowCache()
+    api = expertrack.Api(tracking_dir)
+    assert len(cache.scalars(api.run(run.id), "loss")[0]) == 10
+    assert rows.row(api.run(run.id), ["loss"])["last_step"] == 9
+    api.close()
+    run.log({"loss": 10.0}, step=10)  # no flush(): the writer's own flush stores it
+    deadline = time.monotonic() + 30
+    while True:
+        api = expertrack.Api(tracking_dir)
+        if api.run(run.id).last_step() == 10:
+            break
+        api.close()
+        assert time.monotonic() < deadline, "the writer did not store step 10 within 30 s"
+        time.sleep(0.05)
+    steps = cache.scalars(api.run(run.id), "loss")[0]
+    row = rows.row(api.run(run.id), ["loss"])
+    api.close()
+    run.finish()
+    assert steps.tolist() == list(range(11))
+    assert row["last_step"] == 10 and row["metrics"]["loss"]["last"] == 10.0

@@ -163,3 +163,19 @@ def test_run_detail_hides_environment_variables_unless_asked(tracking_dir: Path,
     full = client.get(f"/api/runs/{run_id}", params={"env": "1"}).json()
     assert full["environment"]["env"]["EXPERTRACK_TEST_VISIBLE"] == "shown-only-on-request"
     assert len(full["environment"]["env"]) == detail["env_count"]
+
+
+@pytest.mark.parametrize("band", ["std", "minmax"])
+def test_the_blocked_aggregation_gives_the_figures_numbers_bit_for_bit(band: str) -> None:
+    """Seeds at the same steps take groups.aggregate's block-wise path; a group on the page and the same group
+    in a report figure (seeds.spread) must be the same floats, across block edges and for one run alone."""
+    from expertrack.dashboard.groups import AGGREGATE_BLOCK, aggregate
+    from expertrack.seeds import spread
+
+    rng = np.random.default_rng(7)
+    for runs, points in ((1, 10), (3, AGGREGATE_BLOCK), (4, 2 * AGGREGATE_BLOCK + 5)):
+        steps = np.arange(points, dtype=np.int64) * 10
+        curves = [(steps.copy(), rng.standard_normal(points) * 10.0 ** rng.integers(-3, 4)) for _ in range(runs)]
+        curve = spread(curves)
+        expected = (curve.x, curve.mean, *curve.band(band))
+        assert all(np.array_equal(a, b) for a, b in zip(aggregate(curves, band), expected, strict=True))

@@ -57,8 +57,8 @@ def browser() -> Iterator[Browser]:
 def serve(tracking_dir: Path) -> Iterator[Any]:
     servers: list[Server] = []
 
-    def start() -> Server:
-        servers.append(Server(tracking_dir))
+    def start(token: str | None = None) -> Server:
+        servers.append(Server(tracking_dir, token=token))
         return servers[-1]
 
     yield start
@@ -131,6 +131,33 @@ def test_runs_table_lists_runs(tracking_dir: Path, serve: Any, watched: Watched)
     page.wait_for_function("document.querySelectorAll('#runs-table tbody tr').length === 1")
     page.fill("#runs-filter", "")
     watched.screenshot("runs-table")
+    assert watched.errors == [] and watched.dialogs == []
+
+
+def test_a_dashboard_with_a_token_works_once_the_browser_presented_it(
+    tracking_dir: Path, serve: Any, watched: Watched
+) -> None:
+    """A team's dashboard (docs/team.md): locked without the token, saying how; opened once with ?token=, it
+    works from a cookie script cannot read, and the token leaves the address bar."""
+    dense_run(tracking_dir, name="dense-a")
+    token = "browser-token-7d41c0a9e2"
+    server = serve(token=token)
+    page = watched.page
+    page.goto(server.url + "/")
+    page.wait_for_function("document.getElementById('live-text').textContent.includes('needs its token')")
+    assert page.locator("#runs-table tbody tr").count() == 0
+    watched.screenshot("token-locked")
+    page = watched.open(f"{server.url}/?token={token}#/")
+    page.wait_for_function("document.querySelectorAll('#runs-table tbody tr').length === 1")
+    assert page.url == f"{server.url}/#/"  # redirected without the token, the view's #fragment kept
+    assert token not in page.evaluate("document.cookie")  # HttpOnly: no script sees it
+    assert token not in page.content()
+    row(page, "dense-a").locator("input.select-run").check()
+    page.wait_for_function(
+        """() => { const c = [...document.querySelectorAll('.chart')].find(c => c.dataset.key === 'train/loss');
+                   const d = c && c.querySelector('.plot').data; return d && d.length === 1; }"""
+    )
+    watched.screenshot("token")
     assert watched.errors == [] and watched.dialogs == []
 
 

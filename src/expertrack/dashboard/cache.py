@@ -3,8 +3,8 @@
 Reading a 1,000,000-point series out of the store costs ~50-70 ms on a busy 2-core machine (fetching 24 MB of
 chunk blobs and copying them into arrays); reducing it to a chart's buckets costs ~2 ms. A finished run never
 changes, and a chart is asked for again on every zoom, resize and page load, so the decoded arrays are kept,
-keyed by run and key and checked against the run's ``signature`` (state, end, heartbeat: the writer bumps the
-heartbeat on every flush), so a run that logged since is read afresh. A run still running is not read whole
+keyed by run and key and checked against the run's mark (``run_mark``: state, end, heartbeat, and a running
+run's last step), so a run that logged since is read afresh. A run still running is not read whole
 again: only its points from the last cached step on (the value at that step may have been replaced), appended
 to what is held; points before it never change while a run runs (``reparse`` rewrites only ended runs). Live
 updates of a single run's chart (``after=``) bypass the cache. Least recently used series go first past
@@ -23,8 +23,11 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
 def run_mark(run: Any) -> tuple[Any, ...]:
-    """What changes whenever a run gains points: its state, end and the writer's heartbeat (bumped per flush)."""
-    return (run.state, run.ended_at, run.heartbeat_at)
+    """What changes whenever a run gains points: its state, end and the writer's heartbeat, and while it runs its
+    last step. The heartbeat alone lags: the writer rewrites the run's row at most every 2 s
+    (``writer.ROW_UPDATE_S``) while its points land at every flush (0.5 s), so a chart of a running run was up
+    to 2 s behind the store; the last step (two indexed queries) moves with each flush of a new step."""
+    return (run.state, run.ended_at, run.heartbeat_at, run.last_step() if run.state == "running" else None)
 
 
 class SeriesCache:

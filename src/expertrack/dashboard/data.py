@@ -53,8 +53,11 @@ def best_goal(key: str, metric_defs: Sequence[Mapping[str, Any]] | None) -> str:
 
 
 def signature(run: Any) -> tuple[Any, ...]:
-    """What changes whenever a run gains data: the writer bumps ``heartbeat_at`` and the summary per flush."""
-    return (run.state, run.ended_at, run.heartbeat_at, json.dumps(run.summary, sort_keys=True, default=str))
+    """What changes whenever a run gains data: its heartbeat and summary, and while it runs its last step (the
+    writer rewrites the run's row at most every 2 s but stores points every flush: without the last step the
+    table, and the live charts that follow its last step, lagged the store by up to 2 s)."""
+    live = run.last_step() if run.state == "running" else None
+    return (run.state, run.ended_at, run.heartbeat_at, json.dumps(run.summary, sort_keys=True, default=str), live)
 
 
 @dataclass
@@ -106,7 +109,8 @@ class RowCache:
         sig = signature(run)
         cached = self.facts.get(run.id)
         if cached is None or cached[0] != sig:
-            facts = {"last_step": run.last_step(), "metric_keys": run.metric_keys(), "array_keys": run.array_keys()}
+            last_step = sig[-1] if run.state == "running" else run.last_step()  # the signature read it already
+            facts = {"last_step": last_step, "metric_keys": run.metric_keys(), "array_keys": run.array_keys()}
             self.facts[run.id] = (sig, facts)
         else:
             facts = cached[1]

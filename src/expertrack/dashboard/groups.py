@@ -21,6 +21,7 @@ from expertrack.seeds import spread
 from expertrack.store.downsample import minmax_indices
 
 BANDS = ("std", "minmax")
+AGGREGATE_BLOCK = 8192  # steps per block: 4 runs x 8192 floats = 256 KB, within a core's L2 cache
 NO_VALUE = "(none)"
 
 
@@ -89,25 +90,57 @@ def grouped_series(
                 ids.append(run.id)
         if not curves:
             continue
-        curve = spread(curves)
-        low, high = curve.band(band)
-        matched = len(curve.x)
-        keep = _keep(curve.mean, low, high, buckets)
+        x, mean, low, high = aggregate(curves, band)
+        matched = len(x)
+        keep = _keep(mean, low, high, buckets)
         out.append(
             {
                 "label": _label(by, value),
                 "value": value,
                 "runs": ids,
-                "n": curve.n,
+                "n": len(curves),
                 "matched": matched,
                 "count": len(keep) if keep is not None else matched,
-                "steps": pack(curve.x if keep is None else curve.x[keep]),
-                "mean": pack(curve.mean if keep is None else curve.mean[keep]),
+                "steps": pack(x if keep is None else x[keep]),
+                "mean": pack(mean if keep is None else mean[keep]),
                 "low": pack(low if keep is None else low[keep]),
                 "high": pack(high if keep is None else high[keep]),
             }
         )
     return {"key": key, "by": by, "band": band, "buckets": buckets, "groups": out}
+
+
+def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str) -> tuple[np.ndarray, ...]:
+    """``(x, mean, low, high)`` of one group's finite curves: ``seeds.spread`` and its ``band``, the same numbers.
+
+    Seeds logged at the same steps (the usual case) take a faster path with bit-identical results: the runs'
+    values are stacked a block of ``AGGREGATE_BLOCK`` steps at a time, so the mean, the s.d. and the band edges
+    are computed on a stack that stays in the CPU's cache, with no full-length temporaries (spread's stack and
+    its s.d.'s deviations are 4 x 100,000 floats per group, fresh memory on a server's first grouped request),
+    and only the band asked for is computed. NumPy reduces over runs (axis 0) one run after another for every
+    step alike, so a block's columns get exactly the operations the whole stack's would.
+    """
+    first = curves[0][0]
+    if len(curves) == 1 or not all(len(x) == len(first) and np.array_equal(x, first) for x, _ in curves[1:]):
+        curve = spread(curves)
+        return (curve.x, curve.mean, *curve.band(band))
+    size = len(first)
+    mean, low, high = np.empty(size), np.empty(size), np.empty(size)
+    stack = np.empty((len(curves), min(size, AGGREGATE_BLOCK)))
+    for start in range(0, size, AGGREGATE_BLOCK):
+        end = min(start + AGGREGATE_BLOCK, size)
+        block = stack[:, : end - start]
+        for row, (_, values) in enumerate(curves):
+            block[row] = values[start:end]
+        block.mean(axis=0, out=mean[start:end])
+        if band == "std":
+            sd = block.std(axis=0, ddof=1)
+            np.subtract(mean[start:end], sd, out=low[start:end])
+            np.add(mean[start:end], sd, out=high[start:end])
+        else:
+            block.min(axis=0, out=low[start:end])
+            block.max(axis=0, out=high[start:end])
+    return first.astype(float), mean, low, high
 
 
 def _keep(mean: np.ndarray, low: np.ndarray, high: np.ndarray, buckets: int) -> np.ndarray | None:

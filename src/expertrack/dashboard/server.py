@@ -1,10 +1,9 @@
-"""Running the dashboard under uvicorn, with a clear warning when it is reachable beyond this machine."""
+"""Running the dashboard under uvicorn: loopback by default; beyond it, with a token and a clear warning."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
 import socket
 import sys
@@ -14,34 +13,45 @@ from types import FrameType
 
 import uvicorn
 
-from expertrack.dashboard.app import LOOPBACK_HOSTS, create_app
+from expertrack.dashboard.app import create_app
+from expertrack.dashboard.guard import TOKEN_ENV, allowed_hosts, check_token, is_loopback
 from expertrack.store.location import describe
 
 EXIT_GRACE_S = 1.0  # how long requests in flight get to finish after SIGTERM or Ctrl-C
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def wide_bind_warning(host: str, port: int) -> str:
     """The warning printed when the server binds beyond loopback: who can read what, and how to undo it."""
     return (
         f"WARNING: expertrack ui is listening on {host}:{port}, beyond this machine.\n"
-        "  Anyone who can reach this address can read every run in the store (names, configs, metrics,\n"
-        "  console logs); there is no login. Use --host 127.0.0.1 (the default) unless you mean it,\n"
-        "  or reach a remote machine through an SSH tunnel: ssh -L 8080:127.0.0.1:8080 HOST"
+        "  Whoever reaches this address and holds the token reads every run in the store (names, configs,\n"
+        "  metrics, console logs). It is plain HTTP: the token and the runs cross the network unencrypted, so\n"
+        "  serve it on a network you trust, behind a TLS proxy, or reach it through an SSH tunnel:\n"
+        "  ssh -L 8080:127.0.0.1:8080 HOST (and --host 127.0.0.1, the default)"
     )
 
 
 class ListenError(OSError):
     """The dashboard cannot listen on the address it was given (the port is taken, the host is not ours)."""
+
+
+class TokenError(ValueError):
+    """Beyond loopback without a token, or a token too weak to serve as one (the message never quotes it)."""
+
+
+def check_access(host: str, token: str | None) -> None:
+    """``TokenError`` when the dashboard would serve ``host`` without a usable token (needed beyond loopback)."""
+    if token is None:
+        if not is_loopback(host):
+            raise TokenError(
+                f"expertrack ui on {host} (beyond this machine) needs a token: set ${TOKEN_ENV} (or --token), e.g.\n"
+                f"  export {TOKEN_ENV}=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')\n"
+                "and give it to the people who may read the runs; or serve on 127.0.0.1 (the default)"
+            )
+        return
+    problem = check_token(token)
+    if problem is not None:
+        raise TokenError(problem)
 
 
 def check_address(host: str, port: int) -> None:
@@ -56,16 +66,31 @@ def check_address(host: str, port: int) -> None:
         raise ListenError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
 
 
-def serve(directory: Path | str, host: str = "127.0.0.1", port: int = 8080, log_level: str = "warning") -> None:
-    """Serve the dashboard for the store in ``directory`` until interrupted; ``ListenError`` when the address
-    cannot be had (checked before anything is printed, so "serving" is only said once it is true)."""
+def serve(
+    directory: Path | str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "warning",
+    token: str | None = None,
+    extra_hosts: tuple[str, ...] = (),
+) -> None:
+    """Serve the dashboard for the store in ``directory`` until interrupted.
+
+    ``TokenError`` beyond loopback without a ``token``; ``ListenError`` when the address cannot be had (both
+    checked before anything is printed, so "serving" is only said once it is true). ``extra_hosts``: Host names
+    answered besides the address's own (``--allowed-host``)."""
+    check_access(host, token)
     check_address(host, port)
-    loopback = is_loopback(host)
-    if not loopback:
+    if not is_loopback(host):
         print(wide_bind_warning(host, port), file=sys.stderr, flush=True)
-    app = create_app(directory, allowed_hosts=(*LOOPBACK_HOSTS, host.lower()) if loopback else None)
+    app = create_app(directory, allowed_hosts=allowed_hosts(host, extra_hosts), token=token)
     shown = f"[{host}]" if ":" in host else host
-    print(f"expertrack ui: serving {describe(directory)} at http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    how = (
+        "\n  with a token: a browser opens the page once as /?token=YOUR_TOKEN (it then keeps it in a cookie),"
+        "\n  a script sends the header Authorization: Bearer YOUR_TOKEN"
+    )
+    where = f"{describe(directory)} at http://{shown}:{port}/"
+    print(f"expertrack ui: serving {where}  (Ctrl-C to stop){how if token else ''}", flush=True)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, server_header=False, ws="none"
     )

@@ -140,6 +140,13 @@ class App {
       // "no-cache": the browser revalidates with the ETag; an unchanged table comes back from its cache as a
       // 304 under the hood, and the same ETag tells us to skip the parse and the re-render.
       const response = await fetch(`/api/runs?${params}`, { cache: "no-cache" });
+      if (response.status === 401) {
+        // served with a token (docs/team.md) and this browser has none yet: say how to present it
+        const body = await response.json().catch(() => ({}));
+        this.setLocked(body.error || "this dashboard needs its token: open it once as /?token=YOUR_TOKEN");
+        if (!once) setTimeout(() => this.poll(), POLL_MS);
+        return;
+      }
       if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
       const text = await response.text();
       const etag = response.headers.get("etag");
@@ -183,6 +190,11 @@ class App {
       this.charts.tick();
     } else if (this.view === "moe") this.moe.sync();
     else if (this.view === "run") this.runPage.tick();
+  }
+
+  setLocked(message) {
+    this.liveDot.className = "down";
+    this.liveText.textContent = message;
   }
 
   setLive(ok, message = "") {
