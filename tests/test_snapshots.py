@@ -77,6 +77,13 @@ def test_a_preempted_run_is_resumed_by_a_second_process_with_one_continuous_seri
         assert store.run(run_id).summary["best"] == 0.5
     assert np.array_equal(experts, np.full(4, float(steps[-1])))
 
+    # both snapshots pulled: one run, its one continuous series (the newest snapshot holds the older's points)
+    with Store(tmp_path / "mine" / "store.db") as mine:
+        found, report = snapshots.pull(str(tmp_path / "volume"), mine)
+        assert (found, report.refused) == (1, [])
+        assert [run.id for run in mine.runs()] == [run_id]
+        assert mine.read_scalars(run_id, "loss")[0].tolist() == steps
+
 
 def test_a_snapshot_is_a_consistent_copy_while_the_run_writes(tmp_path: Path) -> None:
     trainer = start_trainer(tmp_path, "container", steps=100_000, pause=0)

@@ -17,6 +17,7 @@ import pytest
 import expertrack
 from expertrack import snapshots
 from expertrack.store import Store
+from tests.conftest import expertrack_cli
 
 modal = pytest.importorskip("modal")  # the `modal` extra; CI installs it with `dev`
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "modal"
@@ -72,24 +73,53 @@ def test_the_functions_declare_what_the_readme_says(example: ModuleType) -> None
     assert said["environment"] == "EXPERTRACK_STREAM=stdout" and example.ENV == {"EXPERTRACK_STREAM": "stdout"}
 
 
-def test_the_training_function_writes_one_snapshot_per_run_equal_to_the_run(
-    example: ModuleType, tmp_path: Path
-) -> None:
-    volume, live = tmp_path / "volume", tmp_path / "container"
+@pytest.fixture(scope="module")
+def trained(example: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path, Path]:
+    """The training function run once through ``.local()``: its run ids, the stand-in Volume, its live store."""
+    where = tmp_path_factory.mktemp("modal")
+    volume, live = where / "volume", where / "container"
     with pytest.warns(UserWarning, match="executing locally"):  # modal says the Volume is not mounted: ours stands in
         run_ids = example.train.local(steps=12, quick=True, volume_dir=str(volume), local_dir=str(live))
+    return run_ids, volume, live
+
+
+def same_runs(a: Path, b: Path, run_id: str) -> None:
+    """The run has the same scalar series, point for point, in the stores ``a`` and ``b``."""
+    with Store(a, readonly=True) as one, Store(b, readonly=True) as other:
+        keys = one.scalar_keys(run_id)
+        assert other.scalar_keys(run_id) == keys and "train/loss" in keys
+        for key in keys:
+            ours, theirs = one.read_scalars(run_id, key), other.read_scalars(run_id, key)
+            assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(ours, theirs, strict=True)), key
+
+
+def test_the_training_function_writes_one_snapshot_per_run_equal_to_the_run(
+    trained: tuple[list[str], Path, Path],
+) -> None:
+    run_ids, volume, live = trained
     assert len(run_ids) == 3  # dense, moe, moe-no-lb
     found = snapshots.snapshot_files(volume)
     assert sorted(found) == sorted(run_ids) and all(len(paths) == 1 for paths in found.values())
     for run_id in run_ids:
-        with Store(found[run_id][0], readonly=True) as snap, Store(live / "store.db", readonly=True) as store:
+        with Store(found[run_id][0], readonly=True) as snap:
             assert snap.run(run_id).state == "finished" and [r.id for r in snap.runs()] == [run_id]
-            keys = store.scalar_keys(run_id)
-            assert snap.scalar_keys(run_id) == keys and "train/loss" in keys
-            for key in keys:
-                ours, theirs = snap.read_scalars(run_id, key), store.read_scalars(run_id, key)
-                assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(ours, theirs, strict=True)), key
-    assert expertrack.Api(live).runs()  # the live store itself is whole too
+        same_runs(found[run_id][0], live / "store.db", run_id)
+
+
+def test_pull_merges_the_snapshots_twice_into_one_run_per_training_run(
+    trained: tuple[list[str], Path, Path], tmp_path: Path
+) -> None:
+    run_ids, volume, live = trained
+    local = tmp_path / "mine"
+    first = expertrack_cli("pull", "--from", str(volume), "--dir", str(local))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("pulled 3 runs from") and " 0 points" not in first.stdout
+    again = expertrack_cli("pull", "--from", str(volume), "--dir", str(local))
+    assert again.returncode == 0 and "0 points, 0 arrays, 0 file chunks new" in again.stdout  # nothing twice
+    runs = expertrack.Api(local).runs()
+    assert sorted(run.id for run in runs) == sorted(run_ids) and {run.state for run in runs} == {"finished"}
+    for run_id in run_ids:
+        same_runs(local / "store.db", live / "store.db", run_id)
 
 
 # a trainer that only prints, in the second seed's format (a stand-in for a compiled llm.c binary)
@@ -113,3 +143,8 @@ def test_the_command_variant_snapshots_the_run_expertrack_run_makes(example: Mod
         steps, _times, values = snap.read_scalars(run_id, "train_loss")
         assert snap.run(run_id).state == "finished"
     assert len(steps) == 20 and values.tolist() == pytest.approx([5.0 / step for step in range(1, 21)], abs=1e-6)
+
+
+def test_pull_from_a_malformed_modal_location_says_what_to_write(tmp_path: Path) -> None:
+    done = expertrack_cli("pull", "--from", "modal://", "--dir", str(tmp_path))
+    assert done.returncode == 1 and "modal://VOLUME or modal://VOLUME/PATH" in done.stderr

@@ -13,6 +13,7 @@ import pytest
 import expertrack
 from expertrack.store import Store
 from expertrack.stream import MARKER
+from tests.conftest import expertrack_cli
 from tests.stream.trainers import PREEMPTING_RELAY, RELAY, RESUMING, STREAMING
 
 EXPERTRACK = str(Path(sys.executable).with_name("expertrack"))
@@ -20,10 +21,12 @@ EXPERTRACK = str(Path(sys.executable).with_name("expertrack"))
 
 def wrap_relayed(tmp_path: Path, steps: int, mode: str = "auto") -> subprocess.CompletedProcess[bytes]:
     """``expertrack run -- python relay.py env EXPERTRACK_STREAM=stdout python trainer.py STEPS``: the trainer (its
-    store in ``remote``) streams, as a Modal container does; the wrapper (its store in ``local``) does not."""
+    store in ``remote``, its snapshots in ``volume``) streams, as a Modal container does; the wrapper (its store in
+    ``local``) does not."""
     (tmp_path / "trainer.py").write_text(STREAMING)
     (tmp_path / "relay.py").write_text(RELAY)
-    remote = ["env", "EXPERTRACK_STREAM=stdout", f"EXPERTRACK_DIR={tmp_path / 'remote'}", sys.executable]
+    remote = ["env", "EXPERTRACK_STREAM=stdout", f"EXPERTRACK_DIR={tmp_path / 'remote'}"]
+    remote += [f"EXPERTRACK_SNAPSHOT_DIR={tmp_path / 'volume'}", sys.executable]  # and snapshots, as on Modal
     command = [sys.executable, "relay.py", *remote, "trainer.py", str(steps)]
     wrapper = [EXPERTRACK, "run", "--mirror", "off", "--dir", str(tmp_path / "local"), "--stdout", mode, "--"]
     return subprocess.run([*wrapper, *command], cwd=tmp_path, capture_output=True, timeout=120)
@@ -59,6 +62,16 @@ def test_the_wrapper_rebuilds_the_relayed_run_with_its_id_and_every_point(tmp_pa
     [wrapper_run] = local.values()
     console = wrapper_run.file("console.log") or b""
     assert b"@@xt1" not in console and console.count(b"of my own output") == 300
+
+    # the same run's snapshot, pulled afterwards, adds nothing: the run seen live is the run, not a second one
+    pulled = expertrack_cli("pull", "--from", str(tmp_path / "volume"), "--dir", str(tmp_path / "local"))
+    assert pulled.returncode == 0, pulled.stderr
+    # (a file's chunks carry the time each side stored them: the snapshot's copy of the file replaces the streamed)
+    assert "pulled 1 run" in pulled.stdout and "0 points, 0 arrays" in pulled.stdout
+    runs = {run.id: run for run in expertrack.Api(tmp_path / "local").runs()}
+    assert len(runs) == 2 and runs[remote.id].file("notes.txt") == b"hello"
+    for key in ("loss", "nan", "tokens"):
+        assert same_series(series(tmp_path / "local", remote.id, key), series(tmp_path / "remote", remote.id, key))
 
 
 def test_a_preempted_run_resumed_in_a_new_container_is_one_run_in_the_local_store(tmp_path: Path) -> None:
