@@ -27,7 +27,6 @@ new run's id under the key. What a preemption can lose: the points logged after 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -161,9 +160,9 @@ def pull(location: str, target: Any, run_ids: list[str] | None = None) -> tuple[
     report). ``run_ids`` (ids or id prefixes) limits it to those runs. Idempotent: a second pull adds nothing, and
     a run already there (seen live) is completed."""
     from expertrack.store import Store
+    from expertrack.store.copy import CopyReport, copy_runs
 
-    copy = _copy_module()
-    total = copy.CopyReport()
+    total = CopyReport()
     with tempfile.TemporaryDirectory(prefix="expertrack-pull-") as scratch:
         directory = Path(location)
         if location.startswith("modal://"):
@@ -178,7 +177,7 @@ def pull(location: str, target: Any, run_ids: list[str] | None = None) -> tuple[
             found = {k: v for k, v in found.items() if any(k.startswith(ref) for ref in run_ids)}
         for run_id, paths in found.items():
             with Store(paths[-1], readonly=True) as source:
-                report = copy.copy_runs(source, target, [run_id])
+                report = copy_runs(source, target, [run_id])
             for name, value in vars(report).items():
                 setattr(total, name, getattr(total, name) + value)
     return len(found), total
@@ -228,11 +227,7 @@ def restore(snapshot: Path, store: Path, run_id: str) -> None:
 def merge_runs(source: Path, target: Path, run_ids: list[str] | None = None) -> Any:
     """Copy runs from the store file ``source`` into the store file ``target`` (idempotent; expertrack.store.copy)."""
     from expertrack.store import Store
+    from expertrack.store.copy import copy_runs
 
     with Store(source, readonly=True) as src, Store(target) as dst:
-        return _copy_module().copy_runs(src, dst, run_ids)
-
-
-def _copy_module() -> Any:
-    """expertrack.store.copy (issue 13), imported when needed."""
-    return importlib.import_module("expertrack.store.copy")
+        return copy_runs(src, dst, run_ids)
