@@ -54,7 +54,13 @@ def _same_store(a: str | Path, b: str | Path) -> bool:
 
 @click.command()
 @click.argument("runs", nargs=-1)
-@click.option("--to", "to", required=True, metavar="LOCATION", help="The store to copy to: a directory or a URL.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="LOCATION",
+    help="The store to copy to: a tracking directory, a store file or a postgresql:// URL.",
+)
 @dir_option
 def push(runs: tuple[str, ...], to: str, dir_: Path | None) -> None:
     """Copy runs from the local store to another store (every run when RUNS are not named).
@@ -67,7 +73,14 @@ def push(runs: tuple[str, ...], to: str, dir_: Path | None) -> None:
 
 @click.command()
 @click.argument("runs", nargs=-1)
-@click.option("--from", "from_", required=True, metavar="LOCATION", help="The store to copy from.")
+@click.option(
+    "--from",
+    "from_",
+    required=True,
+    metavar="LOCATION",
+    help="The store to copy from: a tracking directory, a store file, a postgresql:// URL, a directory of "
+    "snapshots or modal://VOLUME[/PATH] (docs/modal.md).",
+)
 @dir_option
 def pull(runs: tuple[str, ...], from_: str, dir_: Path | None) -> None:
     """Copy runs from another store into the local store (every run when RUNS are not named).
