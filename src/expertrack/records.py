@@ -4,8 +4,9 @@
 through it), the writer adds the environment and the alerts its engine raises; it folds rows into series buffers
 and hands the rest, in order, to ``Store.write_batch`` inside a ``Batch``. ``reparse`` and ``import wandb`` build
 rows and batches themselves and go straight to the store. All are
-frozen: a record queued is never changed afterwards. ``Row`` is the one on ``log()``'s hot path, so it is the
-cheapest to make (three slots, not frozen; benchmarks/log_overhead.py measures it).
+frozen: a record queued is never changed afterwards. ``Row``, the one on ``log()``'s hot path, is a plain tuple
+``(step, time, values)`` because it is the cheapest to make (benchmarks/log_overhead.py measures it); the writer
+tells it from the others by ``isinstance(record, tuple)``.
 """
 
 from __future__ import annotations
@@ -18,18 +19,12 @@ if TYPE_CHECKING:
     from expertrack.store.chunks import Piece, SeriesBuffer
 
 
-@dataclass(slots=True)
-class Row:
-    """Values logged at one step (``log()``'s committed row, or a system sample at its index), stamped ``time``.
-
-    ``values`` maps flat keys to floats, ints, NumPy arrays or tensors; the writer decides which are scalars.
-    Treated as frozen like the others, but not declared so: a frozen dataclass sets each field through
-    ``object.__setattr__``, which cost about 0.55 us a ``log()`` call here (+15%), a plain slots one 0.13 us.
-    """
-
-    step: int
-    time: float
-    values: dict[str, Any]
+# Values logged at one step (``log()``'s committed row, or a system sample at its index), stamped with a wall
+# time: ``(step, time, values)``. ``values`` maps flat keys to floats, ints, NumPy arrays or tensors; the writer
+# decides which are scalars. A plain tuple, not a class: ``log()`` makes one per call, and a tuple display costs
+# about 85 ns where a slots dataclass's ``__init__`` (or a NamedTuple's ``__new__``) costs 170-260 ns, 5% of a
+# ``log()`` call (benchmarks/log_overhead.py). Unpack it (``step, t, values = row``); never change one queued.
+Row = tuple[int, float, dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import Any
 from expertrack.alerts.manual import ManualAlerts
 from expertrack.config import Config, dumps
 from expertrack.notify import Notifier, say
-from expertrack.records import ConfigSet, End, FileChunk, MetricDefs, Record, Row, SummaryDeleted, SummarySet
+from expertrack.records import ConfigSet, End, FileChunk, MetricDefs, Record, SummaryDeleted, SummarySet
 from expertrack.runcalls import WandbRunCalls
 from expertrack.summary import Summary, SummaryState, parse_summary_spec
 from expertrack.values import flatten
@@ -158,7 +158,7 @@ class Run(WandbRunCalls):
                 # inlined _enqueue: this is log()'s hot path
                 if writer.logged_points - writer.settled_points < writer.max_queued_points:
                     writer.logged_points += len(pending)
-                    writer.queue.append(Row(self._step, time.time(), pending))
+                    writer.queue.append((self._step, time.time(), pending))
                 else:
                     writer.drop(len(pending))
             self._pending = {}
@@ -171,7 +171,7 @@ class Run(WandbRunCalls):
             return
         if writer.logged_points - writer.settled_points < writer.max_queued_points:
             writer.logged_points += len(values)
-            writer.queue.append(Row(step, timestamp, values))
+            writer.queue.append((step, timestamp, values))
         else:
             writer.drop(len(values))
 

@@ -190,7 +190,7 @@ class Writer:
 
     def unwritten_points(self) -> int:
         """Points logged and not in the store: still queued, or absorbed and not committed."""
-        queued = sum(len(r.values) for r in list(self.queue) if type(r) is Row)
+        queued = sum(len(r[2]) for r in list(self.queue) if isinstance(r, tuple))
         return queued + self._absorbed
 
     # ---- the thread ---------------------------------------------------------------------------------------------
@@ -348,8 +348,8 @@ class Writer:
             record = queue.popleft()
             if tap is not None:
                 tap.append(record)
-            if type(record) is Row:
-                step, t, values = record.step, record.time, record.values
+            if isinstance(record, tuple):  # a Row, log()'s: the one record not a dataclass
+                step, t, values = record
                 self._absorbed += len(values)
                 plain = not self.summary.overrides
                 for key, value in values.items():
@@ -371,7 +371,6 @@ class Writer:
                             f"({type(exc).__name__}: {exc}); that value was skipped (other values were stored)",
                         )
             else:
-                assert not isinstance(record, Row)
                 self._misc.append(record)
                 if isinstance(record, MetricDefs):
                     self.summary.set_defs(record.defs)

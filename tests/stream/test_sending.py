@@ -52,7 +52,7 @@ def test_a_record_too_large_for_a_line_is_left_out_and_said_once(capsys: pytest.
     written: list[bytes] = []
     sink = StdoutSink("abc123", Notifier(), written.append)
     huge = np.random.default_rng(0).random(MAX_LINE_BYTES)  # 2 MiB of float64 that do not compress: no line holds it
-    records = [Row(0, 1.0, {"big": huge}), Row(1, 2.0, {"loss": 0.5}), Row(2, 3.0, {"big": huge})]
+    records: list[Row] = [(0, 1.0, {"big": huge}), (1, 2.0, {"loss": 0.5}), (2, 3.0, {"big": huge})]
     sink.emit(records)
     lines = [line + b"\n" for line in b"".join(written).split(b"\n") if line]
     assert all(MARKER in line and len(line) <= MAX_LINE_BYTES for line in lines)

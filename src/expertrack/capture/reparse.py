@@ -72,7 +72,7 @@ class _Rows:
 
     def commit(self) -> None:
         if self.pending:
-            self.records.append(Row(self.step, self.pending_time, self.pending))
+            self.records.append((self.step, self.pending_time, self.pending))
             self.keys.update(self.pending)
             self.points += len(self.pending)
             self.pending = {}
@@ -108,12 +108,12 @@ def _rewrite(store: Store, run_id: str, rows: _Rows, config: dict[str, Any], met
     import numpy as np
 
     series: dict[str, SeriesBuffer] = {}
-    for row in rows.records:
-        for key, value in row.values.items():
+    for step, t, values in rows.records:
+        for key, value in values.items():
             buffer = series.get(key)
             if buffer is None:
                 buffer = series[key] = SeriesBuffer(key)
-            buffer.append(row.step, row.time, float(value))
+            buffer.append(step, t, float(value))
     summary = SummaryState()
     summary.set_defs(metric_defs)
     for key, buffer in series.items():

@@ -143,8 +143,8 @@ class StdoutSink:
         rows: list[Row] = []
         keys: tuple[str, ...] = ()
         for record in records:
-            if type(record) is Row and _plain(record.values):
-                row_keys = tuple(record.values)
+            if isinstance(record, tuple) and _plain(record[2]):  # a Row: (step, time, values)
+                row_keys = tuple(record[2])
                 if rows and (row_keys != keys or len(rows) * len(keys) >= ROWS_VALUES):
                     out.append(_rows(keys, rows))
                     rows = []
@@ -163,9 +163,10 @@ class StdoutSink:
 
     def _record(self, record: Row | Record) -> list[Any] | None:
         """One record in the stream's JSON form; None for those the stream does not carry."""
-        if type(record) is Row:
-            values = {k: e for k, v in record.values.items() if (e := self._value(k, v)) is not None}
-            return ["m", record.step, record.time, values]
+        if isinstance(record, tuple):  # a Row
+            step, t, row = record
+            values = {k: e for k, v in row.items() if (e := self._value(k, v)) is not None}
+            return ["m", step, t, values]
         if isinstance(record, ConfigSet):
             return ["config", record.config]
         if isinstance(record, MetricDefs):
@@ -202,9 +203,9 @@ def _rows(keys: tuple[str, ...], rows: list[Row]) -> list[Any]:
     base64 (NaN and infinities kept bit for bit)."""
     import numpy as np
 
-    steps = np.array([row.step for row in rows], dtype="<i8")
-    times = np.array([row.time for row in rows], dtype="<f8")
-    values = np.array([v for row in rows for v in row.values.values()], dtype="<f8")
+    steps = np.array([step for step, _, _ in rows], dtype="<i8")
+    times = np.array([t for _, t, _ in rows], dtype="<f8")
+    values = np.array([v for _, _, row in rows for v in row.values()], dtype="<f8")
     return ["rows", list(keys), *(base64.b64encode(a.tobytes()).decode() for a in (steps, times, values))]
 
 

@@ -133,11 +133,11 @@ class StreamRebuilder:
             writer = rebuilt.writer
             if writer is None:  # the run has ended; only a new session (its run resumed) reopens it
                 continue
-            if type(record) is Row:  # the writer's bound holds here as in log(): past it, points are counted dropped
+            if isinstance(record, tuple):  # a Row; the writer's bound holds as in log(): past it, points are dropped
                 if writer.logged_points - writer.settled_points >= writer.max_queued_points:
-                    writer.drop(len(record.values))
+                    writer.drop(len(record[2]))
                     continue
-                writer.logged_points += len(record.values)
+                writer.logged_points += len(record[2])
             elif isinstance(record, SummaryDeleted):  # as Run does: what came before is in the summary, then delete
                 writer.flush(CLOSE_TIMEOUT_S)
                 writer.summary.delete(record.key)
@@ -221,7 +221,7 @@ def _queued(record: list[Any], first: bool) -> Header | Row | Record:
         if kind == "m":
             _, step, t, values = record
             if _is_int(step) and step >= 0 and _is_number(t) and isinstance(values, dict):
-                return Row(step, float(t), {str(k): _value(v) for k, v in values.items()})
+                return (step, float(t), {str(k): _value(v) for k, v in values.items()})
         elif kind in ("config", "environment") and isinstance(record[1], str):
             if isinstance(json.loads(record[1]), dict):
                 return ConfigSet(record[1]) if kind == "config" else Environment(record[1])
@@ -261,7 +261,7 @@ def _rows(record: list[Any]) -> list[Row]:
             if shaped and (n == 0 or step_array.min() >= 0) and np.isfinite(time_array).all():
                 table = value_array.reshape(n, len(keys)).tolist()
                 return [
-                    Row(step, t, dict(zip(keys, row, strict=True)))
+                    (step, t, dict(zip(keys, row, strict=True)))
                     for step, t, row in zip(step_array.tolist(), time_array.tolist(), table, strict=True)
                 ]
     except (ValueError, TypeError, binascii.Error):
