@@ -19,7 +19,6 @@ from expertrack import snapshots
 from expertrack.store import Store
 from tests.conftest import expertrack_cli
 
-modal = pytest.importorskip("modal")  # the `modal` extra; CI installs it with `dev`
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "modal"
 
 
