@@ -33,14 +33,16 @@ def test_many_runs_read_in_one_query_equal_run_by_run_reads(
     monkeypatch.setattr(writer, "SEAL_FLUSHES", 1)
     monkeypatch.setattr(sql, "_RUNS_PER_QUERY", 2)
     monkeypatch.setattr(levels, "_RUNS_PER_QUERY", 2)
-    ids = []
+    ids, logged = [], {}
     for r in range(3):
         run = expertrack.init(project="many", mirror="off", system_metrics=False, alerts=False)
-        for step in range(2500 + 700 * r):
-            value = np.nan if step == 100 * r + 7 else float(np.sin(step / (50 + r)))
+        values = np.sin(np.arange(2500 + 700 * r) / (50 + r))
+        values[100 * r + 7] = np.nan
+        for step, value in enumerate(values.tolist()):
             run.log({"loss": value, "other": float(step)}, step=step)
         run.finish()
         ids.append(run.id)
+        logged[run.id] = values
     keyless = expertrack.init(project="many", mirror="off", system_metrics=False, alerts=False)
     keyless.log({"other": 1.0}, step=0)
     keyless.finish()
@@ -62,6 +64,8 @@ def test_many_runs_read_in_one_query_equal_run_by_run_reads(
                 for run_id in asked:
                     one = store.read_scalars(run_id, "loss", times=times)
                     assert all(same(a, b) for a, b in zip(many[run_id], one, strict=True)), (run_id, times)
+            for run_id, values in logged.items():  # what was logged, bit for bit
+                assert same(many[run_id][0], np.arange(len(values))) and same(many[run_id][2], values)
             assert len(many[live.id][0]) == 1501 and many[live.id][2][-1] == -6.0
             assert len(many[keyless.id][0]) == 0 and len(many["no-such-run"][0]) == 0
             envelopes = store.read_envelopes_many(asked, "loss")

@@ -331,17 +331,16 @@ class SqlStore:
         bytes; a chart on a step axis needs none) and answers None for them. ``rank``'s series of a
         ``ranks="all"`` run (rank 0's by default)."""
         if self.layout >= LAYOUT_PIECES:
-            rows = self._series_rows(run_id, key, rank, after_step, times)
-        else:
-            columns = "c.steps, c.times, c.vals" if times else "c.steps, c.vals"
-            sql = (
-                f"SELECT {columns} FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
-                " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?"
-            )
-            args: tuple[Any, ...] = (run_id, key, rank)
-            if after_step is not None:
-                sql, args = sql + " AND c.step_max > ?", (*args, after_step)
-            rows = self.conn.execute(sql + " ORDER BY c.seq", args).fetchall()
+            return self._series_of_runs([run_id], key, rank, after_step, times)[run_id]
+        columns = "c.steps, c.times, c.vals" if times else "c.steps, c.vals"  # a store made before pieces
+        sql = (
+            f"SELECT {columns} FROM scalar_chunks c JOIN keys k ON c.key_id = k.id"
+            " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?"
+        )
+        args: tuple[Any, ...] = (run_id, key, rank)
+        if after_step is not None:
+            sql, args = sql + " AND c.step_max > ?", (*args, after_step)
+        rows = self.conn.execute(sql + " ORDER BY c.seq", args).fetchall()
         return _decode_series(rows, times, after_step)
 
     def read_scalars_many(
@@ -353,17 +352,28 @@ class SqlStore:
         wanted = list(dict.fromkeys(run_ids))
         if self.layout < LAYOUT_PIECES:
             return {run_id: self.read_scalars(run_id, key, times=times, rank=rank) for run_id in wanted}
+        return self._series_of_runs(wanted, key, rank, None, times)
+
+    def _series_of_runs(
+        self, run_ids: list[str], key: str, rank: int, after_step: int | None, times: bool
+    ) -> dict[str, tuple[Any, Any, Any]]:
+        """``read_scalars`` of each run (distinct ids): a key's chunks and its run's pieces (its newest points) in
+        one query for ``_RUNS_PER_QUERY`` runs; on a database server each query is a network round trip."""
         blobs = "steps, times, vals" if times else "steps, vals"
-        found: dict[str, list[Any]] = {run_id: [] for run_id in wanted}
-        for at in range(0, len(wanted), _RUNS_PER_QUERY):
-            batch = wanted[at : at + _RUNS_PER_QUERY]
+        after = "" if after_step is None else " AND {}.step_max > ?"
+        bound: tuple[Any, ...] = () if after_step is None else (after_step,)
+        found: dict[str, list[Any]] = {run_id: [] for run_id in run_ids}
+        for at in range(0, len(run_ids), _RUNS_PER_QUERY):
+            batch = run_ids[at : at + _RUNS_PER_QUERY]
             marks = ",".join("?" * len(batch))
             rows = self.conn.execute(
                 f"SELECT k.run_id, 0, c.seq, k.id, NULL, {_prefixed(blobs, 'c')} FROM scalar_chunks c"
                 f" JOIN keys k ON c.key_id = k.id WHERE k.run_id IN ({marks}) AND k.name = ? AND k.rank = ?"
-                f" UNION ALL SELECT p.run_id, 1, p.seq, k.id, p.keys, {_prefixed(blobs, 'p')} FROM scalar_pieces p"
-                f" JOIN keys k ON k.run_id = p.run_id AND k.name = ? AND k.rank = ? WHERE p.run_id IN ({marks})",
-                (*batch, key, rank, key, rank, *batch),
+                + after.format("c")
+                + f" UNION ALL SELECT p.run_id, 1, p.seq, k.id, p.keys, {_prefixed(blobs, 'p')} FROM scalar_pieces p"
+                f" JOIN keys k ON k.run_id = p.run_id AND k.name = ? AND k.rank = ? WHERE p.run_id IN ({marks})"
+                + after.format("p"),
+                (*batch, key, rank, *bound, key, rank, *batch, *bound),
             ).fetchall()
             for row in rows:
                 found[row[0]].append(row[1:])
@@ -374,31 +384,8 @@ class SqlStore:
             pieces: list[Any] = [tuple(row[3:]) for row in parts if row[0] == 1]
             if pieces:
                 series += _piece_parts(pieces, parts[-1][2], times)
-            out[run_id] = _decode_series(series, times, None)
+            out[run_id] = _decode_series(series, times, after_step)
         return out
-
-    def _series_rows(self, run_id: str, key: str, rank: int, after_step: int | None, times: bool) -> list[Any]:
-        """The blobs of one key's chunks (in seq order), then its slices of the run's pieces (its newest points):
-        (steps, times, vals) rows, or (steps, vals) without times. Two queries whatever the engine: on a database
-        server each query is a network round trip, so chunks and pieces come in one."""
-        key_row = self.conn.execute(
-            "SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, key, rank)
-        ).fetchone()
-        if key_row is None:
-            return []
-        key_id = key_row[0]
-        blobs = "steps, times, vals" if times else "steps, vals"
-        after = "" if after_step is None else " AND step_max > ?"
-        bound: tuple[Any, ...] = () if after_step is None else (after_step,)
-        found = self.conn.execute(
-            f"SELECT 0, seq, NULL, {blobs} FROM scalar_chunks WHERE key_id = ?{after}"
-            f" UNION ALL SELECT 1, seq, keys, {blobs} FROM scalar_pieces WHERE run_id = ?{after}",
-            (key_id, *bound, run_id, *bound),
-        ).fetchall()
-        found.sort(key=lambda row: (row[0], row[1]))  # a few rows (chunks hold 16,384 points): sorted here
-        rows: list[Any] = [tuple(row[3:]) for row in found if row[0] == 0]
-        pieces: list[Any] = [tuple(row[2:]) for row in found if row[0] == 1]
-        return rows + _piece_parts(pieces, key_id, times)
 
     def read_envelope(self, run_id: str, key: str, rank: int = 0) -> levels.Envelope | None:
         """The block picks (first, min, max, last, first NaN of every 64 points) of one scalar series, mostly from
