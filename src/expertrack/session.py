@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expertrack import allranks, lifecycle
+from expertrack import allranks, lifecycle, replicate
 from expertrack import ranks as rank_info
 from expertrack.alerts.config import AlertSettings
 from expertrack.alerts.config import resolve as resolve_alerts
@@ -113,6 +113,7 @@ def init(
     world_size: int | None = None,
     ranks: str | int | None = None,
     system_metrics: bool | float | str | None = None,
+    replicate_to: str | os.PathLike[str] | None = None,
     **_wandb_only: Any,
 ) -> Run:
     """Start (or resume) a run and make it current. Arguments follow ``wandb.init``; extra wandb-only ones are ignored.
@@ -133,6 +134,10 @@ def init(
     every rank writes one run, its points labelled with its rank, rank 0 owning the run's row (expertrack.allranks,
     docs/distributed.md). ``system_metrics`` (default ``$EXPERTRACK_SYSTEM_METRICS``, else on) samples CPU,
     memory and GPUs every 10 s, or every given number of seconds; False turns it off.
+
+    ``replicate_to`` (default ``$EXPERTRACK_REPLICATE_TO``) names another store (a ``postgresql://`` URL or a
+    directory) that a background process keeps up to date with the run while it trains (expertrack.replicate);
+    ``dir`` given as such a URL writes the local store as usual and replicates to it.
     """
     global _current
     config_dict = _filter_config(_config_mapping(config), config_exclude_keys, config_include_keys)
@@ -144,6 +149,7 @@ def init(
     project = project or os.environ.get("EXPERTRACK_PROJECT") or os.environ.get("WANDB_PROJECT")
     tag_list = None if tags is None else [str(t) for t in tags]
     notifier = Notifier()
+    dir, replicate_location = replicate.local_first(dir, replicate_to)
     directory = tracking_dir(dir)
     # ---- distributed jobs (issue 15): which rank records; see expertrack.ranks and docs/distributed.md ----
     where = rank_info.detect(rank, world_size)
@@ -189,6 +195,8 @@ def init(
         )
         if not writing_rank:  # one mirror per run: rank 0's
             _start_mirror(run, mode, mirror, notifier)
+        if replicate_location and (not writing_rank or not where.local_rank):  # one per node's store
+            replicate.start(run.id, run.dir / STORE_FILE, replicate_location)
     _current = run
     lifecycle.install(run)
     run._on_finish.append(_clear_current)

@@ -62,6 +62,13 @@ _PYTHON = re.compile(r"python[\d.]*")
     "report_to='wandb' or Lightning's WandbLogger record here, unchanged); the program's wandb.init makes the run, "
     "so its output is passed through and not parsed. See docs/integrations.md.",
 )
+@click.option(
+    "--replicate-to",
+    metavar="LOCATION",
+    default=None,
+    help="Keep a copy of the run in this store (a postgresql:// URL or a directory) while it runs, from a "
+    "background process. Default: $EXPERTRACK_REPLICATE_TO. See docs/storage.md.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     dir_: Path | None,
@@ -75,6 +82,7 @@ def run(
     stdout_mode: str,
     alert_specs: tuple[str, ...],
     as_wandb: bool,
+    replicate_to: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND, pass its output through unchanged, and track what it prints as metrics.
@@ -90,6 +98,8 @@ def run(
     With --as-wandb the command's own `import wandb` records the run instead:
     expertrack run --as-wandb --project moe -- python train.py --report_to wandb
     """
+    if replicate_to:  # read by init(), here or in the program under --as-wandb (expertrack.replicate)
+        os.environ["EXPERTRACK_REPLICATE_TO"] = replicate_to
     if as_wandb and alert_specs:
         raise click.UsageError(
             "--alert cannot be used with --as-wandb: the program's own wandb.init() makes the run; give the rules "
