@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.conftest import run_python
 
-HEAVY = ["torch", "matplotlib", "wandb", "starlette", "uvicorn", "plotly", "transformers", "pandas", "pyarrow"]
+HEAVY = ["torch", "matplotlib", "wandb", "starlette", "uvicorn", "plotly", "transformers", "pandas", "pyarrow", "modal"]
 
 
 def test_import_loads_no_heavy_module() -> None:

@@ -12,7 +12,9 @@ at once. The finisher finishes every run (waiting on locks is safe there: the ma
 them go) and then sends the process SIGTERM again with the default disposition, so the process ends with the
 status a SIGTERM gives (-15 to a parent) as before. The handler restores the default disposition first: a second
 SIGTERM while the runs finish ends the process at once, as a scheduler that insists expects. Meanwhile training
-goes on for the fraction of a second the finish takes; what it logs after the run ended is not stored.
+goes on for the fraction of a second the finish takes; what it logs after the run ended is not stored. A run's
+after-end callbacks (``Run._after_end``: its last snapshot to a Modal Volume, expertrack.snapshots) run inside
+``finish()``, so on the finisher thread too, before the process ends: a preempted container keeps its run.
 
 How the exit status of a SystemExit is learnt. An uncaught SystemExit never reaches ``sys.excepthook``, and by the
 time atexit handlers run CPython has already read its code and freed it. So every SystemExit we can reach carries an

@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_DIR_NAME = "expertrack-runs"  # a hyphen: cannot be mistaken for (or shadow) the importable package
 STORE_FILE = "store.db"
 ENV_DIR = "EXPERTRACK_DIR"
+SNAPSHOT_DIR_ENV = "EXPERTRACK_SNAPSHOT_DIR"  # expertrack.snapshots: where each run's snapshots go
 
 
 def tracking_dir(dir: str | os.PathLike[str] | None = None) -> Path:

@@ -69,6 +69,7 @@ class Run(WandbRunCalls):
         self.config = Config(config, self._config_changed)
         self.summary = Summary(self._summary_snapshot, self._summary_set, self._summary_delete)
         self._on_finish: list[Any] = []
+        self._after_end: list[Any] = []  # called once the store has the run's end (expertrack.snapshots)
         self._ended = threading.Event()  # set when finish() has returned: a second finish() waits for the first
         self._killed = False  # finished by a signal: what the loop still logs before the process ends is not news
         if writer is not None:
@@ -275,6 +276,8 @@ class Run(WandbRunCalls):
                 f"finish(): the store did not answer within {timeout:.0f} s; "
                 f"{self._writer.unwritten_points():,} points of run {self.name!r} were not written",
             )
+        for callback in self._after_end:  # finish(), the atexit handler and a SIGTERM (lifecycle.py) all end here
+            callback(self)
 
     def __enter__(self) -> Run:
         return self

@@ -25,10 +25,11 @@ from expertrack.alerts.config import resolve as resolve_alerts
 from expertrack.config import Config, dumps, to_jsonable
 from expertrack.errors import ExpertrackError, NoRunError, StoreError
 from expertrack.notify import Notifier, say
-from expertrack.paths import STORE_FILE, tracking_dir
+from expertrack.paths import SNAPSHOT_DIR_ENV, STORE_FILE, tracking_dir
 from expertrack.records import NewRun
 from expertrack.run import Run
 from expertrack.store import Store
+from expertrack.stream import ENV_VAR as STREAM_ENV_VAR
 from expertrack.summary import SummaryState
 from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
 from expertrack.writer import Writer, queue_bound
@@ -256,6 +257,11 @@ def _start(
         max_queued_points=max_queued_points or queue_bound(),
         rank=rank,
     )
+    if os.environ.get(STREAM_ENV_VAR):  # issue 14: the records also go to stdout as tagged lines
+        from expertrack.stream.encode import attach_if_asked
+
+        header = {**vars(fields), "id": run_id, "created_at": store.run(run_id).created_at, "start_step": start_step}
+        attach_if_asked(writer, header)
     writer.start()
     run = Run(
         id=run_id,
@@ -274,6 +280,10 @@ def _start(
     if system_interval is not None:  # issue 15: system metrics, on their own thread (expertrack.system)
         sampler = SystemSampler(run, system_interval, first_sample).start()
         run._on_finish.append(lambda _run: sampler.stop())
+    if os.environ.get(SNAPSHOT_DIR_ENV):  # issue 14: snapshots of the run to a Volume or a network disk
+        from expertrack.snapshots import attach_if_enabled
+
+        attach_if_enabled(run)
     return run
 
 

@@ -119,6 +119,10 @@ class Writer:
         self.settled_points = 0
         self.dropped_points = 0
         self.before_flush: Callable[[], None] | None = None  # Run.publish: an open row is written within a flush
+        # the stream (expertrack.stream, issue 14): records taken from the queue are kept in ``tap`` and handed to
+        # ``after_commit`` once their flush has committed; None (the default) costs nothing
+        self.tap: list[Row | Record] | None = None
+        self.after_commit: Callable[[list[Row | Record]], None] | None = None
         self._absorbed = 0  # points absorbed and not yet committed
         self._series: dict[str, SeriesBuffer] = {}
         self._key_ids: dict[str, int] = {}
@@ -336,11 +340,14 @@ class Writer:
         budget = len(queue) if records is None else records
         touched: dict[str, int] = {}  # key -> index of its first new point in the series buffer
         ongoing: dict[str, SeriesBuffer] = {}  # the series in ``touched``
+        tap = self.tap
         while budget > 0 and queue:
             budget -= 1
             if records is None and budget % 64 == 0 and time.monotonic() > deadline:
                 break
             record = queue.popleft()
+            if tap is not None:
+                tap.append(record)
             if type(record) is Row:
                 step, t, values = record.step, record.time, record.values
                 self._absorbed += len(values)
@@ -517,3 +524,6 @@ class Writer:
         self._misc.clear()
         self.settled_points += self._absorbed
         self._absorbed = 0
+        if self.after_commit is not None and self.tap:
+            tapped, self.tap = self.tap, []
+            self.after_commit(tapped)

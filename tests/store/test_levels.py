@@ -168,10 +168,16 @@ def test_two_writers_of_one_run_chart_like_raw(tracking_dir: Path, read_store: R
     every point (and sorts them); each writer's own key still charts from levels."""
     script = textwrap.dedent(
         """
-        import sys
+        import pathlib, sys, time
         import expertrack
         parity = int(sys.argv[1])
         run = expertrack.init(project="levels", id="twowriters", resume="allow", mirror="off")
+        # both runs open before either logs: a writer that resumed a run whose steps went past its own would see
+        # its lower steps refused (as a resumed run must), which is not what this test is about
+        here = pathlib.Path(sys.argv[2])
+        (here / f"ready{parity}").touch()
+        while not (here / f"ready{1 - parity}").exists():
+            time.sleep(0.01)
         for step in range(parity, 30_000, 2):
             spike = {10_000: 100.0, 20_001: -100.0}.get(step, float(parity))
             run.log({"v": spike, "own" + str(parity): float(step % 777)}, step=step)
@@ -180,7 +186,10 @@ def test_two_writers_of_one_run_chart_like_raw(tracking_dir: Path, read_store: R
         run.finish()
         """
     )
-    children = [subprocess.Popen([sys.executable, "-c", script, str(p)], stderr=subprocess.PIPE) for p in (0, 1)]
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, str(p), str(tracking_dir)], stderr=subprocess.PIPE)
+        for p in (0, 1)
+    ]
     for child in children:
         assert child.wait(timeout=120) == 0, child.stderr.read() if child.stderr else ""
     with read_store() as store:

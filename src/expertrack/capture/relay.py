@@ -37,6 +37,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from expertrack.stream.lines import TaggedLineFilter
+
 STDOUT = "stdout"
 STDERR = "stderr"
 STREAMS = (STDOUT, STDERR)  # index = stream id in a frame
@@ -218,6 +220,7 @@ class _LineMerger:
     def __init__(self, frames: int) -> None:
         self.frames: int | None = frames
         self.echo = {STDOUT: 1, STDERR: 2}
+        self.hidden = TaggedLineFilter()  # a remote run's tagged lines never reach the terminal (issue 14)
         self.inside_line: str | None = None  # the stream whose last chunk ended inside a line
         self.held: list[tuple[str, bytes]] = []
         self.hold_until = 0.0
@@ -240,6 +243,8 @@ class _LineMerger:
             self.release()
 
     def ended(self, stream: str) -> None:
+        if stream == STDOUT:
+            self._echo(stream, self.hidden.end()[0])
         if self.inside_line == stream:
             self.inside_line = None
             self.release()
@@ -251,16 +256,19 @@ class _LineMerger:
 
     def _emit(self, stream: str, data: bytes) -> None:
         self.inside_line = None if data.endswith(b"\n") else stream
-        if stream in self.echo:
-            try:
-                _write_all(self.echo[stream], data)
-            except OSError:  # our reader left (`expertrack run ... | head`): keep draining and tracking
-                del self.echo[stream]
+        self._echo(stream, self.hidden.feed(data)[0] if stream == STDOUT else data)
         if self.frames is not None:
             try:
                 _write_all(self.frames, HEADER.pack(STREAMS.index(stream), len(data)) + data)
             except OSError:  # the wrapper is gone: keep showing the output while the child winds down
                 self.frames = None
+
+    def _echo(self, stream: str, data: bytes) -> None:
+        if stream in self.echo and data:
+            try:
+                _write_all(self.echo[stream], data)
+            except OSError:  # our reader left (`expertrack run ... | head`): keep draining and tracking
+                del self.echo[stream]
 
 
 def _read(fd: int) -> bytes:

@@ -27,6 +27,8 @@ from expertrack.capture.child import STDERR, STDOUT
 from expertrack.capture.parsers import ConfigItems, Item, Metrics, Parser, detect, get_parser, parser_names
 from expertrack.capture.parsers.base import MAX_LINE_CHARS, finished_line
 from expertrack.capture.parsers.generic import generic_metrics
+from expertrack.stream.lines import TaggedLineFilter
+from expertrack.stream.rebuild import StreamRebuilder
 
 if TYPE_CHECKING:
     from expertrack.run import Run
@@ -292,6 +294,8 @@ class OutputTracker:
         self._unpublished_since: float | None = None  # when the run's open row got its first unpublished value
         self._failed = False
         self._thread = threading.Thread(target=self._loop, name="expertrack-parse", daemon=True)
+        self._tagged = TaggedLineFilter()  # a remote run's records in the output (expertrack.stream)
+        self._rebuilder: StreamRebuilder | None = None
 
     def on_output(self, stream: str, data: bytes) -> None:
         """Called by the reader thread for every chunk: only enqueues (waits only when far behind)."""
@@ -326,12 +330,27 @@ class OutputTracker:
                 self._consume(*chunk)
                 if self._unpublished_since is not None and time.monotonic() - self._unpublished_since >= POLL_S:
                     self._publish()  # output keeps coming, but the step it belongs to may last a minute
+            rest, cut_short = self._tagged.end()
+            self._consume(STDOUT, rest)
+            if cut_short is not None and self._rebuilder is None and self._run is not None:
+                self._rebuilder = StreamRebuilder(self._run.dir, self._announce)
+            if self._rebuilder is not None:
+                if cut_short is not None:
+                    self._rebuilder.cut_short(cut_short)
+                self._rebuilder.close()
             self._track(self.feeder.finish())
             self._save_console()
         except Exception as exc:  # outer boundary: a tracker bug must never block or kill the child
             self._fail(exc)
 
     def _consume(self, stream: str, data: bytes) -> None:
+        if stream == STDOUT:
+            data, tagged = self._tagged.feed(data)
+            if tagged and self._rebuilder is None and self._run is not None:  # the first: a remote run streams
+                self._rebuilder = StreamRebuilder(self._run.dir, self._announce)
+            for line in tagged:  # the relay hid them from the terminal; they never reach the console file either
+                if self._rebuilder is not None:
+                    self._rebuilder.feed(line)
         self._console.add(stream, data)
         if stream == STDOUT:
             self._track(self.feeder.feed(data))

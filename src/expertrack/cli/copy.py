@@ -54,7 +54,13 @@ def _same_store(a: str | Path, b: str | Path) -> bool:
 
 @click.command()
 @click.argument("runs", nargs=-1)
-@click.option("--to", "to", required=True, metavar="LOCATION", help="The store to copy to: a directory or a URL.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="LOCATION",
+    help="The store to copy to: a tracking directory, a store file or a postgresql:// URL.",
+)
 @dir_option
 def push(runs: tuple[str, ...], to: str, dir_: Path | None) -> None:
     """Copy runs from the local store to another store (every run when RUNS are not named).
@@ -67,7 +73,14 @@ def push(runs: tuple[str, ...], to: str, dir_: Path | None) -> None:
 
 @click.command()
 @click.argument("runs", nargs=-1)
-@click.option("--from", "from_", required=True, metavar="LOCATION", help="The store to copy from.")
+@click.option(
+    "--from",
+    "from_",
+    required=True,
+    metavar="LOCATION",
+    help="The store to copy from: a tracking directory, a store file, a postgresql:// URL, a directory of "
+    "snapshots or modal://VOLUME[/PATH] (docs/modal.md).",
+)
 @dir_option
 def pull(runs: tuple[str, ...], from_: str, dir_: Path | None) -> None:
     """Copy runs from another store into the local store (every run when RUNS are not named).
@@ -75,6 +88,9 @@ def pull(runs: tuple[str, ...], from_: str, dir_: Path | None) -> None:
     RUNS are ids, id prefixes or names in that store. Pulling several nodes' stores of one ranks="all" run
     gives one run with every node's ranks. Running it again copies only what is new.
     """
+    if from_.startswith("modal://") or _snapshot_dir(from_):  # snapshots of remote runs (docs/modal.md)
+        _pull_snapshots(from_, _here(dir_), runs)
+        return
     _copy(from_, _here(dir_), runs, "pulled", "from")
 
 
@@ -87,6 +103,40 @@ def _here(dir_: str | Path | None) -> str | Path:
 
     given = str(dir_) if dir_ is not None else os.environ.get(ENV_DIR, "")
     return given if is_postgres(given) else tracking_dir(dir_)
+
+
+def _snapshot_dir(location: str) -> bool:
+    """A directory of run snapshots (``expertrack.snapshots``): no store of its own, ``.sqlite`` files below."""
+    path = Path(location)
+    return path.is_dir() and not (path / "store.db").exists() and next(path.rglob("*.sqlite"), None) is not None
+
+
+def _pull_snapshots(location: str, target_at: str | Path, refs: tuple[str, ...]) -> None:
+    from expertrack import snapshots
+
+    if location.startswith("modal://"):
+        from expertrack.integrations.modal import parse_location
+
+        try:
+            parse_location(location)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    target = open_location(target_at, writable=True)
+    try:
+        found, report = snapshots.pull(location, target, list(refs) or None)
+    except ImportError as exc:
+        needs = f"{location} needs the Modal client: pip install 'expertrack[modal]' ({exc})"
+        raise click.ClickException(needs) from exc
+    except Exception as exc:  # the Volume or the network: what was merged stays; running it again completes it
+        raise click.ClickException(f"pulling from {location} stopped ({type(exc).__name__}: {exc})") from exc
+    finally:
+        target.close()
+    parts = f"{report.points:,} points, {report.arrays:,} arrays, {report.files:,} file chunks"
+    click.echo(f"pulled {found} run{'s' if found != 1 else ''} from {location} (snapshots): {parts} new")
+    for run_id, why in report.refused:
+        click.echo(f"Error: refused run {run_id}: {why}", err=True)
+    if report.refused:
+        sys.exit(1)
 
 
 def _copy(source_at: str | Path, target_at: str | Path, refs: tuple[str, ...], verb: str, way: str) -> None:

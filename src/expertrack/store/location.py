@@ -7,6 +7,7 @@ is the form safe to print (a URL's password removed), used in every message that
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -14,6 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 from expertrack.paths import STORE_FILE
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+# what is left of a password after the URL's own parts are cleaned: "//user:secret@" and "password=secret" anywhere
+# (a mistyped URL can hold another URL in its path, and its password with it)
+_USER_PASSWORD = re.compile(r"(//[^/:@\s]*):[^@\s]*@")
+_PASSWORD_PARAM = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
 
 
 def is_postgres(location: str | os.PathLike[str] | None) -> bool:
@@ -32,7 +37,8 @@ def describe(location: str | os.PathLike[str]) -> str:
         user = user_info.split(":", 1)[0]
         netloc = f"{user}@{host}" if user else host
     query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return _PASSWORD_PARAM.sub(r"\1***", _USER_PASSWORD.sub(r"\1@", shown))
 
 
 def reading_location(dir: str | os.PathLike[str] | None) -> str | Path:
