@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,30 @@ class ApiRun:
 
 
 _FILTER_FIELDS = ("id", "project", "state", "name", "group", "tags", "config", "summary")
+
+
+def scalars_of_runs(runs: Sequence[ApiRun], key: str, times: bool = True) -> dict[str, tuple[Any, Any, Any]]:
+    """``run.scalars(key, times=times)`` of each run (at its view's rank), by run id: one store query for all of
+    them (``Store.read_scalars_many``), where run by run cost one each (on a database server, a round trip)."""
+    out: dict[str, tuple[Any, Any, Any]] = {}
+    for store, rank, ids in _by_store(runs):
+        out.update(store.read_scalars_many(ids, key, times=times, rank=rank))
+    return out
+
+
+def envelopes_of_runs(runs: Sequence[ApiRun], key: str) -> dict[str, Any]:
+    """``run.scalar_envelope(key)`` of each run, by run id, in one store query for all of them."""
+    out: dict[str, Any] = {}
+    for store, rank, ids in _by_store(runs):
+        out.update(store.read_envelopes_many(ids, key, rank=rank))
+    return out
+
+
+def _by_store(runs: Sequence[ApiRun]) -> list[tuple[Store, int, list[str]]]:
+    groups: dict[tuple[int, int], tuple[Store, int, list[str]]] = {}
+    for run in runs:
+        groups.setdefault((id(run._store), run.rank), (run._store, run.rank, []))[2].append(run.id)
+    return list(groups.values())
 
 
 def _check_filters(filters: dict[str, Any]) -> None:

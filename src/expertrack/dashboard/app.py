@@ -174,19 +174,17 @@ class Handlers:
         lo, hi = _number(request, "lo", float), _number(request, "hi", float)
         after = _afters(request, len(refs))
         rank = _number(request, "rank", int, minimum=0) or 0  # ranks="all" runs: this rank's series
-        out: dict[str, Any] = {}
         with self.api() as api:
+            runs, afters = [], []
             for ref, after_step in zip(refs, after):
                 run = _data().find_run(api, ref)
                 if rank and rank not in run.ranks():
                     continue  # like a key the run never logged: no series for it
-                # the cache holds rank 0's series, which every other reader asks for; other ranks are read through
-                cache = self.series_cache() if not rank else None
-                answer = _data().series(
-                    run.at_rank(rank), key, buckets, after_step, lo, hi, x, with_times=x == "time", cache=cache
-                )
-                if answer is not None:
-                    out[run.id] = answer
+                runs.append(run.at_rank(rank))
+                afters.append(after_step)
+            # the cache holds rank 0's series, which every other reader asks for; other ranks are read through
+            cache = self.series_cache() if not rank else None
+            out = _data().series_of_runs(runs, key, buckets, afters, lo, hi, x, with_times=x == "time", cache=cache)
         return PackedJSON({"key": key, "buckets": buckets, "series": out})
 
     def grouped(self, request: Request) -> Response:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,57 +48,95 @@ class SeriesCache:
 
         ``times=False`` (a chart on a step axis) may answer None for the times: a series first read that way is
         held without them, and read again, with them, when a time axis asks for it."""
-        mark, name = run_mark(run), (run.id, key)
+        return self.scalars_many([run], key, times)[0]
+
+    def scalars_many(
+        self, runs: Sequence[Any], key: str, times: bool = True
+    ) -> list[tuple[np.ndarray, Any, np.ndarray]]:
+        """``scalars`` of each run, in order: the runs not held (or changed) are read from the store together,
+        in one query (``expertrack.api.scalars_of_runs``), not one each (a grouped chart of 50 runs paid 50)."""
+        from expertrack.api import scalars_of_runs
+
+        answers: list[Any] = [None] * len(runs)
+        marks = [run_mark(run) for run in runs]
+        extend, fetch = [], []
         with self._lock:
-            item = self._items.get(name)
-            usable = item is not None and (not times or item[1][1] is not None)
-            if item is not None and usable and item[0] == mark:
-                self._items.move_to_end(name)
-                self.hits += 1
-                steps, stamps, values = item[1]
-                return steps, stamps, values
+            for i, run in enumerate(runs):
+                item = self._items.get((run.id, key))
+                usable = item is not None and (not times or item[1][1] is not None)
+                if item is not None and usable and item[0] == marks[i]:
+                    self._items.move_to_end((run.id, key))
+                    self.hits += 1
+                    answers[i] = item[1]
+                elif (
+                    item is not None
+                    and usable
+                    and item[0][0] == "running"
+                    and marks[i][0] == "running"
+                    and len(item[1][0])
+                ):
+                    extend.append((i, item[1]))
+                else:
+                    fetch.append(i)
         # outside the lock: two threads may read one series at once
-        if item is not None and usable and item[0][0] == "running" and mark[0] == "running" and len(item[1][0]):
-            steps, stamps, values = _extended(run, key, *item[1])
-        else:
-            steps, stamps, values = run.scalars(key, times=times)
-        size = steps.nbytes + (0 if stamps is None else stamps.nbytes) + values.nbytes
+        read = {i: _extended(runs[i], key, *held) for i, held in extend}
+        if fetch:
+            fetched = scalars_of_runs([runs[i] for i in fetch], key, times=times)
+            read.update((i, fetched[runs[i].id]) for i in fetch)
         with self._lock:
-            self.misses += 1
-            old = self._items.pop(name, None)
-            if old is not None:
-                self.used -= old[2]
-            if size <= self.max_bytes:
-                for array in (steps, stamps, values):
-                    if array is not None:
-                        array.setflags(write=False)  # shared between requests: nobody may change them in place
-                self._items[name] = (mark, (steps, stamps, values), size)
-                self.used += size
+            for i, (steps, stamps, values) in read.items():
+                size = steps.nbytes + (0 if stamps is None else stamps.nbytes) + values.nbytes
+                self.misses += 1
+                old = self._items.pop((runs[i].id, key), None)
+                if old is not None:
+                    self.used -= old[2]
+                if size <= self.max_bytes:
+                    for array in (steps, stamps, values):
+                        if array is not None:
+                            array.setflags(write=False)  # shared between requests: nobody may change them in place
+                    self._items[(runs[i].id, key)] = (marks[i], (steps, stamps, values), size)
+                    self.used += size
+                answers[i] = (steps, stamps, values)
             self._evict()
-        return steps, stamps, values
+        return answers
 
     def envelope(self, run: Any, key: str) -> Any:
         """The block picks of ``key`` in ``run`` (``ApiRun.scalar_envelope``), from memory while the run has not
         changed; a run that changed is read afresh (its levels are a few percent of its points)."""
-        mark, name = run_mark(run), (run.id, key, "levels")
+        return self.envelopes_many([run], key)[0]
+
+    def envelopes_many(self, runs: Sequence[Any], key: str) -> list[Any]:
+        """``envelope`` of each run, in order; those not held (or changed) read from the store in one query."""
+        from expertrack.api import envelopes_of_runs
+
+        answers: list[Any] = [None] * len(runs)
+        marks = [run_mark(run) for run in runs]
+        fetch = []
         with self._lock:
-            item = self._envelopes.get(name)
-            if item is not None and item[0] == mark:
-                self._envelopes.move_to_end(name)
-                self.hits += 1
-                return item[1]
-        envelope = run.scalar_envelope(key)
-        size = 0 if envelope is None else envelope.steps.nbytes * 3
+            for i, run in enumerate(runs):
+                item = self._envelopes.get((run.id, key, "levels"))
+                if item is not None and item[0] == marks[i]:
+                    self._envelopes.move_to_end((run.id, key, "levels"))
+                    self.hits += 1
+                    answers[i] = item[1]
+                else:
+                    fetch.append(i)
+        if not fetch:
+            return answers
+        fetched = envelopes_of_runs([runs[i] for i in fetch], key)
         with self._lock:
-            self.misses += 1
-            old = self._envelopes.pop(name, None)
-            if old is not None:
-                self.used -= old[2]
-            if size <= self.max_bytes:
-                self._envelopes[name] = (mark, envelope, size)
-                self.used += size
+            for i in fetch:
+                envelope = answers[i] = fetched[runs[i].id]
+                size = 0 if envelope is None else envelope.steps.nbytes * 3
+                self.misses += 1
+                old = self._envelopes.pop((runs[i].id, key, "levels"), None)
+                if old is not None:
+                    self.used -= old[2]
+                if size <= self.max_bytes:
+                    self._envelopes[(runs[i].id, key, "levels")] = (marks[i], envelope, size)
+                    self.used += size
             self._evict()
-        return envelope
+        return answers
 
     def _evict(self) -> None:
         """Drop the least recently used entries (series first) while over ``max_bytes``; the lock is held."""

@@ -242,6 +242,36 @@ def series(
     return answer
 
 
+def series_of_runs(
+    runs: Sequence[Any],
+    key: str,
+    buckets: int,
+    afters: Sequence[int | None],
+    lo: float | None = None,
+    hi: float | None = None,
+    x: str = "step",
+    with_times: bool = True,
+    cache: SeriesCache | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``series`` of each run (after its own step of ``afters``), by run id, leaving out runs that never logged
+    ``key``. Through ``cache``, the whole series the runs need (levels, else every point) are first read for all
+    of them together: one store query, where run by run cost one each (a round trip each on a database server)."""
+    if cache is not None:
+        whole = [run for run, after in zip(runs, afters, strict=True) if after is None]
+        if whole and lo is None and hi is None and x == "step" and not with_times:
+            envelopes = cache.envelopes_many(whole, key)
+            short = LEVEL_BLOCKS_PER_BUCKET * buckets
+            whole = [run for run, env in zip(whole, envelopes, strict=True) if env is None or env.block_count < short]
+        if len(whole) > 1:
+            cache.scalars_many(whole, key, times=with_times or x == "time")
+    out = {}
+    for run, after in zip(runs, afters, strict=True):
+        answer = series(run, key, buckets, after, lo, hi, x, with_times, cache)
+        if answer is not None:
+            out[run.id] = answer
+    return out
+
+
 # A whole series is charted from its block picks (store/levels.py) when it spans this many blocks per bucket:
 # a bucket is then made of whole 64-point blocks, and its edges barely differ from equal-count buckets.
 LEVEL_BLOCKS_PER_BUCKET = 4

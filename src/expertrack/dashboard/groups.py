@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from starlette.exceptions import HTTPException
 
+from expertrack.api import scalars_of_runs
 from expertrack.dashboard.cache import SeriesCache
 from expertrack.dashboard.encode import flatten, pack
 from expertrack.seeds import spread
@@ -62,13 +63,20 @@ def group_runs(runs: Sequence[Any], by: str) -> list[tuple[Any, list[Any]]]:
     return sorted(groups.values(), key=lambda item: _order(item[0]))
 
 
-def _finite_points(run: Any, key: str, cache: SeriesCache | None) -> tuple[np.ndarray, np.ndarray]:
-    """One run's (steps, values) of ``key`` without non-finite values (as the figures read them)."""
-    steps, _times, values = cache.scalars(run, key, times=False) if cache is not None else run.scalars(key, times=False)
-    keep = np.isfinite(values)
-    if keep.all():
-        return steps, values
-    return steps[keep], values[keep]
+def _finite_points(
+    runs: Sequence[Any], key: str, cache: SeriesCache | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each run's (steps, values) of ``key`` without non-finite values (as the figures read them), by run id: read
+    for all the runs at once (one store query, not one per run)."""
+    if cache is not None:
+        read = dict(zip([run.id for run in runs], cache.scalars_many(runs, key, times=False), strict=True))
+    else:
+        read = scalars_of_runs(runs, key, times=False)
+    out = {}
+    for run_id, (steps, _times, values) in read.items():
+        keep = np.isfinite(values)
+        out[run_id] = (steps, values) if keep.all() else (steps[keep], values[keep])
+    return out
 
 
 def grouped_series(
@@ -81,10 +89,11 @@ def grouped_series(
     if band not in BANDS:
         raise HTTPException(400, f"band: 'std' or 'minmax', not {band!r}")
     out = []
+    points = _finite_points(runs, key, cache)
     for value, members in group_runs(runs, by):
         curves, ids = [], []
         for run in members:
-            steps, values = _finite_points(run, key, cache)  # empty when the run never logged ``key``
+            steps, values = points[run.id]  # empty when the run never logged ``key``
             if len(steps):
                 curves.append((steps, values))
                 ids.append(run.id)

@@ -20,7 +20,7 @@ docs/storage.md, "The store interface", describes it with the records (expertrac
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,8 +141,17 @@ class Store(Protocol):
     ) -> tuple[Any, Any, Any]:
         """(steps, times, values) NumPy arrays of one series, one point per step (the last logged)."""
 
+    def read_scalars_many(
+        self, run_ids: Sequence[str], key: str, times: bool = True, rank: int = 0
+    ) -> dict[str, tuple[Any, Any, Any]]:
+        """``read_scalars`` of one key in many runs, by run id (every run asked, empty arrays where the key is
+        missing), in one query rather than one per run: what grouped charts read."""
+
     def read_envelope(self, run_id: str, key: str, rank: int = 0) -> Envelope | None:
         """A long series' min/max picks for charts, or None (read the points instead)."""
+
+    def read_envelopes_many(self, run_ids: Sequence[str], key: str, rank: int = 0) -> dict[str, Envelope | None]:
+        """``read_envelope`` of one key in many runs, by run id, in one query rather than one per run."""
 
     def last_step(self, run_id: str) -> int | None:
         """The highest step of any series of the run, or None."""

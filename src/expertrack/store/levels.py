@@ -116,19 +116,52 @@ def _level_of(steps: Any, values: Any) -> tuple[bytes, bytes, bytes]:
 def read_envelope(conn: Any, run_id: str, key: str, rank: int = 0) -> Envelope | None:
     """The block picks of one scalar series (``rank``'s: schema 6), from levels where the chunks have them; None
     when the run has no such key or its writers' chunks interleave in steps (then read every point)."""
+    return read_envelopes(conn, [run_id], key, rank)[run_id]
+
+
+# the key (with its highest chunk seq), its chunks' levels and its run's pieces, of many runs, in one query: on a
+# database server each query is a network round trip, and a chart of one series paid three, of 50 runs 150
+_ENVELOPE_PARTS = (
+    "SELECT k.run_id, 0, (SELECT MAX(c.seq) FROM scalar_chunks c WHERE c.key_id = k.id), k.id,"
+    " NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM keys k WHERE k.run_id IN ({runs}) AND k.name = ? AND k.rank = ?"
+    " UNION ALL SELECT k.run_id, 1, l.seq, k.id, l.n, l.step_min, l.step_max, l.picks, l.steps, l.vals, NULL"
+    " FROM keys k JOIN scalar_levels l ON l.key_id = k.id WHERE k.run_id IN ({runs}) AND k.name = ? AND k.rank = ?"
+    " UNION ALL SELECT p.run_id, 2, p.seq, k.id, NULL, NULL, NULL, NULL, p.steps, p.vals, p.keys"
+    " FROM scalar_pieces p JOIN keys k ON k.run_id = p.run_id AND k.name = ? AND k.rank = ?"
+    " WHERE p.run_id IN ({runs})"
+)
+_RUNS_PER_QUERY = 300  # run ids bound three times per query: well under SQLite's limit of bound parameters
+
+
+def read_envelopes(conn: Any, run_ids: list[str], key: str, rank: int = 0) -> dict[str, Envelope | None]:
+    """``read_envelope`` of each run of ``run_ids`` (by run id, each the same), in one query per
+    ``_RUNS_PER_QUERY`` runs; only chunks without a level, or whose last point a later chunk replaced, cost more
+    queries (rare: see the module docstring)."""
+    wanted = list(dict.fromkeys(run_ids))
+    found: dict[str, list[Any]] = {run_id: [] for run_id in wanted}
+    for at in range(0, len(wanted), _RUNS_PER_QUERY):
+        batch = wanted[at : at + _RUNS_PER_QUERY]
+        runs = ",".join("?" * len(batch))
+        rows = conn.execute(
+            _ENVELOPE_PARTS.format(runs=runs), (*batch, key, rank, *batch, key, rank, key, rank, *batch)
+        ).fetchall()
+        for row in rows:
+            found[row[0]].append(row[1:])
+    return {run_id: _envelope(conn, parts) for run_id, parts in found.items()}
+
+
+def _envelope(conn: Any, parts: list[Any]) -> Envelope | None:
+    """One series' envelope from its rows of ``_ENVELOPE_PARTS`` (part, seq, key id, level columns, keys)."""
     import numpy as np
 
-    # the key and its highest chunk seq in one round trip (on a database server, each costs a network round trip)
-    row = conn.execute(
-        "SELECT k.id, (SELECT MAX(c.seq) FROM scalar_chunks c WHERE c.key_id = k.id) FROM keys k"
-        " WHERE k.run_id = ? AND k.name = ? AND k.rank = ?",
-        (run_id, key, rank),
-    ).fetchone()
-    if row is None:
+    head = [row for row in parts if row[0] == 0]
+    if not head:
         return None
-    key_id, top = row
-    metas = _chunk_levels(conn, key_id, top)
-    tail_steps, tail_values = _tail(conn, run_id, key_id)
+    top, key_id = head[0][1], head[0][2]
+    metas = sorted((tuple(row[1:2]) + tuple(row[3:9]) for row in parts if row[0] == 1), key=lambda m: m[0])
+    metas = _chunk_levels(conn, key_id, top, metas)
+    pieces = sorted((row for row in parts if row[0] == 2), key=lambda row: row[1])
+    tail_steps, tail_values = _tail([(row[9], row[7], row[8]) for row in pieces], key_id)
     bounds = [(m[2], m[3]) for m in metas]
     if tail_steps.size:
         bounds.append((int(tail_steps[0]), int(tail_steps[-1])))
@@ -167,7 +200,7 @@ def read_envelope(conn: Any, run_id: str, key: str, rank: int = 0) -> Envelope |
     )
 
 
-def _chunk_levels(conn: Any, key_id: int, top: int | None) -> list[tuple[Any, ...]]:
+def _chunk_levels(conn: Any, key_id: int, top: int | None, metas: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """(seq, n, step_min, step_max, picks, steps, vals) of every chunk of one key, in seq order; a chunk with no
     level has picks None and its raw steps and values (as arrays) instead.
 
@@ -178,10 +211,6 @@ def _chunk_levels(conn: Any, key_id: int, top: int | None) -> list[tuple[Any, ..
 
     if top is None:
         return []
-    metas = conn.execute(
-        "SELECT seq, n, step_min, step_max, picks, steps, vals FROM scalar_levels WHERE key_id = ? ORDER BY seq",
-        (key_id,),
-    ).fetchall()
     if len(metas) == top + 1:  # a level per chunk (seqs of levels are those of existing chunks)
         return metas
     present = {m[0] for m in metas}
@@ -198,12 +227,12 @@ def _chunk_levels(conn: Any, key_id: int, top: int | None) -> list[tuple[Any, ..
     return sorted(metas, key=lambda m: m[0])
 
 
-def _tail(conn: Any, run_id: str, key_id: int) -> tuple[Any, Any]:
-    """The key's points in the run's pieces (not sealed yet), a point per step, in step order."""
+def _tail(rows: list[tuple[str, bytes, bytes]], key_id: int) -> tuple[Any, Any]:
+    """The key's points in the run's pieces (rows of keys, steps, vals in seq order: not sealed yet), a point
+    per step, in step order."""
     import numpy as np
 
-    rows = conn.execute("SELECT keys, steps, vals FROM scalar_pieces WHERE run_id = ? ORDER BY seq", (run_id,))
-    mine = [(s, v) for kid, s, v in chunks.piece_entries(rows.fetchall()) if kid == key_id]
+    mine = [(s, v) for kid, s, v in chunks.piece_entries(rows) if kid == key_id]
     steps = np.frombuffer(b"".join(s for s, _ in mine), dtype="<i8").astype(np.int64)
     values = np.frombuffer(b"".join(v for _, v in mine), dtype="<f8").astype(np.float64)
     steps, _, values = chunks.last_per_step(*chunks.in_step_order(steps, values, values))
