@@ -31,7 +31,7 @@ from expertrack.alerts import resolve
 from expertrack.alerts.engine import AlertEngine, RunIdentity
 from expertrack.notify import Notifier
 from expertrack.records import Row
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from expertrack.writer import Writer
 
 KEYS = [f"train/metric_{i}" for i in range(10)]
@@ -89,7 +89,7 @@ def timed(engine: AlertEngine, spent: list[float]) -> None:
 
 def writer_seconds(batches: list[list[Row]], alerts: bool, directory: Path, spent: list[float] | None = None) -> float:
     """Seconds the writer spends absorbing and writing every batch, one flush each."""
-    store = Store(directory / "store.db")
+    store = SQLiteStore(directory / "store.db")
     with store.transaction() as conn:
         conn.execute(
             "INSERT INTO runs (id, project, name, state, created_at) VALUES ('r', 'bench', 'r', 'running', ?)",

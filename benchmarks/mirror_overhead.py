@@ -77,11 +77,11 @@ def wait_for_mirror(tracking_dir: Path, run_id: str, timeout: float = 900) -> fl
     from expertrack.mirror.locks import is_held
     from expertrack.mirror.state import read_state
     from expertrack.paths import store_path
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with Store(store_path(tracking_dir), readonly=True) as store:
+        with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
             state = read_state(store, run_id)
         if state is not None and not is_held(store_path(tracking_dir), run_id):
             if state.state != "complete":

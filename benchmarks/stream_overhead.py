@@ -101,7 +101,7 @@ def rebuild_rate(lines: list[bytes], points: int, scratch: Path) -> tuple[float,
 
 def lag(seconds: float, scratch: Path) -> list[float]:
     """Seconds from each log() in the remote process to the step's appearance in the local store."""
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
 
     (scratch / "remote.py").write_text(REMOTE)
     local = scratch / "local"
@@ -116,7 +116,7 @@ def lag(seconds: float, scratch: Path) -> list[float]:
         if not (local / "store.db").exists():
             continue
         try:
-            with Store(local / "store.db", readonly=True) as store:
+            with SQLiteStore(local / "store.db", readonly=True) as store:
                 for run in store.runs():
                     if run.project != "lag":
                         continue

@@ -14,7 +14,7 @@ import numpy as np
 
 import expertrack
 from expertrack import snapshots
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from tests.stream.trainers import RESUMING
 
 
@@ -29,7 +29,7 @@ def start_trainer(tmp_path: Path, container: str, steps: int, pause: float) -> s
 
 def read_run(path: Path, run_id: str) -> tuple[str, list[int], list[float], int]:
     """A snapshot's run: its state, its loss series' steps and values, and how many runs the file holds."""
-    with Store(path, readonly=True) as store:
+    with SQLiteStore(path, readonly=True) as store:
         steps, _times, values = store.read_scalars(run_id, "loss")
         state = store.run(run_id).state
         count = store.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
@@ -72,13 +72,13 @@ def test_a_preempted_run_is_resumed_by_a_second_process_with_one_continuous_seri
     assert state == "finished"
     assert steps == list(range(len(steps))) and len(steps) > 200  # one series, no step twice, none missing
     assert values == [1.0 / (s + 1) for s in steps]
-    with Store(paths[-1], readonly=True) as store:
+    with SQLiteStore(paths[-1], readonly=True) as store:
         experts = store.read_array(run_id, "experts", steps[-1])
         assert store.run(run_id).summary["best"] == 0.5
     assert np.array_equal(experts, np.full(4, float(steps[-1])))
 
     # both snapshots pulled: one run, its one continuous series (the newest snapshot holds the older's points)
-    with Store(tmp_path / "mine" / "store.db") as mine:
+    with SQLiteStore(tmp_path / "mine" / "store.db") as mine:
         found, report = snapshots.pull(str(tmp_path / "volume"), mine)
         assert (found, report.refused) == (1, [])
         assert [run.id for run in mine.runs()] == [run_id]

@@ -18,7 +18,7 @@ import pytest
 
 import expertrack
 from expertrack.notify import Notifier
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from expertrack.writer import Writer, queue_bound
 from tests.conftest import expertrack_cli
 
@@ -110,7 +110,7 @@ def test_disk_full_at_finish_says_how_many_points_were_not_stored(
 
 
 def test_flush_is_false_when_the_writer_thread_is_not_running(tracking_dir: Path) -> None:
-    store = Store(tracking_dir / "store.db")
+    store = SQLiteStore(tracking_dir / "store.db")
     writer = Writer(store, "no-such-run", Notifier())
     assert writer.flush(timeout=5) is False  # never started: nothing can have been written
     writer.start()

@@ -28,7 +28,7 @@ from expertrack.notify import Notifier, say
 from expertrack.paths import SNAPSHOT_DIR_ENV, STORE_FILE, tracking_dir
 from expertrack.records import NewRun
 from expertrack.run import Run
-from expertrack.store import Store
+from expertrack.store import SQLiteStore, Store
 from expertrack.stream import ENV_VAR as STREAM_ENV_VAR
 from expertrack.summary import SummaryState
 from expertrack.system import SYSTEM_PREFIX, SystemSampler, sampling_interval
@@ -358,14 +358,14 @@ class _RunFields:
 def _open_store(directory: Path) -> Store:
     """The store in ``directory``, or, when that cannot be used, one in a new temporary directory (said once)."""
     try:
-        return Store(directory / STORE_FILE)
+        return SQLiteStore(directory / STORE_FILE)
     except (StoreError, OSError) as exc:
         fallback = Path(tempfile.mkdtemp(prefix="expertrack-"))
         say(
             f"cannot use the store in {directory} ({exc}); this run is kept in {fallback} instead "
             f"(read it with --dir {fallback})"
         )
-        return Store(fallback / STORE_FILE)
+        return SQLiteStore(fallback / STORE_FILE)
 
 
 def _existing(store: Store, run_id: str | None) -> bool | None:

@@ -127,8 +127,8 @@ class Snapshotter:
 
 
 def write_snapshot(source: Path, run_id: str, target: Path) -> None:
-    """Copy run ``run_id`` of the store ``source`` to ``target``, replacing it whole (expertrack.store.remote)."""
-    from expertrack.store.remote import write_run_snapshot
+    """Copy run ``run_id`` of the store ``source`` to ``target``, replacing it whole (expertrack.store.snapshot)."""
+    from expertrack.store.snapshot import write_run_snapshot
 
     write_run_snapshot(source, run_id, target)
 
@@ -145,7 +145,7 @@ def snapshot_files(directory: Path) -> dict[str, list[Path]]:
 
 def _held_run(path: Path) -> tuple[str, float] | None:
     """The run a snapshot holds and its heartbeat; None (said) for a file that is not one."""
-    from expertrack.store.remote import held_run
+    from expertrack.store.snapshot import held_run
 
     try:
         return held_run(path)
@@ -159,7 +159,7 @@ def pull(location: str, target: Any, run_ids: list[str] | None = None) -> tuple[
     downloaded first into a temporary directory) into the open store ``target``; returns (runs pulled, the copy's
     report). ``run_ids`` (ids or id prefixes) limits it to those runs. Idempotent: a second pull adds nothing, and
     a run already there (seen live) is completed."""
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
     from expertrack.store.copy import CopyReport, copy_runs
 
     total = CopyReport()
@@ -176,7 +176,7 @@ def pull(location: str, target: Any, run_ids: list[str] | None = None) -> tuple[
         if run_ids is not None:
             found = {k: v for k, v in found.items() if any(k.startswith(ref) for ref in run_ids)}
         for run_id, paths in found.items():
-            with Store(paths[-1], readonly=True) as source:
+            with SQLiteStore(paths[-1], readonly=True) as source:
                 report = copy_runs(source, target, [run_id])
             for name, value in vars(report).items():
                 setattr(total, name, getattr(total, name) + value)
@@ -204,7 +204,7 @@ def resume_id(directory: str | os.PathLike[str], key: str, dir: str | os.PathLik
         run_id = str(json.loads(path.read_text())["run_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    from expertrack.store.remote import store_holds
+    from expertrack.store.snapshot import store_holds
 
     snapshots = snapshot_files(Path(directory)).get(run_id)
     store = store_path(dir)
@@ -216,7 +216,7 @@ def resume_id(directory: str | os.PathLike[str], key: str, dir: str | os.PathLik
 def restore(snapshot: Path, store: Path, run_id: str) -> None:
     """Put a snapshot's run into the local store ``store``: the snapshot becomes the store when there is none
     (a fresh container), else the run is merged into it."""
-    from expertrack.store.remote import store_from_snapshot
+    from expertrack.store.snapshot import store_from_snapshot
 
     if not store.exists():
         store_from_snapshot(snapshot, store)
@@ -226,8 +226,8 @@ def restore(snapshot: Path, store: Path, run_id: str) -> None:
 
 def merge_runs(source: Path, target: Path, run_ids: list[str] | None = None) -> Any:
     """Copy runs from the store file ``source`` into the store file ``target`` (idempotent; expertrack.store.copy)."""
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
     from expertrack.store.copy import copy_runs
 
-    with Store(source, readonly=True) as src, Store(target) as dst:
+    with SQLiteStore(source, readonly=True) as src, SQLiteStore(target) as dst:
         return copy_runs(src, dst, run_ids)

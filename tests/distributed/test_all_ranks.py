@@ -181,9 +181,9 @@ def test_torchrun_with_expertrack_ranks_all_makes_one_run_of_both_ranks(tmp_path
 def test_rank_0_claims_a_placeholder_made_after_it_looked(tmp_path: Path) -> None:
     # the race the SIGKILL test once lost: rank 0 found no row, rank 1 made its placeholder, rank 0 inserted
     from expertrack import allranks, session
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
 
-    with Store(tmp_path / "store.db") as store:
+    with SQLiteStore(tmp_path / "store.db") as store:
         allranks.join(store, "race", 1, "p")  # rank 1 between rank 0's look and its insert
         fields = session._RunFields("p", "rank-0-name", None, None, None, {"lr": 1})
         session._insert(store, "race", fields, claim=True)  # once raised "UNIQUE constraint failed: runs.id"

@@ -16,7 +16,7 @@ import pytest
 
 import expertrack
 from expertrack import snapshots
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from tests.conftest import expertrack_cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "modal"
@@ -84,7 +84,7 @@ def trained(example: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 def same_runs(a: Path, b: Path, run_id: str) -> None:
     """The run has the same scalar series, point for point, in the stores ``a`` and ``b``."""
-    with Store(a, readonly=True) as one, Store(b, readonly=True) as other:
+    with SQLiteStore(a, readonly=True) as one, SQLiteStore(b, readonly=True) as other:
         keys = one.scalar_keys(run_id)
         assert other.scalar_keys(run_id) == keys and "train/loss" in keys
         for key in keys:
@@ -100,7 +100,7 @@ def test_the_training_function_writes_one_snapshot_per_run_equal_to_the_run(
     found = snapshots.snapshot_files(volume)
     assert sorted(found) == sorted(run_ids) and all(len(paths) == 1 for paths in found.values())
     for run_id in run_ids:
-        with Store(found[run_id][0], readonly=True) as snap:
+        with SQLiteStore(found[run_id][0], readonly=True) as snap:
             assert snap.run(run_id).state == "finished" and [r.id for r in snap.runs()] == [run_id]
         same_runs(found[run_id][0], live / "store.db", run_id)
 
@@ -138,7 +138,7 @@ def test_the_command_variant_snapshots_the_run_expertrack_run_makes(example: Mod
         )
     assert status == 0
     [(run_id, [path])] = snapshots.snapshot_files(volume).items()
-    with Store(path, readonly=True) as snap:
+    with SQLiteStore(path, readonly=True) as snap:
         steps, _times, values = snap.read_scalars(run_id, "train_loss")
         assert snap.run(run_id).state == "finished"
     assert len(steps) == 20 and values.tolist() == pytest.approx([5.0 / step for step in range(1, 21)], abs=1e-6)

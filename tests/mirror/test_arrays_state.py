@@ -12,7 +12,7 @@ from expertrack.mirror import arrays
 from expertrack.mirror.locks import RunLock, is_held
 from expertrack.mirror.state import mirror_status, read_state, write_state
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 from .fakes import FakeHistogram, FakeImage, FakeWandb
 
@@ -58,7 +58,7 @@ def test_status_lines(tracking_dir: Path) -> None:
     run = expertrack.init(project="p", id="s1", dir=tracking_dir, mirror="off")
     run.finish()
     path = store_path(tracking_dir)
-    with Store(path) as store:
+    with SQLiteStore(path) as store:
         assert mirror_status(store, "s1") == "never mirrored (run `expertrack sync` to mirror it)"
         write_state(store, "s1", "failed", None, None, "wandb.init raised CommError: offline")
         assert mirror_status(store, "s1") == "never started (wandb.init raised CommError: offline)"

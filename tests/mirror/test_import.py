@@ -9,7 +9,7 @@ import pytest
 
 from expertrack.mirror.wandb_log import read_run
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 from ..conftest import expertrack_cli
 from .wandb_offline import offline_env, run_wandb_script, wandb_logs
@@ -65,7 +65,7 @@ def test_import_then_sync_round_trip(tmp_path: Path, tracking_dir: Path) -> None
     assert (source_dir / "wandb" / "latest-run").is_symlink()
     assert "whose step an earlier directory" not in imported.stdout  # latest-run is not read as a second piece
 
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         record = store.run("wb42")
         assert (record.project, record.name, record.group, record.notes) == ("imported", "from-wandb", "grp", "n")
         assert record.tags == ["a", "b"] and record.config == {"lr": 0.01, "arch": {"layers": 2}}
@@ -78,7 +78,7 @@ def test_import_then_sync_round_trip(tmp_path: Path, tracking_dir: Path) -> None
     # wall times are the W&B run's, not the import's
     source = read_run(source_log, strict=True)
     logged_at = {row["_step"]: row["_timestamp"] for row in source.history}
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         steps, times, _ = store.read_scalars("wb42", "loss")
         record = store.run("wb42")
     assert times.tolist() == pytest.approx([logged_at[int(s)] for s in steps], abs=1e-6)

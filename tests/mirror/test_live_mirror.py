@@ -12,7 +12,7 @@ import pytest
 from expertrack.mirror.state import read_state
 from expertrack.mirror.wandb_log import read_run
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 from ..conftest import expertrack_cli, run_python
 from .wandb_offline import offline_env, wait_for_mirror, wandb_logs
@@ -66,7 +66,7 @@ _real.init = _init_with_faults
 
 
 def local_run(tracking_dir: Path, run_id: str) -> tuple[dict[tuple[int, str], float], object]:
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         points: dict[tuple[int, str], float] = {}
         for key in store.scalar_keys(run_id):
             steps, _, values = store.read_scalars(run_id, key)
@@ -117,7 +117,7 @@ def test_live_mirror_then_sync_sends_nothing_twice(tmp_path: Path, tracking_dir:
     proc = run_python(TRAIN, env=env)
     assert "mirroring run live1" in proc.stderr
     wait_for_mirror(tracking_dir, "live1")
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         state = read_state(store, "live1")
     assert state is not None and (state.state, state.cursor_step) == ("complete", STEPS - 1)
     assert_wandb_has_everything(tracking_dir, wandb_dir, "live1")
@@ -146,7 +146,7 @@ def test_wandb_failing_mid_run_then_sync_completes(tmp_path: Path, tracking_dir:
     wait_for_mirror(tracking_dir, "live1")
     local, record = local_run(tracking_dir, "live1")
     assert record.state == "finished" and max(s for s, _ in local) == STEPS - 1  # type: ignore[attr-defined]
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         state = read_state(store, "live1")
     assert state is not None and (state.state, state.cursor_step) == ("partial", 39)
     expected = "injected W&B failure at step 40" if failure == "raise" else "did not answer (wandb.log) within 2 s"
@@ -165,13 +165,13 @@ LATE_DEFINITION = """
 import time, expertrack
 from expertrack.mirror.state import read_state
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 run = expertrack.init(project="e2e", name="late-defs", id="late1", mirror="auto")
 run.log({"train/loss": 1.0})
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:  # wait until the mirror has opened the run in W&B
-    with Store(store_path(run.dir), readonly=True) as store:
+    with SQLiteStore(store_path(run.dir), readonly=True) as store:
         if read_state(store, "late1") is not None:
             break
     time.sleep(0.05)

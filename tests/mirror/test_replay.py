@@ -13,7 +13,7 @@ from expertrack.mirror import guard, mirror_status, replay
 from expertrack.mirror.state import read_state
 from expertrack.mirror.sync import sync_runs
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 from .fakes import FakeHistogram, FakeImage, FakeWandb
 
@@ -44,7 +44,7 @@ def make_run(tracking_dir: Path, steps: int = 30, run_id: str = "run1") -> str:
 
 
 def local_points(tracking_dir: Path, run_id: str) -> dict[tuple[int, str], float]:
-    with Store(store_path(tracking_dir)) as store:
+    with SQLiteStore(store_path(tracking_dir)) as store:
         out = {}
         for key in store.scalar_keys(run_id):
             steps, _, values = store.read_scalars(run_id, key)
@@ -86,7 +86,7 @@ def test_replay_sends_every_step_once_in_order_with_metadata(tracking_dir: Path)
     assert all("_timestamp" in row for _, row in run.logged)
     assert run.summary["best"] == 0.5 and run.summary["val/loss"] == {"min": pytest.approx(2 / 20)}
     assert run.exit_code == 0
-    with Store(store_path(tracking_dir)) as store:
+    with SQLiteStore(store_path(tracking_dir)) as store:
         assert mirror_status(store, run_id) == f"complete (entity/proj/{run_id})"
 
 
@@ -107,7 +107,7 @@ def test_exception_mid_run_records_cursor_then_sync_resumes(tracking_dir: Path) 
     assert (outcome.state, outcome.cursor, outcome.hung) == ("partial", 11, False)
     assert "RuntimeError: injected: W&B failed at step 12" in (outcome.reason or "")
     assert failing.runs[0].exit_code == 1  # W&B was asked to keep what it got
-    with Store(store_path(tracking_dir)) as store:
+    with SQLiteStore(store_path(tracking_dir)) as store:
         line = mirror_status(store, run_id)
     assert line.startswith("partial up to step 11 (wandb.log raised RuntimeError")
     healthy = FakeWandb()
@@ -124,7 +124,7 @@ def test_hang_mid_run_gives_up_after_the_deadline(tracking_dir: Path) -> None:
         outcome = guard.mirror_run(store_path(tracking_dir), run_id, hanging, stall_s=0.5)
         assert (outcome.state, outcome.cursor, outcome.hung) == ("partial", 19, True)
         assert outcome.reason == "W&B did not answer (wandb.log) within 0.5 s"
-        with Store(store_path(tracking_dir)) as store:
+        with SQLiteStore(store_path(tracking_dir)) as store:
             state = read_state(store, run_id)
         assert state is not None and (state.state, state.cursor_step) == ("partial", 19)
     finally:
@@ -139,7 +139,7 @@ def test_failure_at_init_is_never_started(tracking_dir: Path) -> None:
     run_id = make_run(tracking_dir)
     outcome = guard.mirror_run(store_path(tracking_dir), run_id, FakeWandb(fail_init=True))
     assert (outcome.state, outcome.cursor) == ("failed", None)
-    with Store(store_path(tracking_dir)) as store:
+    with SQLiteStore(store_path(tracking_dir)) as store:
         assert mirror_status(store, run_id) == (
             "never started (wandb.init raised ConnectionError: injected: W&B unreachable at init)"
         )

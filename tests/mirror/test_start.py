@@ -9,7 +9,7 @@ import pytest
 from expertrack import mirror
 from expertrack.mirror.state import read_state
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 from ..conftest import run_python
 from .wandb_offline import wait_for_mirror
@@ -105,7 +105,7 @@ def test_wandb_not_importable_runs_work_with_one_message(tmp_path: Path, trackin
         "expertrack: wandb is not installed, so the run is kept locally only (to mirror runs to W&B: "
         "pip install 'expertrack[wandb]', then `expertrack sync`)"
     ]
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         for run_id in ("r0", "r1"):
             assert store.run(run_id).state == "finished"
             assert store.point_counts(run_id) == {"loss": 50}
@@ -120,7 +120,7 @@ def test_broken_wandb_install_is_recorded_as_never_started(tmp_path: Path, track
     proc = run_python(TWO_RUNS.replace("range(2)", "range(1)"), env=env)
     assert "mirroring run r0" in proc.stderr  # the package is there, so the mirror process starts...
     wait_for_mirror(tracking_dir, "r0")
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         assert store.run("r0").state == "finished"
         assert mirror.mirror_status(store, "r0") == (
             "never started (wandb could not be imported: broken install (test))"

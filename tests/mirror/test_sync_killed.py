@@ -16,7 +16,7 @@ import expertrack
 from expertrack.mirror.state import read_state
 from expertrack.mirror.wandb_log import read_run
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 from ..conftest import expertrack_cli
 from .wandb_offline import offline_env, wandb_logs
@@ -28,7 +28,7 @@ STEPS = 20_000  # wandb.log takes ~0.1 ms offline: the sync must still be sendin
 
 
 def _cursor(tracking_dir: Path, run_id: str) -> int:
-    with Store(store_path(tracking_dir), readonly=True) as store:
+    with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
         state = read_state(store, run_id)
     return -1 if state is None or state.cursor_step is None else state.cursor_step
 

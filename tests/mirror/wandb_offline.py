@@ -15,7 +15,7 @@ from pathlib import Path
 from expertrack.mirror.locks import is_held
 from expertrack.mirror.state import read_state
 from expertrack.paths import store_path
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 
 
 def offline_env(wandb_dir: Path, **extra: str) -> dict[str, str]:
@@ -65,7 +65,7 @@ def wait_for_mirror(tracking_dir: Path, run_id: str, timeout: float = 180) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if store_path(tracking_dir).exists():
-            with Store(store_path(tracking_dir), readonly=True) as store:
+            with SQLiteStore(store_path(tracking_dir), readonly=True) as store:
                 state = read_state(store, run_id)
             if state is not None and not is_held(store_path(tracking_dir), run_id):
                 return

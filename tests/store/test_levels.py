@@ -16,7 +16,7 @@ import pytest
 import expertrack
 from expertrack import writer
 from expertrack.dashboard.data import series
-from expertrack.store import Store, chunks
+from expertrack.store import SQLiteStore, chunks
 from expertrack.store.levels import Envelope
 from tests.store.conftest import ReadStore
 
@@ -52,7 +52,7 @@ def expected_picks(values: np.ndarray) -> set[int]:
     return picks
 
 
-def assert_chart_exact(store: Store, run_id: str, key: str, buckets: int) -> Envelope:
+def assert_chart_exact(store: SQLiteStore, run_id: str, key: str, buckets: int) -> Envelope:
     """The chart from levels equals, bucket by bucket, the picks from every raw point, and its buckets tile the
     whole series (no point left out of every bucket)."""
     steps, _times, values = store.read_scalars(run_id, key)
@@ -144,7 +144,7 @@ def test_store_made_before_levels_gets_them_when_opened(tracking_dir: Path) -> N
         conn.execute("DROP TABLE scalar_levels")
         conn.execute("DROP TABLE run_ranks")  # nor migration 6's table (its keys.rank is rebuilt from keys)
         conn.execute("PRAGMA user_version = 4")
-    with Store(path, readonly=True) as store:  # a reader upgrades it (as for every migration)
+    with SQLiteStore(path, readonly=True) as store:  # a reader upgrades it (as for every migration)
         assert store.version >= 5
         count = store.conn.execute("SELECT COUNT(*) FROM scalar_chunks").fetchone()[0]
         assert store.conn.execute("SELECT COUNT(*) FROM scalar_levels").fetchone()[0] == count > 1
@@ -158,7 +158,7 @@ def test_chunk_without_level_is_read_raw(tracking_dir: Path) -> None:
     for step, value in enumerate(values.tolist()):
         run.log({"v": value}, step=step)
     run.finish()
-    with Store(tracking_dir / "store.db") as store:
+    with SQLiteStore(tracking_dir / "store.db") as store:
         store.conn.execute("DELETE FROM scalar_levels WHERE seq = 1")
         assert_chart_exact(store, run.id, "v", 40)
 

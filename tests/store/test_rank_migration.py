@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import expertrack
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from expertrack.store.chunks import INSERT_CHUNK, INSERT_PIECE, Piece, SeriesBuffer
-from expertrack.store.schema import LATEST_VERSION, MIGRATIONS
+from expertrack.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 
 def _store_before_ranks(path: Path) -> None:
@@ -59,7 +59,7 @@ def test_a_store_from_before_ranks_reads_as_before(tmp_path: Path) -> None:
 
 def test_after_migration_a_key_has_one_series_per_rank_and_deletes_still_cascade(tmp_path: Path) -> None:
     _store_before_ranks(tmp_path / "store.db")
-    with Store(tmp_path / "store.db") as store, store.transaction() as conn:
+    with SQLiteStore(tmp_path / "store.db") as store, store.transaction() as conn:
         conn.execute("INSERT INTO keys (run_id, name, rank) VALUES ('r1', 'loss', 1)")
         with pytest.raises(sqlite3.IntegrityError):
             conn.execute("INSERT INTO keys (run_id, name, rank) VALUES ('r1', 'loss', 1)")
@@ -73,7 +73,7 @@ def test_arrays_added_to_a_stored_run_go_to_rank_0s_key(tmp_path: Path) -> None:
     from expertrack.store.writes import add_arrays
 
     _store_before_ranks(tmp_path / "store.db")
-    with Store(tmp_path / "store.db") as store:
+    with SQLiteStore(tmp_path / "store.db") as store:
         with store.transaction() as conn:  # rank 1's key of the same name, made first
             conn.execute("INSERT INTO keys (run_id, name, rank) VALUES ('r1', 'tpe', 1)")
         add_arrays(store, "r1", "tpe", [(4, 14.0, np.zeros(3, "<f4"))])

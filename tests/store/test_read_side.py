@@ -21,8 +21,8 @@ import expertrack
 from expertrack.cli.common import format_value
 from expertrack.cli.main import cli
 from expertrack.dashboard.app import create_app
-from expertrack.store import Store
-from expertrack.store.schema import LATEST_VERSION, MIGRATIONS
+from expertrack.store import SQLiteStore
+from expertrack.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 from tests.store.conftest import ReadLocation
 
 
@@ -40,20 +40,20 @@ class Observed:
 @pytest.fixture
 def observed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Observed]:
     seen = Observed()
-    connect = Store._connect_readonly
+    connect = SQLiteStore._connect_readonly
 
     def authorize(action: int, table: str | None, column: str | None, *_: object) -> int:
         if action == sqlite3.SQLITE_READ and table and column:
             seen.reads.add((table, column))
         return sqlite3.SQLITE_OK
 
-    def observing(self: Store) -> sqlite3.Connection:
+    def observing(self: SQLiteStore) -> sqlite3.Connection:
         conn = connect(self)
         conn.set_trace_callback(seen.statements.append)
         conn.set_authorizer(authorize)
         return conn
 
-    monkeypatch.setattr(Store, "_connect_readonly", observing)
+    monkeypatch.setattr(SQLiteStore, "_connect_readonly", observing)
     yield seen
 
 
@@ -138,7 +138,7 @@ def test_migration_3_moves_existing_arrays_apart(tmp_path: Path) -> None:
         )
     conn.close()
 
-    Store(path).close()  # a writer opens it: migrated
+    SQLiteStore(path).close()  # a writer opens it: migrated
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
         columns = [r[1] for r in check.execute("PRAGMA table_info(arrays)")]

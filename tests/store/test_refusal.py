@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import expertrack
-from expertrack.store import Store
-from expertrack.store.schema import LATEST_VERSION, MIGRATIONS, migrate
+from expertrack.store import SQLiteStore
+from expertrack.store.sqlite_schema import LATEST_VERSION, MIGRATIONS, migrate
 from tests.conftest import expertrack_cli
 
 TRAINER = (
@@ -21,7 +21,7 @@ TRAINER = (
 
 
 def _newer_store(directory: Path) -> Path:
-    Store(directory / "store.db").close()
+    SQLiteStore(directory / "store.db").close()
     with sqlite3.connect(directory / "store.db") as conn:
         conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 90}")
     return directory / "store.db"
@@ -106,8 +106,8 @@ def test_expertrack_run_refuses_by_name_and_still_tracks_the_command(
 def test_each_migration_commits_on_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A migration that fails leaves the store at the last one that succeeded, not at version 0."""
     broken = [*MIGRATIONS, (LATEST_VERSION + 1, "broken", "CREATE TABLE runs (x)")]
-    monkeypatch.setattr("expertrack.store.schema.MIGRATIONS", broken)
-    monkeypatch.setattr("expertrack.store.schema.LATEST_VERSION", LATEST_VERSION + 1)
+    monkeypatch.setattr("expertrack.store.sqlite_schema.MIGRATIONS", broken)
+    monkeypatch.setattr("expertrack.store.sqlite_schema.LATEST_VERSION", LATEST_VERSION + 1)
     conn = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
     with pytest.raises(sqlite3.OperationalError, match="already exists"):
         migrate(conn)

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import expertrack
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from expertrack.store.chunks import CHUNK_POINTS, SEAL_FLUSHES
 from expertrack.store.downsample import minmax_indices
-from expertrack.store.schema import LATEST_VERSION, MIGRATIONS
+from expertrack.store.sqlite_schema import LATEST_VERSION, MIGRATIONS
 from tests.store.conftest import ReadStore
 
 
@@ -141,7 +141,7 @@ def test_history_samples_keep_spikes(tracking_dir: Path) -> None:
 def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:
     numbers = [n for n, _name, _sql in MIGRATIONS]
     assert numbers[0] == 1 and numbers == sorted(set(numbers))  # a gap is left for a migration merged later
-    Store(tmp_path / "s.db").close()
+    SQLiteStore(tmp_path / "s.db").close()
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -150,12 +150,12 @@ def test_migrations_are_numbered_and_recorded(tmp_path: Path) -> None:
 
 
 def test_store_from_a_newer_version_is_refused(tmp_path: Path) -> None:
-    Store(tmp_path / "s.db").close()
+    SQLiteStore(tmp_path / "s.db").close()
     conn = sqlite3.connect(tmp_path / "s.db")
     conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
     conn.close()
     with pytest.raises(expertrack.StoreError, match="newer expertrack"):
-        Store(tmp_path / "s.db", readonly=True)
+        SQLiteStore(tmp_path / "s.db", readonly=True)
 
 
 def test_files_are_compressed_chunks_in_order(tracking_dir: Path) -> None:
@@ -180,7 +180,7 @@ def test_delete_run_removes_everything(tracking_dir: Path) -> None:
     run.finish()
     api = expertrack.Api(tracking_dir)
     api.delete_run(run.id)
-    with Store(tracking_dir / "store.db") as store:
+    with SQLiteStore(tracking_dir / "store.db") as store:
         for table in ("runs", "keys", "scalar_chunks", "arrays", "files"):
             assert store.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
 
@@ -293,6 +293,6 @@ def test_processes_starting_one_run_id_at_once_all_write_to_it(tracking_dir: Pat
         ]
         for proc in procs:
             assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else b""
-        with Store(tracking_dir / "store.db", readonly=True) as store:
+        with SQLiteStore(tracking_dir / "store.db", readonly=True) as store:
             steps = store.read_scalars(run_id, "v")[0]
         assert sorted(steps.tolist()) == list(range(6))

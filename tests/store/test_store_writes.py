@@ -11,11 +11,11 @@ import pytest
 
 import expertrack
 from expertrack.records import ArrayPoint, Batch, ConfigSet, FileChunk, NewRun, RunUpdate
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from expertrack.store.chunks import Piece, SeriesBuffer
 
 
-def _new_run(store: Store, run_id: str = "r1") -> None:
+def _new_run(store: SQLiteStore, run_id: str = "r1") -> None:
     store.create_run(NewRun(run_id, "p", "n", None, "[]", None, '{"lr": 1}', 1.0, None, None))
 
 
@@ -26,7 +26,7 @@ def _series(name: str | None, steps: range, offset: float = 0.0) -> SeriesBuffer
     return buffer
 
 
-def test_a_batch_that_fails_midway_leaves_nothing(fresh_store: Store) -> None:
+def test_a_batch_that_fails_midway_leaves_nothing(fresh_store: SQLiteStore) -> None:
     with fresh_store as store:
         _new_run(store)
         good = _series("loss", range(5))
@@ -60,7 +60,7 @@ def test_a_failing_replace_leaves_the_old_series(tmp_path: Path) -> None:
     with expertrack.init(project="p", dir=tmp_path, id="r1", mirror="off") as run:
         for step in range(10):
             run.log({"loss": float(step)})
-    with Store(tmp_path / "store.db") as store:
+    with SQLiteStore(tmp_path / "store.db") as store:
         with pytest.raises(Exception, match="NOT NULL"):
             store.replace_scalars("r1", [_series("loss", range(3), 100.0), _series(None, range(3))], '{"x": 1}')
         assert store.read_scalars("r1", "loss")[2].tolist() == [float(s) for s in range(10)]

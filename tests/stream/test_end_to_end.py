@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import expertrack
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from expertrack.stream import MARKER
 from tests.conftest import expertrack_cli
 from tests.stream.trainers import PREEMPTING_RELAY, RELAY, RESUMING, STREAMING
@@ -33,7 +33,7 @@ def wrap_relayed(tmp_path: Path, steps: int, mode: str = "auto") -> subprocess.C
 
 
 def series(directory: Path, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with Store(directory / "store.db", readonly=True) as store:
+    with SQLiteStore(directory / "store.db", readonly=True) as store:
         return store.read_scalars(run_id, key)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import expertrack
-from expertrack.store import Store
+from expertrack.store import SQLiteStore
 from expertrack.stream import MARKER, MAX_LINE_BYTES
 from expertrack.stream.lines import TaggedLineFilter, decode_line
 from expertrack.stream.rebuild import StreamRebuilder
@@ -64,7 +64,7 @@ def steps_in(lines: list[bytes]) -> list[int]:
 
 
 def loss(directory: Path, run_id: str) -> tuple[np.ndarray, ...]:
-    with Store(directory / "store.db", readonly=True) as store:
+    with SQLiteStore(directory / "store.db", readonly=True) as store:
         return store.read_scalars(run_id, "loss")
 
 

@@ -21,7 +21,7 @@ from expertrack.capture.parsers import ConfigItems, Item, Metrics
 from expertrack.capture.tracker import CONSOLE_FILE, STDOUT_FILE, LineFeeder
 from expertrack.config import dumps
 from expertrack.records import Row
-from expertrack.store import Store
+from expertrack.store import SQLiteStore, Store
 from expertrack.store.chunks import SeriesBuffer
 from expertrack.summary import SummaryState
 
@@ -80,7 +80,7 @@ class _Rows:
 
 def reparse_run(store_path: Path, run_id: str, parser: str | None, announce: Callable[[str], None]) -> ReparseReport:
     """Replace the run's scalars with those parsed from its saved console (``parser`` None: detect again)."""
-    store = Store(store_path)
+    store = SQLiteStore(store_path)
     try:
         record = store.run(run_id)
         if record.state == "running":

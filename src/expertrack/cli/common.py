@@ -39,8 +39,6 @@ class RunLookupError(click.ClickException):
     exit_code = 2
 
 
-
-
 def dir_option(command: F) -> F:
     """The ``--dir`` option of every run command, resolved like the library (then EXPERTRACK_DIR, then ./); a
     reading command also accepts a ``postgresql://`` URL (a shared store)."""

@@ -187,13 +187,13 @@ def _megatron_into(run_ref: str | None, dir_: Path | None, project: str, name: s
     import expertrack
     from expertrack.mirror.megatron_tpe import summary
     from expertrack.paths import store_path
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
     from expertrack.store.writes import add_arrays
 
     if run_ref is not None:
         record = resolve_run(open_api(dir_), run_ref)
         now = time.time()
-        with Store(store_path(dir_)) as store:
+        with SQLiteStore(store_path(dir_)) as store:
             for key, arrays in data.arrays.items():
                 add_arrays(store, record.id, key, [(step, now, a) for step, a in sorted(arrays.items())])
         return f"{record.name} ({record.id})"

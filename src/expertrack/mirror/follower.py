@@ -81,9 +81,9 @@ def follow(store_path: Path, run_id: str, parent_pid: int | None = None) -> guar
         try:
             import wandb
         except Exception as exc:  # a broken wandb install must not look like a hang
-            from expertrack.store import Store
+            from expertrack.store import SQLiteStore
 
-            with Store(store_path) as store:
+            with SQLiteStore(store_path) as store:
                 write_state(store, run_id, "failed", None, None, f"wandb could not be imported: {exc}")
             return guard.Outcome(run_id, "failed", None, 0, f"wandb could not be imported: {exc}")
         nice = int(_seconds("EXPERTRACK_MIRROR_NICE", NICE))

@@ -54,7 +54,7 @@ def mirror_run(
     Never raises for W&B's failures: they end up in the returned :class:`Outcome` and in ``mirror_state``.
     ``on_open`` is called on the worker thread once the W&B run is open.
     """
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
 
     worker = _Worker(Path(store_path), run_id, wandb, follow, poll_s, stats_pid, on_open)
     thread = threading.Thread(target=worker.run, name=f"expertrack-mirror-{run_id}", daemon=True)
@@ -62,7 +62,7 @@ def mirror_run(
     ended = False
     checked_at = 0.0
     progress: tuple[int | None, float] = (None, time.monotonic())  # (cursor, when it last moved)
-    with Store(store_path, readonly=True) as watch:
+    with SQLiteStore(store_path, readonly=True) as watch:
         while not worker.done.wait(0.2):
             now = time.monotonic()
             rep = worker.replayer
@@ -106,9 +106,9 @@ class _Worker:
         self.cancelled = threading.Event()
 
     def run(self) -> None:
-        from expertrack.store import Store
+        from expertrack.store import SQLiteStore
 
-        store = Store(self.store_path)
+        store = SQLiteStore(self.store_path)
         rep = self.replayer = Replayer(store, self.run_id, self.wandb, live=self.follow, stats_pid=self.stats_pid)
         try:
             rep.open()
@@ -140,7 +140,7 @@ class _Worker:
 
     def give_up(self, reason: str) -> Outcome:
         """Called by the watching thread when W&B hangs: record the cursor, let W&B try to keep what it has."""
-        from expertrack.store import Store
+        from expertrack.store import SQLiteStore
 
         self.cancelled.set()
         rep = self.replayer
@@ -149,7 +149,7 @@ class _Worker:
         cursor = rep.cursor if rep is not None else None
         remote = rep.remote_id if rep is not None else None
         state = "partial" if cursor is not None else "failed"
-        with Store(self.store_path) as store:
+        with SQLiteStore(self.store_path) as store:
             write_state(store, self.run_id, state, cursor, remote, reason)
         if rep is not None and rep.wandb_run is not None:
             rescue = threading.Thread(target=_finish_quietly, args=(rep.wandb_run,), daemon=True)

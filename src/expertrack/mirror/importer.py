@@ -83,13 +83,13 @@ def _stored_runs(dir: str | os.PathLike[str] | None) -> dict[str, tuple[str, str
     """id -> (name, project) of the runs already in the store in ``dir`` (none when there is no store yet)."""
     from expertrack.errors import StoreError
     from expertrack.paths import store_path
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
 
     path = store_path(dir)
     if not path.exists():
         return {}
     try:
-        with Store(path, readonly=True) as store:
+        with SQLiteStore(path, readonly=True) as store:
             return {r.id: (r.name, r.project) for r in store.runs()}
     except (StoreError, sqlite3.Error):  # not a usable store yet: import_run's own open says what is wrong
         return {}
@@ -110,7 +110,7 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
     import numpy as np
 
     from expertrack.paths import store_path
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
 
     head = parts[0]
     config: dict[str, Any] = {}
@@ -124,7 +124,7 @@ def import_run(run_id: str, parts: list[WandbRun], dir: str | os.PathLike[str] |
     started, ended = _wall_times(parts)
     last = parts[-1]
     exit_code = last.exit_code if last.exit_code is not None else 1
-    with Store(store_path(dir)) as store:
+    with SQLiteStore(store_path(dir)) as store:
         new = NewRun(run_id, project, name, head.group or None, json.dumps(head.tags or []), head.notes or None,
                      dumps(config), started, socket.gethostname(), os.getpid())  # fmt: skip
         if not store.create_run(new):

@@ -46,11 +46,11 @@ def sync_runs(
     After W&B stops answering (a hang), the remaining runs are reported as skipped: this process can no
     longer use wandb.
     """
-    from expertrack.store import Store
+    from expertrack.store import SQLiteStore
 
     hung = False
     for run_id in run_ids:
-        with Store(store_path) as store:
+        with SQLiteStore(store_path) as store:
             record = store.run(run_id)
             skip = "not tried: W&B stopped answering earlier in this sync" if hung else pending_reason(store, run_id)
         if skip is not None:

@@ -36,14 +36,14 @@ class Follower:
     """One run's replication: ``step()`` copies once; ``run()`` loops until the run has ended and is copied."""
 
     def __init__(self, store_path: Path, run_id: str, location: str) -> None:
-        from expertrack.store import Store
+        from expertrack.store import SQLiteStore
         from expertrack.store.location import describe
 
         self.store_path = store_path
         self.run_id = run_id
         self.location = location
         self.shown = describe(location)
-        self.source = Store(store_path, readonly=True)
+        self.source = SQLiteStore(store_path, readonly=True)
         self.target: Any = None
         self.down = False
         self.ended_at: float | None = None  # when the follower first saw the run ended with the target down

@@ -211,7 +211,7 @@ class Store(Protocol):
 if TYPE_CHECKING:  # the type checker holds each engine to the interface
     from expertrack.store import sqlite as _sqlite
 
-    def _sqlite_is_a_store(store: _sqlite.Store) -> Store:
+    def _sqlite_is_a_store(store: _sqlite.SQLiteStore) -> Store:
         return store
 
     from expertrack.store import postgres as _postgres

@@ -1,6 +1,6 @@
 """The PostgreSQL store's schema, as numbered migrations. Documented in docs/storage.md; change it only by appending.
 
-The same tables, columns and encodings as the SQLite schema at its version 6 (store/schema.py), so one set of
+The same tables, columns and encodings as the SQLite schema at its version 6 (store/sqlite_schema.py), so one set of
 queries (store/sql.py) reads both: scalar chunks, pieces and levels are ``bytea`` holding the same little-endian
 arrays, JSON columns are text holding the same JSON, unix times are ``double precision``. Integers are ``bigint``
 (steps may pass 2**31). The version lives in the table ``expertrack_schema``; migrations run under an advisory

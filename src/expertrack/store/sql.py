@@ -25,7 +25,7 @@ from expertrack.errors import AmbiguousRunError, RunNotFoundError
 from expertrack.store import chunks, levels
 from expertrack.store.alerts import AlertRecord, read_alerts
 
-# The schema features a store's tables have, in SQLite's migration numbers (store/schema.py): 2 adds pieces and
+# The schema features a store's tables have, in SQLite's migration numbers (store/sqlite_schema.py): 2 adds pieces and
 # dropped_points, 4 alerts, 5 levels, 6 ranks. PostgreSQL's schema has all of them from its first migration.
 LAYOUT_PIECES = 2
 LAYOUT_ALERTS = 4
@@ -37,9 +37,7 @@ _RUN_COLUMNS = (
 )
 
 
-
 STALE_HEARTBEAT_S = 60.0
-
 
 
 @dataclass
@@ -568,4 +566,3 @@ class ArrayOverview:
 
 def _fold(pick: Any, a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else pick(a, b)
-

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from expertrack.errors import StoreError
-from expertrack.store.schema import LATEST_VERSION, migrate
 from expertrack.store.sql import (  # noqa: F401 - the records' historical home: importers keep working
     STALE_HEARTBEAT_S,
     ArrayOverview,
@@ -22,10 +21,13 @@ from expertrack.store.sql import (  # noqa: F401 - the records' historical home:
     ScalarOverview,
     SqlStore,
 )
+from expertrack.store.sqlite_schema import LATEST_VERSION, migrate
 from expertrack.store.sqlite_writes import SqliteWrites
 
 BUSY_TIMEOUT_S = 30.0
 READ_MMAP_BYTES = 1 << 30  # readers map the file: pages come from the OS cache, ~2-3x faster long reads
+
+
 def _read_only_mount(directory: Path) -> bool:
     """Whether ``directory`` lies on a file system mounted read-only (``os.access`` does not say so for root)."""
     try:
@@ -157,6 +159,7 @@ class SQLiteStore(SqliteWrites, SqlStore):
     def __enter__(self) -> SQLiteStore:
         return self
 
+
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; on an error, or a COMMIT that fails (a full disk), ``ROLLBACK``.
 
@@ -188,6 +191,3 @@ class _Transaction:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # the error that brought us here is the one to report
-
-
-Store = SQLiteStore  # the former name, kept for every caller

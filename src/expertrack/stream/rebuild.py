@@ -170,13 +170,13 @@ class StreamRebuilder:
         """A started writer for the run's row, created now (or reopened, ``resume``)."""
         from expertrack import session
         from expertrack.paths import STORE_FILE
-        from expertrack.store import Store
+        from expertrack.store import SQLiteStore
         from expertrack.summary import SummaryState
         from expertrack.writer import Writer
 
         header = header or {}
         config = header.get("config")
-        store = Store(self.directory / STORE_FILE)
+        store = SQLiteStore(self.directory / STORE_FILE)
         try:
             if not resume and session._existing(store, run_id):
                 self.refused.add(run_id)
