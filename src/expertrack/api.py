@@ -16,7 +16,7 @@ from expertrack.paths import store_path
 from expertrack.store.alerts import AlertRecord
 from expertrack.store.downsample import minmax_indices
 from expertrack.store.interface import Store
-from expertrack.store.location import describe, is_postgres, open_store
+from expertrack.store.location import describe, open_store, reading_location
 from expertrack.store.sql import ArrayOverview, RankRecord, RunRecord, ScalarOverview
 
 
@@ -25,7 +25,8 @@ class Api:
     a PostgreSQL store (``dir`` a ``postgresql://`` URL; the ``postgres`` extra)."""
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
-        self.location: Path | str = str(dir) if is_postgres(dir) else store_path(dir)  # store file or URL
+        where = reading_location(dir)  # a URL (given, or $EXPERTRACK_DIR), else the tracking directory
+        self.location: Path | str = where if isinstance(where, str) else store_path(where)  # store file or URL
         self._store: Store | None = None
 
     @property

@@ -30,6 +30,7 @@ from tests.dashboard.builders import (
     xss_run,
 )
 from tests.dashboard.processes import Server
+from tests.pg import PASSWORD
 
 pytestmark = pytest.mark.e2e
 
@@ -183,6 +184,37 @@ def test_selecting_two_runs_overlays_them_on_one_chart(tracking_dir: Path, serve
     assert namespaces == ["train", "val"]
     watched.screenshot("two-runs-overlaid")
     assert watched.errors == [] and watched.dialogs == []
+
+
+def test_the_dashboard_of_a_shared_postgresql_store_overlays_runs_pushed_to_it(
+    tracking_dir: Path, postgres_url: str, watched: Watched
+) -> None:
+    """A team's dashboard (docs/team.md) reads a PostgreSQL store: runs written locally, pushed with `expertrack
+    push`, charted from the server as from a directory, the same points."""
+    a = dense_run(tracking_dir, name="dense-a")
+    b = dense_run(tracking_dir, name="dense-b", lr=1e-3)
+    exe = Path(sys.executable).with_name("expertrack")
+    pushed = subprocess.run([str(exe), "push", "--to", postgres_url], capture_output=True, text=True, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    server = Server(postgres_url)  # type: ignore[arg-type]  # a location: the URL given to `ui --dir`
+    try:
+        page = watched.open(server.url)
+        page.wait_for_function("document.querySelectorAll('#runs-table tbody tr').length === 2")
+        for name in ("dense-a", "dense-b"):
+            row(page, name).locator("input.select-run").check()
+        page.wait_for_function(
+            """() => { const c = [...document.querySelectorAll('.chart')].find(c => c.dataset.key === 'train/loss');
+                       const d = c && c.querySelector('.plot').data; return d && d.length === 2; }"""
+        )
+        by_name = {t["name"]: t for t in traces(page, "train/loss")}
+        assert {t["meta"] for t in by_name.values()} == {a, b}
+        assert by_name["dense-a"]["x"] == list(range(60))
+        assert by_name["dense-b"]["y"][-1] == pytest.approx(4.0 / 60 + 1e-3)
+        assert PASSWORD not in page.content()  # the URL's password is never shown
+        watched.screenshot("postgresql-two-runs")
+        assert watched.errors == [] and watched.dialogs == []
+    finally:
+        server.stop()
 
 
 LIVE_CHILD = """

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from expertrack.store.location import describe, is_postgres, open_store, sqlite_path
+from tests.conftest import expertrack_cli
+from tests.pg import PASSWORD
 
 
 @pytest.mark.parametrize(
@@ -38,3 +40,26 @@ def test_local_locations_open_sqlite_and_urls_are_recognised(tmp_path: Path) -> 
     assert not is_postgres(str(tmp_path)) and not is_postgres("modal://volume") and not is_postgres(None)
     with open_store(tmp_path) as store:
         assert type(store).__name__ == "SQLiteStore" and store.runs() == []
+
+
+def test_readers_follow_expertrack_dir_naming_a_database(
+    tracking_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$EXPERTRACK_DIR set to the team's database: `ls` and `Api()` read that database (where a writer with the
+    same setting replicates its runs), never a directory named after the URL."""
+    import expertrack
+    from expertrack.store.copy import copy_runs
+
+    run = expertrack.init(project="shared", name="on-the-server", mirror="off")
+    run.log({"loss": 1.5})
+    run.finish()
+    with open_store(tracking_dir, readonly=True) as source, open_store(postgres_url) as target:
+        copy_runs(source, target)
+    listed = expertrack_cli("ls", env={"EXPERTRACK_DIR": postgres_url})
+    assert listed.returncode == 0 and "on-the-server" in listed.stdout, listed.stderr
+    assert PASSWORD not in listed.stdout + listed.stderr
+    monkeypatch.setenv("EXPERTRACK_DIR", postgres_url)
+    api = expertrack.Api()
+    assert [r.name for r in api.runs()] == ["on-the-server"]
+    api.close()
+    assert not list(Path.cwd().glob("postgres*"))

@@ -42,11 +42,14 @@ def describe(location: str | os.PathLike[str]) -> str:
 
 
 def reading_location(dir: str | os.PathLike[str] | None) -> str | Path:
-    """What a reader given ``dir`` reads: a ``postgresql://`` URL as it is, else the tracking directory (``dir``,
-    else ``$EXPERTRACK_DIR``, else ./expertrack-runs)."""
-    if is_postgres(dir):
-        return str(dir)
-    from expertrack.paths import tracking_dir
+    """What a reader given ``dir`` reads: ``dir``, else ``$EXPERTRACK_DIR``, else ./expertrack-runs; a
+    ``postgresql://`` URL as it is (so ``$EXPERTRACK_DIR`` naming the team's database shows that database, where
+    the runs a writer replicates go), else that tracking directory."""
+    from expertrack.paths import ENV_DIR, tracking_dir
+
+    given = str(dir) if dir is not None and str(dir) else os.environ.get(ENV_DIR, "").strip()
+    if is_postgres(given):
+        return given
 
     return tracking_dir(dir)
 
