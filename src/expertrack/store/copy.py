@@ -32,6 +32,7 @@ from typing import Any
 from expertrack.errors import StoreError
 from expertrack.store.chunks import CHUNK_POINTS
 from expertrack.store.levels import level_row
+from expertrack.store.writes import ensure_key
 
 # A target's last chunk smaller than this is merged with the points appended after it, so that replication
 # (a copy every second or two) does not leave a long series as thousands of tiny chunks.
@@ -220,15 +221,6 @@ def _lock_run(conn: Any, run_id: str) -> None:
     conn.execute("UPDATE runs SET heartbeat_at = heartbeat_at WHERE id = ?", (run_id,))
 
 
-def _key_id(conn: Any, run_id: str, name: str, rank: int) -> int:
-    conn.execute(
-        "INSERT INTO keys (run_id, name, rank) VALUES (?, ?, ?) ON CONFLICT (run_id, name, rank) DO NOTHING",
-        (run_id, name, rank),
-    )
-    row = conn.execute("SELECT id FROM keys WHERE run_id = ? AND name = ? AND rank = ?", (run_id, name, rank))
-    return int(row.fetchone()[0])
-
-
 # ---- scalars ----------------------------------------------------------------------------------------------------
 
 
@@ -273,7 +265,7 @@ def _write_series(
     with target.transaction() as conn:
         _lock_run(conn, run_id)
         for name, rank, tail, (steps, times, values) in batch:
-            key_id = _key_id(conn, run_id, name, rank)
+            key_id = ensure_key(conn, run_id, name, rank)
             start, merge = _append_from(conn, key_id, steps, times, values, tail)
             if start is None and tail:  # the target's last point is not the source's: compare the series whole
                 whole.append((name, rank, False, source.read_scalars(run_id, name, rank=rank)))
@@ -422,7 +414,7 @@ def _write_arrays(source: Any, target: Any, run_id: str, batch: list[tuple[Any, 
             data = source.execute(
                 "SELECT data FROM array_data WHERE key_id = ? AND step = ?", (source_key, step)
             ).fetchone()[0]
-            key_id = _key_id(conn, run_id, name, rank)
+            key_id = ensure_key(conn, run_id, name, rank)
             inserted = conn.execute(
                 "INSERT INTO arrays (key_id, step, time, dtype, shape, nbytes) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key_id, step) DO NOTHING RETURNING step",

@@ -134,7 +134,7 @@ class StoreWrites:
         """The id of the batch's key ``name``, creating its row if needed (inside the transaction)."""
         key_id = batch.key_ids.get(name)
         if key_id is None:
-            key_id = batch.key_ids[name] = _key_id(conn, batch.run_id, name, batch.rank or 0)
+            key_id = batch.key_ids[name] = ensure_key(conn, batch.run_id, name, batch.rank or 0)
         return key_id
 
     def _seal(self, conn: Any, batch: Batch) -> None:
@@ -230,7 +230,7 @@ class StoreWrites:
             conn.execute(f"DELETE FROM scalar_chunks WHERE key_id IN ({owned})", (run_id,))
             conn.execute("DELETE FROM scalar_pieces WHERE run_id = ?", (run_id,))
             for buffer in series:
-                buffer.key_id = _key_id(conn, run_id, buffer.name, 0)
+                buffer.key_id = ensure_key(conn, run_id, buffer.name, 0)
             _insert_chunks(conn, series)
             conn.execute(
                 "UPDATE runs SET config = COALESCE(?, config), summary = COALESCE(?, summary) WHERE id = ?",
@@ -244,7 +244,7 @@ class StoreWrites:
         with self.transaction() as conn:
             if conn.execute("SELECT COUNT(*) FROM runs WHERE id = ?", (run_id,)).fetchone()[0] == 0:
                 raise LookupError(f"no run {run_id!r} in {self.path}")
-            key_id = _key_id(conn, run_id, key, 0)  # rank 0's: what readers show by default
+            key_id = ensure_key(conn, run_id, key, 0)  # rank 0's: what readers show by default
             count = 0
             for step, t, array in points:
                 insert_array(conn, key_id, step, t, array)
@@ -324,7 +324,7 @@ class StoreWrites:
         return self.conn.execute(sql, args).fetchone()
 
 
-def _key_id(conn: Any, run_id: str, name: str, rank: int) -> int:
+def ensure_key(conn: Any, run_id: str, name: str, rank: int) -> int:
     """The id of key ``name`` of ``rank`` in the run, creating its row if needed; inside a transaction."""
     conn.execute(
         "INSERT INTO keys (run_id, name, rank) VALUES (?, ?, ?) ON CONFLICT (run_id, name, rank) DO NOTHING",
