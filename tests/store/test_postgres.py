@@ -42,6 +42,13 @@ def test_a_new_database_gets_the_schema_once_and_reopens(postgres_url: str) -> N
         assert [r[0] for r in rows] == list(range(1, LATEST_VERSION + 1))
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # a reader cannot change what it reads
             store.conn.execute("DELETE FROM runs")
+        # series are kept uncompressed, as SQLite keeps them (migration 2: decompressing slowed chart reads)
+        storage = store.conn.execute(
+            "SELECT c.relname, a.attname, a.attstorage FROM pg_attribute a JOIN pg_class c ON a.attrelid = c.oid"
+            " WHERE c.relname IN ('scalar_chunks', 'scalar_pieces', 'scalar_levels', 'array_data')"
+            " AND a.atttypid = 'bytea'::regtype"
+        ).fetchall()
+        assert len(storage) == 10 and {row[2] for row in storage} == {"e"}
 
 
 def _open(url: str) -> int:
