@@ -11,7 +11,6 @@ from __future__ import annotations
 import netrc
 import os
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -111,30 +110,18 @@ def _start(run_id: str, store_path: Path, mode: str, wandb_mode: str | None) -> 
 
 def launch(run_id: str, store_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``python -m expertrack.mirror.follower`` for one run, detached, its output in a log file."""
+    from expertrack.followers import spawn
     from expertrack.mirror.locks import mirror_dir
 
     log_path = mirror_dir(store_path) / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in run_id)}.log"
-    from expertrack.standin import without_stand_in
-
-    # the mirror needs the real wandb, even when this process runs under the stand-in (expertrack run --as-wandb)
-    env = {**without_stand_in(os.environ), **(extra_env or {})}
-    package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same expertrack
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [
-        sys.executable or "python3",
-        "-m",
-        "expertrack.mirror.follower",
-        "--store",
-        str(store_path),
-        "--run",
-        run_id,
-        "--parent-pid",
-        str(os.getpid()),
-    ]
-    # A session of its own: Ctrl-C and a closed terminal reach training, not the mirror (which then sends the
-    # end). On Linux a session is also a scheduler autogroup: the mirror lowers its group's weight
-    # (follower.NICE), so it takes CPU from the machine's idle time rather than from training's share.
+    # the follower lowers its own scheduling weight (follower.NICE); its output goes to its log file
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, close_fds=True, start_new_session=True
+        return spawn(
+            "expertrack.mirror.follower",
+            store_path,
+            run_id,
+            ["--parent-pid", str(os.getpid())],
+            env=extra_env,
+            output=log,
+            errors=log,
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 ENV_TARGET = "EXPERTRACK_REPLICATE_TARGET"  # the follower's target location (environment, not argv)
@@ -81,23 +80,11 @@ def _without_password(url: str) -> str:
 def launch(run_id: str, store_path: Path, location: str) -> subprocess.Popen[bytes]:
     """``python -m expertrack.replicate.follower`` for one run, in a session of its own (Ctrl-C reaches training,
     not the follower, which then makes the final copy). It writes its few messages to this process's stderr."""
-    from expertrack.standin import without_stand_in
+    from expertrack.followers import spawn
 
-    env = {**without_stand_in(os.environ), ENV_TARGET: location}
-    env.pop(ENV_REPLICATE_TO, None)
-    package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same expertrack
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [
-        sys.executable or "python3",
-        "-m",
-        "expertrack.replicate.follower",
-        "--store",
-        str(store_path),
-        "--run",
-        run_id,
-    ]
-    return subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, close_fds=True, start_new_session=True
+    # the URL travels in the environment, never on the command line (where `ps` shows it, password included)
+    return spawn(
+        "expertrack.replicate.follower", store_path, run_id, env={ENV_TARGET: location}, unset=[ENV_REPLICATE_TO]
     )
 
 
